@@ -1,0 +1,3 @@
+from bem.cli import main
+
+main()

@@ -1,0 +1,82 @@
+"""The application factory: middleware order, routers, lifespan and OpenAPI."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from bem import __version__
+from bem.auth.endpoints import router as auth_router
+from bem.config import Settings
+from bem.kit.context import RequestContextMiddleware
+from bem.kit.db import create_engine, session_factory
+from bem.kit.errors import install_error_handlers
+from bem.kit.health import router as health_router
+from bem.kit.logging import get_logger
+from bem.projects.endpoints import router as projects_router
+from bem.versions.endpoints import router as versions_router
+from bem.versions.schemas import ElementIn
+
+log = get_logger("bem.app")
+
+DESCRIPTION = """
+BEM keeps every upload of a building model as an immutable **version** and serves its
+**elements** (the IFC-shaped element document) over a REST API.
+
+Authenticate with a personal API token: `Authorization: Bearer bem_pat_...`
+(`bem users create-admin` prints one). Errors are RFC 9457 `application/problem+json`.
+Lists are cursor-paginated: pass `next_cursor` back as `cursor`.
+"""
+
+
+def create_app(settings: Settings) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = create_engine(settings)
+        app.state.engine = engine
+        app.state.sessions = session_factory(engine)
+        log.info("startup", profile=settings.profile.value, version=__version__)
+        try:
+            yield
+        finally:
+            await engine.dispose()
+            log.info("shutdown")
+
+    app = FastAPI(
+        title="BEM — Building Element Model server",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url="/docs",
+        redoc_url="/redoc",
+    )
+    app.state.settings = settings
+    install_error_handlers(app)
+    app.add_middleware(RequestContextMiddleware)
+    app.include_router(health_router)
+    app.include_router(auth_router)
+    app.include_router(projects_router)
+    app.include_router(versions_router)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title,
+                version=app.version,
+                description=app.description,
+                routes=app.routes,
+            )
+            # Upload bodies are streamed, so their schema is declared by hand; add it here.
+            element = ElementIn.model_json_schema(ref_template="#/components/schemas/{model}")
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            components.update(element.pop("$defs", {}))
+            components["ElementIn"] = element
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app

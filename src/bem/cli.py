@@ -1,0 +1,198 @@
+"""The ``bem`` command: serve, migrate, demo, users, openapi."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import AsyncIterator, Iterable
+from typing import Annotated, Any
+
+import orjson
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bem.auth.models import User
+from bem.config import Settings, describe_errors, load_settings
+from bem.kit.logging import configure_logging
+
+cli = typer.Typer(help="BEM — Building Element Model server.", no_args_is_help=True)
+users_cli = typer.Typer(help="Manage users.", no_args_is_help=True)
+cli.add_typer(users_cli, name="users")
+err = Console(stderr=True)
+
+DEMO_PROJECT = "Demo"
+DEMO_MODEL = "Architecture"
+DEMO_OWNER = "demo@bem.invalid"
+
+
+def settings_or_exit() -> Settings:
+    """Load and validate settings; on error name each bad field and exit 2."""
+    try:
+        settings = load_settings()
+    except ValidationError as exc:
+        err.print("[bold red]Invalid configuration:[/]")
+        for line in describe_errors(exc):
+            err.print(f"  {line}", markup=False, highlight=False)
+        raise typer.Exit(2) from None
+    configure_logging(settings.log_level, settings.log_json)
+    return settings
+
+
+def app_from_env() -> Any:
+    """uvicorn factory (``bem.cli:app_from_env``), so every worker builds its own app."""
+    from bem.app import create_app
+
+    return create_app(settings_or_exit())
+
+
+@cli.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address [BEM_HOST]")] = None,
+    port: Annotated[int | None, typer.Option(help="Port [BEM_PORT]")] = None,
+    workers: Annotated[int | None, typer.Option(help="Worker processes [BEM_WORKERS]")] = None,
+) -> None:
+    """Serve the API (REST /v1, health, OpenAPI with Swagger UI and ReDoc)."""
+    import uvicorn
+
+    settings = settings_or_exit()
+    host, port = host or settings.host, port or settings.port
+    err.print(f"BEM serving on http://{host}:{port}  (API docs: http://{host}:{port}/docs)")
+    err.print("Get a token with: bem users create-admin --email you@example.com")
+    uvicorn.run(
+        "bem.cli:app_from_env",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers or settings.workers,
+        access_log=False,
+        log_config=None,
+        proxy_headers=False,
+        timeout_graceful_shutdown=int(settings.shutdown_timeout),
+    )
+
+
+@cli.command()
+def migrate(
+    revision: Annotated[str, typer.Argument(help="Target revision")] = "head",
+) -> None:
+    """Upgrade the database schema (Alembic) to ``revision``."""
+    from bem.kit import migrate as migrations
+
+    settings = settings_or_exit()
+    migrations.upgrade(settings, revision)
+    err.print(f"Database migrated to {revision}.")
+
+
+async def _create_admin(settings: Settings, email: str, name: str) -> str:
+    from bem.auth.service import create_admin
+    from bem.kit.db import create_engine, session_factory
+
+    engine = create_engine(settings)
+    try:
+        async with session_factory(engine)() as session:
+            _, secret = await create_admin(session, email, name)
+    finally:
+        await engine.dispose()
+    return secret
+
+
+@users_cli.command("create-admin")
+def create_admin(
+    email: Annotated[str, typer.Option(help="The admin's email address")],
+    name: Annotated[str, typer.Option(help="Display name")] = "Administrator",
+) -> None:
+    """Create (or promote) an admin and print a new personal API token (shown once)."""
+    if "@" not in email or len(email) > 254:
+        err.print("--email must be an email address")
+        raise typer.Exit(2)
+    secret = asyncio.run(_create_admin(settings_or_exit(), email, name))
+    err.print("Admin ready. Personal API token (store it now; it is not shown again):")
+    typer.echo(secret)
+
+
+async def _as_chunks(lines: Iterable[bytes]) -> AsyncIterator[bytes]:
+    for line in lines:
+        yield line + b"\n"
+
+
+async def _demo(settings: Settings, size: int, if_empty: bool) -> str:
+    from bem.ingest.ifc import element_documents
+    from bem.ingest.ndjson import iter_body
+    from bem.kit.db import create_engine, session_factory
+    from bem.projects import repository as projects_repo
+    from bem.projects import service as projects
+    from bem.projects.schemas import ModelCreate, ProjectCreate
+    from bem.testing import ifcgen
+    from bem.versions import service as versions
+
+    engine = create_engine(settings)
+    try:
+        async with session_factory(engine)() as session:
+            owner = await _demo_owner(session)
+            existing = await projects_repo.list_projects(session, owner, None, 1000)
+            if if_empty and any(p.name == DEMO_PROJECT for p in existing):
+                return "The demo project exists already; nothing to do."
+            project = await projects.create_project(
+                session, owner, ProjectCreate(name=DEMO_PROJECT, description="Generated model")
+            )
+            model = await projects.create_model(
+                session, owner, project.id, ModelCreate(name=DEMO_MODEL)
+            )
+            documents = element_documents(ifcgen.generate(size))
+            # The same path a user's NDJSON upload takes: body reader, validation, storage.
+            source = versions.SourceHasher(_as_chunks(orjson.dumps(d) for d in documents))
+            body = iter_body(
+                aiter(source),
+                "application/x-ndjson",
+                max_json_bytes=settings.max_json_body_bytes,
+                max_ndjson_bytes=settings.max_ndjson_body_bytes,
+                max_line_bytes=settings.max_line_bytes,
+            )
+            meta = versions.UploadMeta(
+                source_format="ndjson",
+                message="Demo model from bem.testing.ifcgen",
+                source_name="demo.ndjson",
+                batch_size=settings.upload_batch_size,
+            )
+            version = await versions.create_version(session, owner, model, body, source, meta)
+            return (
+                f"Demo project {project.id}: model {model.id}, version {version.id} "
+                f"with {version.element_count} elements."
+            )
+    finally:
+        await engine.dispose()
+
+
+async def _demo_owner(session: AsyncSession) -> User:
+    from bem.auth.repository import user_by_email
+
+    owner = await user_by_email(session, DEMO_OWNER)
+    if owner is None:
+        owner = User(email=DEMO_OWNER, name="Demo data", is_admin=False)
+        session.add(owner)
+        await session.commit()
+    return owner
+
+
+@cli.command()
+def demo(
+    size: Annotated[int, typer.Option(min=1, max=100_000, help="Elements to generate")] = 300,
+    if_empty: Annotated[bool, typer.Option(help="Do nothing if the demo project exists")] = False,
+) -> None:
+    """Load a generated demo model (visible to admins)."""
+    err.print(asyncio.run(_demo(settings_or_exit(), size, if_empty)))
+
+
+@cli.command()
+def openapi() -> None:
+    """Print the OpenAPI document (committed as openapi.json)."""
+    from bem.app import create_app
+
+    schema = create_app(load_settings(profile="test")).openapi()
+    sys.stdout.write(orjson.dumps(schema, option=orjson.OPT_INDENT_2).decode() + "\n")
+
+
+def main() -> None:
+    cli()

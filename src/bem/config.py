@@ -1,0 +1,104 @@
+"""Settings: environment (``BEM_`` prefix), ``.env`` and a secrets directory, validated at start.
+
+Precedence, highest first: init arguments, environment, ``.env``, files in the secrets
+directory (``BEM_SECRETS_DIR``, default ``/run/secrets``; one file per field, e.g.
+``bem_secret_key``), defaults.
+"""
+
+from __future__ import annotations
+
+import os
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, Self
+
+from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEV_SECRET_KEY = "dev-insecure-secret-key-change-me"  # noqa: S105 - the refused default
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./var/bem.db"
+
+
+class Profile(StrEnum):
+    development = "development"
+    test = "test"
+    production = "production"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="BEM_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        case_sensitive=False,
+        hide_input_in_errors=True,
+    )
+
+    profile: Profile = Profile.development
+    secret_key: SecretStr = Field(default=SecretStr(DEV_SECRET_KEY), min_length=16)
+
+    # Database: SQLite file (embedded default) or PostgreSQL. URLs may carry passwords.
+    database_url: SecretStr = SecretStr(DEFAULT_DATABASE_URL)
+    db_pool_size: Annotated[int, Field(ge=1, le=200)] = 10
+    db_max_overflow: Annotated[int, Field(ge=0, le=200)] = 5
+    db_pool_timeout: Annotated[float, Field(gt=0, le=60)] = 5.0
+    db_pool_recycle: Annotated[int, Field(ge=60)] = 1800
+    db_connect_timeout: Annotated[float, Field(gt=0, le=60)] = 5.0
+    db_statement_timeout_ms: Annotated[int, Field(ge=0)] = 30_000
+    db_pgbouncer: bool = False  # transaction pooling: disable server-side prepared statements
+    redis_url: SecretStr | None = None
+
+    # HTTP server
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=1, le=65535)] = 8000
+    workers: Annotated[int, Field(ge=1, le=64)] = 1
+    shutdown_timeout: Annotated[float, Field(gt=0, le=600)] = 30.0
+
+    # Logging
+    log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR|CRITICAL)$")
+    log_json: bool = True
+
+    # Uploads of element documents
+    max_json_body_bytes: Annotated[int, Field(ge=1024)] = 64 * 1024 * 1024
+    max_ndjson_body_bytes: Annotated[int, Field(ge=1024)] = 2 * 1024 * 1024 * 1024
+    max_line_bytes: Annotated[int, Field(ge=1024)] = 4 * 1024 * 1024
+    upload_batch_size: Annotated[int, Field(ge=1, le=50_000)] = 2000
+
+    @model_validator(mode="after")
+    def _production_rules(self) -> Self:
+        if self.profile is Profile.production:
+            secret = self.secret_key.get_secret_value()
+            if secret == DEV_SECRET_KEY or len(secret) < 32:
+                raise ValueError(
+                    "secret_key: production refuses the default or a short secret "
+                    "(set BEM_SECRET_KEY or the bem_secret_key secrets file, >= 32 chars)"
+                )
+        return self
+
+    @property
+    def database_url_value(self) -> str:
+        return self.database_url.get_secret_value()
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url_value.startswith("sqlite")
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings from the environment; raises ``pydantic.ValidationError`` when invalid."""
+    secrets_dir = Path(os.environ.get("BEM_SECRETS_DIR", "/run/secrets"))
+    kwargs: dict[str, Any] = dict(overrides)
+    if secrets_dir.is_dir():
+        kwargs["_secrets_dir"] = secrets_dir
+    return Settings(**kwargs)
+
+
+def describe_errors(exc: ValidationError) -> list[str]:
+    """One line per invalid field, naming the ``BEM_`` variable, never echoing the value."""
+    lines = []
+    for err in exc.errors(include_input=False, include_url=False):
+        field = ".".join(str(p) for p in err["loc"]) or "settings"
+        name = f"BEM_{field.upper()}" if err["loc"] else field
+        lines.append(f"{name}: {err['msg']}")
+    return lines

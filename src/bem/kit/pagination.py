@@ -1,0 +1,75 @@
+"""Opaque keyset cursors and the page envelope shared by every list endpoint."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Callable, Sequence
+from typing import Annotated, Any, Generic, TypeVar
+
+import orjson
+from fastapi import Query
+from pydantic import BaseModel
+
+from bem.kit.errors import Problem
+
+T = TypeVar("T")
+
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 1000
+MAX_CURSOR_CHARS = 512
+
+
+class Page(BaseModel, Generic[T]):
+    items: list[T]
+    next_cursor: str | None = None
+
+
+class InvalidCursor(Problem):
+    status, slug = 400, "invalid-cursor"
+
+    def __init__(self) -> None:
+        super().__init__("The cursor is not valid for this list.")
+
+
+def encode_cursor(values: list[Any]) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps(values)).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str | None, arity: int) -> list[Any] | None:
+    """Decode a cursor made by :func:`encode_cursor`; a tampered one is a 400."""
+    if cursor is None:
+        return None
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        values = orjson.loads(base64.urlsafe_b64decode(padded.encode()))
+    except (ValueError, binascii.Error, orjson.JSONDecodeError):
+        values = None
+    if not isinstance(values, list) or len(values) != arity:
+        raise InvalidCursor()
+    if not all(isinstance(v, str | int | float) for v in values):
+        raise InvalidCursor()
+    return values
+
+
+def page_of(
+    rows: Sequence[T], limit: int, key: Callable[[T], list[Any]]
+) -> tuple[list[T], str | None]:
+    """Trim rows fetched with ``limit + 1`` to a page and the cursor of the next one."""
+    if len(rows) <= limit:
+        return list(rows), None
+    page = list(rows[:limit])
+    return page, encode_cursor(key(page[-1]))
+
+
+LimitParam = Annotated[
+    int, Query(ge=1, le=MAX_LIMIT, description=f"Page size, at most {MAX_LIMIT}.")
+]
+CursorParam = Annotated[
+    str | None,
+    Query(
+        max_length=MAX_CURSOR_CHARS,
+        pattern=r"^[A-Za-z0-9_-]+$",
+        description="Opaque cursor from the previous page's next_cursor.",
+    ),
+]

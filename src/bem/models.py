@@ -1,0 +1,17 @@
+"""Every table, imported in one place so Alembic and tests see the whole schema."""
+
+from bem.auth.models import ApiToken, User
+from bem.projects.models import Membership, Model, Project
+from bem.versions.models import ElementPayload, Relation, Version, VersionElement
+
+__all__ = [
+    "ApiToken",
+    "ElementPayload",
+    "Membership",
+    "Model",
+    "Project",
+    "Relation",
+    "User",
+    "Version",
+    "VersionElement",
+]

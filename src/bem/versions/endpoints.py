@@ -1,0 +1,167 @@
+from __future__ import annotations
+
+import hashlib
+import uuid
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Path, Query, Request, Response, status
+
+from bem.auth.dependencies import CurrentUser
+from bem.config import Settings
+from bem.ingest.ndjson import JSON_TYPES, NDJSON_TYPES, iter_body, media_type
+from bem.kit.db import SessionDep
+from bem.kit.errors import problem_responses
+from bem.kit.pagination import CursorParam, LimitParam, Page
+from bem.kit.text import LongText, Text
+from bem.projects import service as projects
+from bem.versions import service
+from bem.versions.models import Version
+from bem.versions.schemas import GLOBAL_ID_PATTERN, ElementOut, VersionOut
+
+router = APIRouter(prefix="/v1", tags=["versions"], responses=problem_responses(401, 422))
+
+FieldsParam = Annotated[
+    str | None,
+    Query(
+        max_length=2000,
+        description="Comma-separated parts of each element to return, e.g. "
+        "`name,ifc_class,properties.Pset_WallCommon`; `global_id` is always included.",
+    ),
+]
+GlobalIdPath = Annotated[str, Path(pattern=GLOBAL_ID_PATTERN, description="IFC GlobalId")]
+
+_ELEMENT_ARRAY = {"type": "array", "items": {"$ref": "#/components/schemas/ElementIn"}}
+UPLOAD_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "description": 'Elements as a JSON array (or `{"elements": [...]}`), or NDJSON with '
+        "one element per line. NDJSON is streamed and suits large models.",
+        "content": {
+            **{t: {"schema": _ELEMENT_ARRAY} for t in JSON_TYPES},
+            **{t: {"schema": {"$ref": "#/components/schemas/ElementIn"}} for t in NDJSON_TYPES},
+        },
+    }
+}
+
+
+def _json(data: Any, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(data), media_type="application/json", headers=headers)
+
+
+def _not_modified(request: Request, etag: str) -> Response | None:
+    """Versions are immutable, so a strong ETag derived from the request is enough."""
+    match = request.headers.get("if-none-match")
+    if match and (match.strip() == "*" or etag in (t.strip() for t in match.split(","))):
+        return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers={"ETag": etag})
+    return None
+
+
+@router.post(
+    "/models/{model_id}/versions",
+    status_code=status.HTTP_201_CREATED,
+    response_model=VersionOut,
+    responses=problem_responses(400, 404, 413, 415),
+    openapi_extra=UPLOAD_BODY,
+    summary="Upload elements as a new immutable version",
+)
+async def create_version(
+    model_id: uuid.UUID,
+    request: Request,
+    user: CurrentUser,
+    session: SessionDep,
+    message: Annotated[LongText | None, Query(description="What changed")] = None,
+    source_name: Annotated[Text | None, Query(description="Original file name")] = None,
+) -> Version:
+    settings: Settings = request.app.state.settings
+    model = await projects.get_model(session, user, model_id)
+    source = service.SourceHasher(request.stream())
+    documents = iter_body(
+        aiter(source),
+        request.headers.get("content-type"),
+        max_json_bytes=settings.max_json_body_bytes,
+        max_ndjson_bytes=settings.max_ndjson_body_bytes,
+        max_line_bytes=settings.max_line_bytes,
+    )
+    kind = media_type(request.headers.get("content-type"))
+    meta = service.UploadMeta(
+        source_format="ndjson" if kind in NDJSON_TYPES else "json",
+        message=message,
+        source_name=source_name,
+        batch_size=settings.upload_batch_size,
+    )
+    return await service.create_version(session, user, model, documents, source, meta)
+
+
+@router.get(
+    "/models/{model_id}/versions",
+    response_model=Page[VersionOut],
+    responses=problem_responses(404),
+    summary="Versions of a model, newest first",
+)
+async def list_versions(
+    model_id: uuid.UUID,
+    user: CurrentUser,
+    session: SessionDep,
+    cursor: CursorParam = None,
+    limit: LimitParam = 100,
+) -> Page[VersionOut]:
+    model = await projects.get_model(session, user, model_id)
+    rows, next_cursor = await service.list_versions(session, model, cursor, limit)
+    return Page(items=[VersionOut.model_validate(v) for v in rows], next_cursor=next_cursor)
+
+
+@router.get("/versions/{version_id}", response_model=VersionOut, responses=problem_responses(404))
+async def get_version(version_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> Version:
+    return await service.get_version(session, user, version_id)
+
+
+@router.get(
+    "/versions/{version_id}/elements",
+    response_model=Page[ElementOut],
+    responses={**problem_responses(400, 404), 304: {"description": "Not modified"}},
+    tags=["elements"],
+    summary="Elements of a version, by GlobalId, cursor-paginated",
+)
+async def list_elements(
+    version_id: uuid.UUID,
+    request: Request,
+    user: CurrentUser,
+    session: SessionDep,
+    cursor: CursorParam = None,
+    limit: LimitParam = 100,
+    fields: FieldsParam = None,
+) -> Response:
+    chosen = service.parse_fields(fields)
+    version = await service.get_version(session, user, version_id)
+    key = orjson.dumps([str(version.id), version.status, cursor, limit, chosen])
+    etag = f'"{hashlib.sha256(key).hexdigest()[:32]}"'
+    if cached := _not_modified(request, etag):
+        return cached
+    page = await service.elements_page(session, version, cursor, limit, chosen)
+    return _json(page, {"ETag": etag})
+
+
+@router.get(
+    "/versions/{version_id}/elements/{global_id}",
+    response_model=ElementOut,
+    responses={**problem_responses(404), 304: {"description": "Not modified"}},
+    tags=["elements"],
+    summary="One element of a version",
+)
+async def get_element(
+    version_id: uuid.UUID,
+    global_id: GlobalIdPath,
+    request: Request,
+    user: CurrentUser,
+    session: SessionDep,
+    fields: FieldsParam = None,
+) -> Response:
+    chosen = service.parse_fields(fields)
+    version = await service.get_version(session, user, version_id)
+    payload_hash, doc = await service.get_element(session, version, global_id)
+    etag_key = orjson.dumps([payload_hash, global_id, chosen])
+    etag = f'"{hashlib.sha256(etag_key).hexdigest()[:32]}"'
+    if cached := _not_modified(request, etag):
+        return cached
+    return _json(service.shape_element(global_id, doc, chosen), {"ETag": etag})

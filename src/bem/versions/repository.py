@@ -1,0 +1,104 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, func, insert, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bem.auth.models import User
+from bem.kit.db import insert_ignore
+from bem.projects.models import Membership, Model
+from bem.versions.models import ElementPayload, Relation, Version, VersionElement
+
+
+async def version_for(session: AsyncSession, user: User, version_id: uuid.UUID) -> Version | None:
+    stmt = select(Version).where(Version.id == version_id)
+    if not user.is_admin:
+        stmt = stmt.join(Model, Model.id == Version.model_id).join(
+            Membership,
+            and_(Membership.project_id == Model.project_id, Membership.user_id == user.id),
+        )
+    result: Version | None = await session.scalar(stmt)
+    return result
+
+
+async def lock_model(session: AsyncSession, model_id: uuid.UUID) -> None:
+    """Serialize version numbering per model (row lock on PostgreSQL; SQLite has one writer)."""
+    await session.execute(select(Model.id).where(Model.id == model_id).with_for_update())
+
+
+async def next_seq(session: AsyncSession, model_id: uuid.UUID) -> int:
+    current = await session.scalar(
+        select(func.coalesce(func.max(Version.seq), 0)).where(Version.model_id == model_id)
+    )
+    return int(current or 0) + 1
+
+
+async def latest_ready_id(session: AsyncSession, model_id: uuid.UUID) -> uuid.UUID | None:
+    result: uuid.UUID | None = await session.scalar(
+        select(Version.id)
+        .where(Version.model_id == model_id, Version.status == "ready")
+        .order_by(Version.seq.desc())
+        .limit(1)
+    )
+    return result
+
+
+async def list_versions(
+    session: AsyncSession,
+    model_id: uuid.UUID,
+    before: tuple[datetime, uuid.UUID] | None,
+    limit: int,
+) -> list[Version]:
+    stmt = select(Version).where(Version.model_id == model_id)
+    if before is not None:
+        created, vid = before
+        stmt = stmt.where(
+            or_(Version.created_at < created, and_(Version.created_at == created, Version.id < vid))
+        )
+    stmt = stmt.order_by(Version.created_at.desc(), Version.id.desc()).limit(limit)
+    return list(await session.scalars(stmt))
+
+
+async def write_batch(
+    session: AsyncSession,
+    payloads: list[dict[str, Any]],
+    elements: list[dict[str, Any]],
+    relations: list[dict[str, Any]],
+) -> None:
+    """Payloads are shared between versions: insert only those not stored yet."""
+    if payloads:
+        await session.execute(insert_ignore(session, ElementPayload.__table__), payloads)
+    if elements:
+        await session.execute(insert(VersionElement), elements)
+    if relations:
+        await session.execute(insert(Relation), relations)
+
+
+async def elements_page(
+    session: AsyncSession, version_id: uuid.UUID, after: str | None, limit: int
+) -> list[tuple[str, dict[str, Any]]]:
+    stmt = (
+        select(VersionElement.global_id, ElementPayload.doc)
+        .join(ElementPayload, ElementPayload.hash == VersionElement.payload_hash)
+        .where(VersionElement.version_id == version_id)
+    )
+    if after is not None:
+        stmt = stmt.where(VersionElement.global_id > after)
+    rows = await session.execute(stmt.order_by(VersionElement.global_id).limit(limit))
+    return [(gid, doc) for gid, doc in rows.tuples()]
+
+
+async def element(
+    session: AsyncSession, version_id: uuid.UUID, global_id: str
+) -> tuple[str, dict[str, Any]] | None:
+    row = (
+        await session.execute(
+            select(ElementPayload.hash, ElementPayload.doc)
+            .join(VersionElement, ElementPayload.hash == VersionElement.payload_hash)
+            .where(VersionElement.version_id == version_id, VersionElement.global_id == global_id)
+        )
+    ).first()
+    return (row[0], row[1]) if row else None

@@ -1,0 +1,305 @@
+"""Versions: turning a stream of element documents into an immutable, content-addressed version.
+
+An upload runs in two passes so memory stays bounded by the GlobalId index, not the body:
+
+1. validate every document, reject duplicates, and spool the validated documents to a
+   temporary file while indexing ``global_id -> (name, ifc_class)``;
+2. re-read the spool in batches, resolve GlobalId references (``type``, ``container``,
+   ``parent``, ``groups``) against the index, hash each canonical payload and write payloads
+   (only new ones), the version's ``global_id -> hash`` map and its relations.
+
+Everything happens in one transaction: a failed upload leaves no version and no rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import IO, Any
+
+import anyio.to_thread
+import orjson
+from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bem.auth.models import User
+from bem.kit.canonical import content_hash, normalize
+from bem.kit.errors import NotFound, Problem, Unprocessable
+from bem.kit.pagination import InvalidCursor, decode_cursor, page_of
+from bem.projects.models import Model
+from bem.versions import repository
+from bem.versions.models import Version
+from bem.versions.schemas import ELEMENT_FIELDS, ElementIn
+
+REF_FIELDS = ("type", "container", "parent")
+DERIVED_RELATIONS = {"type": "typed_by", "container": "contained_in", "parent": "aggregated_by"}
+SPOOL_IN_MEMORY_BYTES = 8 * 1024 * 1024
+
+
+@dataclass
+class UploadMeta:
+    source_format: str
+    message: str | None = None
+    source_name: str | None = None
+    max_elements: int = 2_000_000
+    batch_size: int = 2000
+
+
+@dataclass
+class _Spool:
+    """Validated documents on disk plus the index that resolves references between them."""
+
+    file: IO[bytes]
+    index: dict[str, tuple[str | None, str]] = field(default_factory=dict)
+
+
+class SourceHasher:
+    """Wraps a body stream to record the bytes' SHA-256 and size as they pass."""
+
+    def __init__(self, chunks: AsyncIterator[bytes]) -> None:
+        self._chunks = chunks
+        self.digest = hashlib.sha256()
+        self.size = 0
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self._chunks:
+            self.digest.update(chunk)
+            self.size += len(chunk)
+            yield chunk
+
+
+def _field_errors(exc: ValidationError) -> list[dict[str, Any]]:
+    return [
+        {"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]}
+        for e in exc.errors(include_input=False, include_url=False)[:20]
+    ]
+
+
+async def _spool(
+    documents: AsyncIterator[tuple[str, dict[str, Any]]], meta: UploadMeta, spool: _Spool
+) -> None:
+    async for where, raw in documents:
+        try:
+            element = ElementIn.model_validate(raw)
+        except ValidationError as exc:
+            raise Unprocessable(
+                f"{where}: the element is invalid", at=where, errors=_field_errors(exc)
+            ) from exc
+        if element.global_id in spool.index:
+            raise Unprocessable(
+                f"{where}: GlobalId {element.global_id} appears more than once", at=where
+            )
+        if len(spool.index) >= meta.max_elements:
+            raise Problem(
+                f"An upload may hold at most {meta.max_elements} elements.",
+                status=413,
+                slug="too-many-elements",
+            )
+        spool.index[element.global_id] = (element.name, element.ifc_class)
+        spool.file.write(orjson.dumps(element.model_dump(mode="json")) + b"\n")
+
+
+def _resolve(ref: Any, index: dict[str, tuple[str | None, str]], gid: str, key: str) -> Any:
+    if ref is None:
+        return None
+    if isinstance(ref, str):
+        known = index.get(ref)
+        if known is None:
+            raise Unprocessable(
+                f"element {gid}: {key} {ref} is not an element of this upload; "
+                'give it as {"global_id", "name", "ifc_class"}'
+            )
+        return {"global_id": ref, "name": known[0], "ifc_class": known[1]}
+    known = index.get(ref["global_id"])
+    if known is not None:
+        ref = {**ref, "name": ref["name"] or known[0], "ifc_class": ref["ifc_class"] or known[1]}
+    return ref
+
+
+def _payload(
+    element: dict[str, Any], index: dict[str, tuple[str | None, str]]
+) -> tuple[str, dict[str, Any], set[tuple[str, str]]]:
+    """The canonical payload of one validated element, and its relation edges."""
+    gid = element.pop("global_id")
+    for key in REF_FIELDS:
+        element[key] = _resolve(element[key], index, gid, key)
+    groups = [_resolve(g, index, gid, "group") for g in element["groups"]]
+    element["groups"] = sorted(groups, key=lambda g: g["global_id"])
+    edges = {(r["kind"], r["target"]) for r in element["relations"]}
+    element["relations"] = [{"kind": k, "target": t} for k, t in sorted(edges)]
+    for key, kind in DERIVED_RELATIONS.items():
+        if element[key] is not None:
+            edges.add((kind, element[key]["global_id"]))
+    edges.update(("assigned_to_group", g["global_id"]) for g in groups)
+    return gid, normalize(element), edges
+
+
+def _build_batch(
+    lines: list[bytes], index: dict[str, tuple[str | None, str]], version_id: uuid.UUID
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]], Counter[str]]:
+    payloads: dict[str, dict[str, Any]] = {}
+    elements: list[dict[str, Any]] = []
+    relations: list[dict[str, Any]] = []
+    classes: Counter[str] = Counter()
+    for line in lines:
+        gid, doc, edges = _payload(orjson.loads(line), index)
+        digest = content_hash(doc)
+        payloads[digest] = {
+            "hash": digest,
+            "ifc_class": doc["ifc_class"],
+            "name": doc["name"],
+            "doc": doc,
+        }
+        elements.append({"version_id": version_id, "global_id": gid, "payload_hash": digest})
+        relations.extend(
+            {"version_id": version_id, "source": gid, "kind": k, "target": t} for k, t in edges
+        )
+        classes[doc["ifc_class"]] += 1
+    return list(payloads.values()), elements, relations, classes
+
+
+def _batches(file: IO[bytes], size: int) -> Iterator[list[bytes]]:
+    file.seek(0)
+    batch: list[bytes] = []
+    for line in file:
+        batch.append(line)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+async def create_version(
+    session: AsyncSession,
+    user: User,
+    model: Model,
+    documents: AsyncIterator[tuple[str, dict[str, Any]]],
+    source: SourceHasher,
+    meta: UploadMeta,
+) -> Version:
+    with tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY_BYTES) as file:
+        spool = _Spool(file=file)
+        await _spool(documents, meta, spool)
+        if not spool.index:
+            raise Unprocessable("The upload contains no elements.")
+
+        version = Version(
+            model_id=model.id,
+            status="pending",
+            message=meta.message,
+            source_name=meta.source_name,
+            source_format=meta.source_format,
+            source_sha256=source.digest.hexdigest(),
+            source_bytes=source.size,
+            created_by=user.id,
+        )
+        session.add(version)
+        await session.flush()
+
+        classes: Counter[str] = Counter()
+        relation_count = 0
+        for lines in _batches(file, meta.batch_size):
+            payloads, elements, relations, batch_classes = await anyio.to_thread.run_sync(
+                _build_batch, lines, spool.index, version.id
+            )
+            await repository.write_batch(session, payloads, elements, relations)
+            classes.update(batch_classes)
+            relation_count += len(relations)
+
+    await repository.lock_model(session, model.id)
+    version.parent_id = await repository.latest_ready_id(session, model.id)
+    version.seq = await repository.next_seq(session, model.id)
+    version.status = "ready"
+    version.element_count = len(spool.index)
+    version.stats = {"by_class": dict(sorted(classes.items())), "relations": relation_count}
+    await session.commit()
+    return version
+
+
+async def get_version(session: AsyncSession, user: User, version_id: uuid.UUID) -> Version:
+    version = await repository.version_for(session, user, version_id)
+    if version is None:
+        raise NotFound(f"Version {version_id} does not exist or is not visible to you.")
+    return version
+
+
+async def list_versions(
+    session: AsyncSession, model: Model, cursor: str | None, limit: int
+) -> tuple[list[Version], str | None]:
+    before = None
+    if (values := decode_cursor(cursor, 2)) is not None:
+        try:
+            before = (datetime.fromisoformat(str(values[0])), uuid.UUID(str(values[1])))
+        except ValueError as exc:
+            raise InvalidCursor() from exc
+    rows = await repository.list_versions(session, model.id, before, limit + 1)
+    return page_of(rows, limit, lambda v: [v.created_at.isoformat(), str(v.id)])
+
+
+# ---- element reads ---------------------------------------------------------------------
+
+SUBFIELD_PARENTS = ("properties", "quantities")
+
+
+def parse_fields(fields: str | None) -> tuple[str, ...] | None:
+    """``fields=name,ifc_class,properties.Pset_WallCommon`` -> validated selectors."""
+    if fields is None:
+        return None
+    chosen = tuple(dict.fromkeys(f.strip() for f in fields.split(",") if f.strip()))
+    for item in chosen:
+        top, _, sub = item.partition(".")
+        if top not in ELEMENT_FIELDS or (sub and top not in SUBFIELD_PARENTS):
+            raise Problem(
+                f"Unknown field {item!r}; choose from {', '.join(ELEMENT_FIELDS)} "
+                "or properties.<Pset>/quantities.<Qto>.",
+                slug="invalid-fields",
+            )
+    return chosen
+
+
+def shape_element(gid: str, doc: dict[str, Any], fields: tuple[str, ...] | None) -> dict[str, Any]:
+    if fields is None:
+        return {"global_id": gid, **doc}
+    out: dict[str, Any] = {"global_id": gid}
+    for item in fields:
+        top, _, sub = item.partition(".")
+        if top == "global_id":
+            continue
+        if not sub:
+            out[top] = doc.get(top)
+        elif sub in doc.get(top, {}):
+            out.setdefault(top, {})[sub] = doc[top][sub]
+        else:
+            out.setdefault(top, {})
+    return out
+
+
+async def elements_page(
+    session: AsyncSession,
+    version: Version,
+    cursor: str | None,
+    limit: int,
+    fields: tuple[str, ...] | None,
+) -> dict[str, Any]:
+    values = decode_cursor(cursor, 1)
+    rows = await repository.elements_page(
+        session, version.id, str(values[0]) if values else None, limit + 1
+    )
+    page, next_cursor = page_of(rows, limit, lambda row: [row[0]])
+    items = [shape_element(gid, doc, fields) for gid, doc in page]
+    return {"items": items, "next_cursor": next_cursor}
+
+
+async def get_element(
+    session: AsyncSession, version: Version, global_id: str
+) -> tuple[str, dict[str, Any]]:
+    found = await repository.element(session, version.id, global_id)
+    if found is None:
+        raise NotFound(f"Version {version.id} has no element {global_id}.")
+    return found

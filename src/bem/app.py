@@ -14,7 +14,7 @@ from bem.auth.endpoints import router as auth_router
 from bem.config import Settings
 from bem.kit.context import RequestContextMiddleware
 from bem.kit.db import create_engine, session_factory
-from bem.kit.errors import install_error_handlers
+from bem.kit.errors import ProblemDetail, install_error_handlers
 from bem.kit.health import router as health_router
 from bem.kit.logging import get_logger
 from bem.projects.endpoints import router as projects_router
@@ -70,11 +70,12 @@ def create_app(settings: Settings) -> FastAPI:
                 description=app.description,
                 routes=app.routes,
             )
-            # Upload bodies are streamed, so their schema is declared by hand; add it here.
-            element = ElementIn.model_json_schema(ref_template="#/components/schemas/{model}")
+            # Schemas referenced by hand: streamed upload bodies and problem responses.
             components = schema.setdefault("components", {}).setdefault("schemas", {})
-            components.update(element.pop("$defs", {}))
-            components["ElementIn"] = element
+            for model in (ElementIn, ProblemDetail):
+                definition = model.model_json_schema(ref_template="#/components/schemas/{model}")
+                components.update(definition.pop("$defs", {}))
+                components[model.__name__] = definition
             app.openapi_schema = schema
         return app.openapi_schema
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import sys
 from collections.abc import AsyncIterator, Iterable
 from typing import Annotated, Any
@@ -47,6 +48,10 @@ def app_from_env() -> Any:
     return create_app(settings_or_exit())
 
 
+def _exit_cleanly(signum: int, frame: Any) -> None:
+    raise SystemExit(0)
+
+
 @cli.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Bind address [BEM_HOST]")] = None,
@@ -57,6 +62,9 @@ def serve(
     import uvicorn
 
     settings = settings_or_exit()
+    # uvicorn drains in-flight requests on SIGTERM, then re-raises the signal; answering it
+    # with SystemExit(0) makes a graceful stop exit 0, as orchestrators expect.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
     host, port = host or settings.host, port or settings.port
     err.print(f"BEM serving on http://{host}:{port}  (API docs: http://{host}:{port}/docs)")
     err.print("Get a token with: bem users create-admin --email you@example.com")

@@ -36,8 +36,14 @@ def _materials(element: Entity) -> list[dict[str, Any]]:
     if material is None:
         return []
 
-    def one(m: Entity, **extra: Any) -> dict[str, Any]:
-        return {"name": m.Name, "category": getattr(m, "Category", None), **extra}
+    def one(m: Entity, layer_thickness: float | None = None, fraction: float | None = None) -> Any:
+        category = getattr(m, "Category", None)
+        return {
+            "name": m.Name,
+            "category": category,
+            "layer_thickness": layer_thickness,
+            "fraction": fraction,
+        }
 
     if material.is_a("IfcMaterial"):
         return [one(material)]
@@ -51,7 +57,7 @@ def _materials(element: Entity) -> list[dict[str, Any]]:
         return [one(p.Material) for p in material.MaterialProfiles if p.Material is not None]
     if material.is_a("IfcMaterialConstituentSet"):
         return [
-            one(c.Material, fraction=c.Fraction) if c.Fraction is not None else one(c.Material)
+            one(c.Material, fraction=c.Fraction)
             for c in material.MaterialConstituents or ()
             if c.Material is not None
         ]

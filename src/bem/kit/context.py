@@ -45,7 +45,6 @@ class RequestContextMiddleware:
         request_id = incoming_request_id(scope)
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(request_id=request_id)
-        scope.setdefault("state", {})["request_id"] = request_id
         started = time.perf_counter()
         status = 0
         response_started = False

@@ -15,6 +15,7 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
@@ -160,20 +161,35 @@ async def _on_pool_timeout(_: Request, __: Exception) -> Response:
     )
 
 
+async def _on_database_unavailable(_: Request, exc: Exception) -> Response:
+    # Lost connection, server shutting down, SQLite write lock held past busy_timeout:
+    # transient for the client, worth a warning for the operator.
+    structlog.get_logger("bem.db").warning("database_unavailable", error=type(exc).__name__)
+    return problem_response(
+        503,
+        "database-unavailable",
+        "The database is unavailable or busy; retry shortly.",
+        headers={"Retry-After": "1"},
+    )
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Problem, _on_problem)
     app.add_exception_handler(StarletteHTTPException, _on_http)
     app.add_exception_handler(RequestValidationError, _on_validation)
     app.add_exception_handler(PoolTimeoutError, _on_pool_timeout)
+    app.add_exception_handler(OperationalError, _on_database_unavailable)
 
 
-# OpenAPI response declarations shared by the routers.
+# OpenAPI response declarations shared by the routers; the app registers ProblemDetail.
+PROBLEM_SCHEMA_REF = {"$ref": "#/components/schemas/ProblemDetail"}
+
+
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {
         s: {
-            "model": ProblemDetail,
-            "description": HTTPStatus(s).phrase,
-            "content": {PROBLEM_JSON: {}},
+            "description": f"{HTTPStatus(s).phrase} (problem details)",
+            "content": {PROBLEM_JSON: {"schema": PROBLEM_SCHEMA_REF}},
         }
         for s in statuses
     }

@@ -30,6 +30,7 @@ import ifcopenshell.api.spatial
 import ifcopenshell.api.type
 import ifcopenshell.api.unit
 import ifcopenshell.guid
+import ifcopenshell.util.element
 
 Entity = Any  # ifcopenshell.entity_instance
 
@@ -47,7 +48,7 @@ BAY = (
     "window",
     "space",
 )
-ELEMENTS_PER_STOREY = 240
+ELEMENTS_PER_STOREY = 48
 MAX_STOREYS = 60
 FIRE_RATINGS = ("REI30", "REI60", "REI90", "REI120")
 
@@ -306,8 +307,11 @@ def mutate(model: ifcopenshell.file, seed: int = 1, fraction: float = 0.05) -> i
             ifcopenshell.api.root.remove_product(f, product=rel.RelatedOpeningElement)
         ifcopenshell.api.root.remove_product(f, product=wall)
     for wall in moved:
-        target = rng.choice(storeys)
-        ifcopenshell.api.spatial.assign_container(f, products=[wall], relating_structure=target)
+        current = ifcopenshell.util.element.get_container(wall)
+        others = [s for s in storeys if s != current]
+        if others:
+            target = rng.choice(others)
+            ifcopenshell.api.spatial.assign_container(f, products=[wall], relating_structure=target)
     for wall in repropertied:
         pset = next(
             d.RelatingPropertyDefinition

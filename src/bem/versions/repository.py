@@ -88,7 +88,7 @@ async def elements_page(
     if after is not None:
         stmt = stmt.where(VersionElement.global_id > after)
     rows = await session.execute(stmt.order_by(VersionElement.global_id).limit(limit))
-    return [(gid, doc) for gid, doc in rows.tuples()]
+    return [(gid, doc) for gid, doc in rows.all()]
 
 
 async def element(

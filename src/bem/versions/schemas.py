@@ -225,12 +225,6 @@ class ElementIn(Strict):
     geometry: Geometry | None = None
 
 
-class ElementUploadEnvelope(Strict):
-    """``application/json`` body: either this object or a bare array of elements."""
-
-    elements: list[dict[str, Any]]
-
-
 class VersionOut(BaseModel):
     id: uuid.UUID
     model_id: uuid.UUID

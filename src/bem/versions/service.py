@@ -183,6 +183,8 @@ async def create_version(
     source: SourceHasher,
     meta: UploadMeta,
 ) -> Version:
+    # Hold no database connection while a (possibly slow) client streams the body in.
+    await session.commit()
     with tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY_BYTES) as file:
         spool = _Spool(file=file)
         await _spool(documents, meta, spool)

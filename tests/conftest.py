@@ -1,0 +1,159 @@
+"""Shared fixtures: freshly migrated databases (SQLite always, PostgreSQL when reachable) and
+an in-process client of the real app.
+
+Service tests skip with a printed reason when PostgreSQL is absent, except under
+``BEM_REQUIRE_SERVICES=1`` (set by ``.ci/run``), where absence fails the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from sqlalchemy.engine import make_url
+
+from bem.app import create_app
+from bem.auth.models import User
+from bem.auth.service import issue_token
+from bem.config import Settings
+from bem.kit import migrate
+
+PG_URL = os.environ.get("BEM_TEST_DATABASE_URL", "postgresql://127.0.0.1:5432/test")
+REQUIRE_SERVICES = os.environ.get("BEM_REQUIRE_SERVICES") == "1"
+
+
+def _dsn(url: str, database: str | None = None) -> str:
+    u = make_url(url).set(drivername="postgresql")
+    if database is not None:
+        u = u.set(database=database)
+    return u.render_as_string(hide_password=False)
+
+
+async def _pg_execute(sql: str) -> None:
+    conn = await asyncpg.connect(_dsn(PG_URL), timeout=5)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+def _pg_available() -> str | None:
+    try:
+        asyncio.run(_pg_execute("SELECT 1"))
+    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        return f"PostgreSQL not reachable at {PG_URL}: {exc!r}"
+    return None
+
+
+def settings_for(database_url: str, **overrides: Any) -> Settings:
+    return Settings(
+        profile="test",
+        database_url=database_url,
+        log_json=True,
+        **overrides,
+    )
+
+
+@pytest.fixture(scope="session")
+def postgres_template() -> Iterator[str]:
+    """A migrated template database; each test clones it (fast) and drops its clone."""
+    reason = _pg_available()
+    if reason is not None:
+        if REQUIRE_SERVICES:
+            pytest.fail(f"BEM_REQUIRE_SERVICES=1 but {reason}")
+        pytest.skip(reason)
+    name = f"bem_tpl_{uuid.uuid4().hex[:10]}"
+    asyncio.run(_pg_execute(f'CREATE DATABASE "{name}"'))
+    migrate.upgrade(settings_for(_dsn(PG_URL, name)))
+    try:
+        yield name
+    finally:
+        asyncio.run(_pg_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("sqlite") / "template.db"
+    migrate.upgrade(settings_for(f"sqlite+aiosqlite:///{path}"))
+    return path
+
+
+@pytest.fixture
+def postgres_url(postgres_template: str) -> Iterator[str]:
+    name = f"bem_t_{uuid.uuid4().hex[:12]}"
+    asyncio.run(_pg_execute(f'CREATE DATABASE "{name}" TEMPLATE "{postgres_template}"'))
+    try:
+        yield _dsn(PG_URL, name)
+    finally:
+        asyncio.run(_pg_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+def sqlite_url(sqlite_template: Path, tmp_path: Path) -> str:
+    path = tmp_path / "bem.db"
+    shutil.copy(sqlite_template, path)
+    return f"sqlite+aiosqlite:///{path}"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest) -> str:
+    """Each test using this runs on both databases."""
+    url: str = request.getfixturevalue(f"{request.param}_url")
+    return url
+
+
+@dataclass
+class Api:
+    """The app under test with helpers to make users and their tokens."""
+
+    app: Any
+    client: httpx.AsyncClient
+    settings: Settings
+    tokens: dict[str, str] = field(default_factory=dict)
+
+    async def user(self, name: str, *, admin: bool = False) -> dict[str, str]:
+        """Authorization headers of a user (created on first use)."""
+        if name not in self.tokens:
+            async with self.app.state.sessions() as session:
+                user = User(email=f"{name}@example.com", name=name, is_admin=admin)
+                session.add(user)
+                await session.flush()
+                self.tokens[name] = await issue_token(session, user, "test", [])
+                await session.commit()
+        return {"Authorization": f"Bearer {self.tokens[name]}"}
+
+    async def scalar(self, sql: str) -> Any:
+        from sqlalchemy import text
+
+        async with self.app.state.sessions() as session:
+            return await session.scalar(text(sql))
+
+
+async def make_api(settings: Settings) -> AsyncIterator[Api]:
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://bem.test") as client:
+            yield Api(app=app, client=client, settings=settings)
+
+
+@pytest.fixture
+async def api(database_url: str) -> AsyncIterator[Api]:
+    async for value in make_api(settings_for(database_url)):
+        yield value
+
+
+@pytest.fixture
+async def sqlite_api(sqlite_url: str) -> AsyncIterator[Api]:
+    """For behaviour that does not depend on the database."""
+    async for value in make_api(settings_for(sqlite_url)):
+        yield value

@@ -1,0 +1,110 @@
+"""The real command line and server process: migrate, demo, create-admin, serve, SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("BEM_")}
+    return {**clean, "BEM_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'bem.db'}"}
+
+
+def bem(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    r = subprocess.run(
+        [sys.executable, "-m", "bem", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stderr
+    return r
+
+
+@pytest.fixture
+def server(
+    env: dict[str, str], tmp_path: Path
+) -> Iterator[tuple[str, str, subprocess.Popen[bytes]]]:
+    bem(["migrate"], env, tmp_path)
+    bem(["demo", "--size", "40", "--if-empty"], env, tmp_path)
+    token = bem(["users", "create-admin", "--email", "ops@example.com"], env, tmp_path)
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bem", "serve", "--port", str(port)],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base}/health/ready", timeout=1).status_code == 200:
+                break
+        except httpx.TransportError:
+            time.sleep(0.1)
+    else:
+        proc.kill()
+        pytest.fail(f"server did not become ready: {proc.stderr.read() if proc.stderr else ''}")
+    try:
+        yield base, token.stdout.strip(), proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=10)
+
+
+def test_demo_is_served_and_sigterm_exits_cleanly(
+    server: tuple[str, str, subprocess.Popen[bytes]],
+) -> None:
+    base, token, proc = server
+    assert token.startswith("bem_pat_")
+    headers = {"Authorization": f"Bearer {token}", "X-Request-ID": "e2e-1"}
+    projects = httpx.get(f"{base}/v1/projects", headers=headers).json()["items"]
+    demo = next(p for p in projects if p["name"] == "Demo")
+    models = httpx.get(f"{base}/v1/projects/{demo['id']}/models", headers=headers).json()
+    versions = httpx.get(f"{base}/v1/models/{models['items'][0]['id']}/versions", headers=headers)
+    version = versions.json()["items"][0]
+    assert version["status"] == "ready" and version["element_count"] >= 40
+    elements = httpx.get(f"{base}/v1/versions/{version['id']}/elements", headers=headers)
+    assert elements.status_code == 200 and elements.json()["items"]
+    assert httpx.get(f"{base}/docs").status_code == 200
+    assert httpx.get(f"{base}/redoc").status_code == 200
+
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 0
+    out = proc.stdout.read().decode() if proc.stdout else ""
+    lines = [orjson.loads(line) for line in out.splitlines() if line.startswith("{")]
+    access = [e for e in lines if e.get("logger") == "bem.access" and e["request_id"] == "e2e-1"]
+    assert len(access) == 4  # one JSON access-log line per request
+    assert any(e["event"] == "shutdown" for e in lines)
+
+
+def test_python_dash_m_and_console_script(env: dict[str, str], tmp_path: Path) -> None:
+    assert "serve" in bem(["--help"], env, tmp_path).stdout
+    script = Path(sys.executable).with_name("bem")
+    r = subprocess.run([str(script), "--help"], env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "migrate" in r.stdout

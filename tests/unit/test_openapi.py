@@ -1,0 +1,34 @@
+"""The committed openapi.json is the app's; every /v1 route documents auth and errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from bem.app import create_app
+from bem.config import Settings
+
+PROBLEM = {"$ref": "#/components/schemas/ProblemDetail"}
+COMMITTED = Path(__file__).resolve().parents[2] / "openapi.json"
+
+
+def test_committed_openapi_matches_the_app() -> None:
+    schema = create_app(Settings(profile="test")).openapi()
+    committed = json.loads(COMMITTED.read_text())
+    assert committed == json.loads(json.dumps(schema)), "run `make openapi` and commit"
+
+
+def test_every_v1_operation_declares_auth_and_problem_responses() -> None:
+    schema = create_app(Settings(profile="test")).openapi()
+    assert "HTTPBearer" in schema["components"]["securitySchemes"]
+    for path, operations in schema["paths"].items():
+        if not path.startswith("/v1"):
+            continue
+        for method, op in operations.items():
+            assert op.get("security"), f"{method} {path} declares no auth"
+            assert "401" in op["responses"], f"{method} {path} lacks 401"
+            if op.get("parameters") or op.get("requestBody"):
+                assert "422" in op["responses"], f"{method} {path} lacks 422"
+            problem = op["responses"]["401"]["content"]
+            assert problem == {"application/problem+json": {"schema": PROBLEM}}
+            assert op.get("summary"), f"{method} {path} has no summary"

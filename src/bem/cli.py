@@ -6,6 +6,7 @@ import asyncio
 import signal
 import sys
 from collections.abc import AsyncIterator, Iterable
+from pathlib import Path
 from typing import Annotated, Any
 
 import orjson
@@ -21,7 +22,7 @@ from bem.kit.logging import configure_logging
 cli = typer.Typer(help="BEM — Building Element Model server.", no_args_is_help=True)
 users_cli = typer.Typer(help="Manage users.", no_args_is_help=True)
 cli.add_typer(users_cli, name="users")
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
 DEMO_PROJECT = "Demo"
 DEMO_MODEL = "Architecture"
@@ -48,6 +49,15 @@ def app_from_env() -> Any:
     return create_app(settings_or_exit())
 
 
+def _bem_command() -> str:
+    """How to call this same ``bem`` from the current directory (e.g. ``.venv/bin/bem``)."""
+    script = Path(sys.executable).with_name("bem")
+    try:
+        return str(script.relative_to(Path.cwd()))
+    except ValueError:
+        return str(script)
+
+
 def _exit_cleanly(signum: int, frame: Any) -> None:
     raise SystemExit(0)
 
@@ -67,7 +77,7 @@ def serve(
     signal.signal(signal.SIGTERM, _exit_cleanly)
     host, port = host or settings.host, port or settings.port
     err.print(f"BEM serving on http://{host}:{port}  (API docs: http://{host}:{port}/docs)")
-    err.print("Get a token with: bem users create-admin --email you@example.com")
+    err.print(f"Get a token with: {_bem_command()} users create-admin --email you@example.com")
     uvicorn.run(
         "bem.cli:app_from_env",
         factory=True,

@@ -71,3 +71,12 @@ def test_errors_are_described_per_field() -> None:
 
 def test_development_allows_the_default_secret() -> None:
     assert Settings().secret_key.get_secret_value() == DEV_SECRET_KEY
+
+
+def test_dotenv_file_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / ".env").write_text("BEM_PORT=9123\nBEM_LOG_LEVEL=DEBUG\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("BEM_PORT", raising=False)
+    monkeypatch.delenv("BEM_LOG_LEVEL", raising=False)
+    settings = load_settings()
+    assert settings.port == 9123 and settings.log_level == "DEBUG"

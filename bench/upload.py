@@ -76,7 +76,7 @@ async def measure(database_url: str, body: Path, size: int, body_bytes: int) -> 
             user = User(email="bench@example.com", name="bench", is_admin=True)
             session.add(user)
             await session.flush()
-            token = await issue_token(session, user, "bench", [])
+            _, token = await issue_token(session, user, "bench", ["admin"])
             await session.commit()
         headers = {"Authorization": f"Bearer {token}"}
         transport = httpx.ASGITransport(app=app)

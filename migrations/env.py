@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any, Literal
 
 from alembic import context
 from sqlalchemy.engine import Connection
 
 import bem.models  # noqa: F401 - registers every table on Base.metadata
 from bem.config import Settings, load_settings
-from bem.kit.db import Base, create_engine
+from bem.kit.db import Base, UTCDateTime, create_engine
 
 config = context.config
 target_metadata = Base.metadata
@@ -20,12 +21,20 @@ def _settings() -> Settings:
     return settings if isinstance(settings, Settings) else load_settings()
 
 
+def _render_item(type_: str, obj: Any, autogen_context: Any) -> str | Literal[False]:
+    """Write BEM's column types as plain SQLAlchemy types, so migrations stay standalone."""
+    if type_ == "type" and isinstance(obj, UTCDateTime):
+        return "sa.DateTime(timezone=True)"
+    return False
+
+
 def _configure(connection: Connection) -> None:
     context.configure(
         connection=connection,
         target_metadata=target_metadata,
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
+        render_item=_render_item,
     )
     with context.begin_transaction():
         context.run_migrations()

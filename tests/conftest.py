@@ -24,8 +24,10 @@ from sqlalchemy.engine import make_url
 from bem.app import create_app
 from bem.auth.models import User
 from bem.auth.service import issue_token
+from bem.auth.sessions import issue_access_token
 from bem.config import Settings
 from bem.kit import migrate
+from bem.kit.db import utcnow
 
 PG_URL = os.environ.get("BEM_TEST_DATABASE_URL", "postgresql://127.0.0.1:5432/test")
 REQUIRE_SERVICES = os.environ.get("BEM_REQUIRE_SERVICES") == "1"
@@ -120,16 +122,31 @@ class Api:
     settings: Settings
     tokens: dict[str, str] = field(default_factory=dict)
 
+    users: dict[str, User] = field(default_factory=dict)
+
     async def user(self, name: str, *, admin: bool = False) -> dict[str, str]:
-        """Authorization headers of a user (created on first use)."""
+        """Authorization headers of a signed-in user (a session access token), created on
+        first use."""
         if name not in self.tokens:
             async with self.app.state.sessions() as session:
                 user = User(email=f"{name}@example.com", name=name, is_admin=admin)
                 session.add(user)
-                await session.flush()
-                self.tokens[name] = await issue_token(session, user, "test", [])
                 await session.commit()
+            self.users[name] = user
+            self.tokens[name] = issue_access_token(self.settings, user.id, utcnow())
         return {"Authorization": f"Bearer {self.tokens[name]}"}
+
+    async def api_token(
+        self, name: str, scopes: list[str], project_id: uuid.UUID | None = None
+    ) -> dict[str, str]:
+        """Headers with a personal API token of user ``name`` (created if needed)."""
+        await self.user(name)
+        async with self.app.state.sessions() as session:
+            _, secret = await issue_token(
+                session, self.users[name], "test", scopes, project_id=project_id
+            )
+            await session.commit()
+        return {"Authorization": f"Bearer {secret}"}
 
     async def scalar(self, sql: str) -> Any:
         from sqlalchemy import text

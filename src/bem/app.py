@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from bem import __version__
+from bem.auth.dependencies import permission_of
 from bem.auth.endpoints import router as auth_router
 from bem.config import Settings
 from bem.kit.context import RequestContextMiddleware
@@ -17,6 +18,7 @@ from bem.kit.db import create_engine, session_factory
 from bem.kit.errors import ProblemDetail, install_error_handlers
 from bem.kit.health import router as health_router
 from bem.kit.logging import get_logger
+from bem.kit.routes import api_routes
 from bem.projects.endpoints import router as projects_router
 from bem.versions.endpoints import router as versions_router
 from bem.versions.schemas import ElementIn
@@ -31,6 +33,20 @@ Authenticate with a personal API token: `Authorization: Bearer bem_pat_...`
 (`bem users create-admin` prints one). Errors are RFC 9457 `application/problem+json`.
 Lists are cursor-paginated: pass `next_cursor` back as `cursor`.
 """
+
+
+def _document_permissions(app: FastAPI, schema: dict[str, Any]) -> None:
+    """Show each route's declared permission in OpenAPI (``x-permission``)."""
+    for route in api_routes(app):
+        if route.path not in schema["paths"]:
+            continue
+        permission = permission_of(route.dependant)
+        for method in route.methods:
+            operation = schema["paths"][route.path].get(method.lower())
+            if operation is not None and permission is not None:
+                operation["x-permission"] = permission.name
+                note = f"**Permission:** `{permission.name}` ({permission.describe()})."
+                operation["description"] = f"{operation.get('description', '')}\n\n{note}".strip()
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -71,6 +87,7 @@ def create_app(settings: Settings) -> FastAPI:
                 routes=app.routes,
             )
             # Schemas referenced by hand: streamed upload bodies and problem responses.
+            _document_permissions(app, schema)
             components = schema.setdefault("components", {}).setdefault("schemas", {})
             for model in (ElementIn, ProblemDetail):
                 definition = model.model_json_schema(ref_template="#/components/schemas/{model}")

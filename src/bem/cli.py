@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from sqlalchemy.ext.asyncio import AsyncSession
 
+import bem.models  # noqa: F401 - every table, so relationships resolve in one-off commands
 from bem.auth.models import User
 from bem.config import Settings, describe_errors, load_settings
 from bem.kit.logging import configure_logging
@@ -29,8 +30,9 @@ DEMO_MODEL = "Architecture"
 DEMO_OWNER = "demo@bem.invalid"
 
 
-def settings_or_exit() -> Settings:
-    """Load and validate settings; on error name each bad field and exit 2."""
+def settings_or_exit(*, server: bool = False) -> Settings:
+    """Load and validate settings; on error name each bad field and exit 2. Servers log to
+    stdout, one-off commands to stderr (their stdout carries results)."""
     try:
         settings = load_settings()
     except ValidationError as exc:
@@ -38,7 +40,7 @@ def settings_or_exit() -> Settings:
         for line in describe_errors(exc):
             err.print(f"  {line}", markup=False, highlight=False)
         raise typer.Exit(2) from None
-    configure_logging(settings.log_level, settings.log_json)
+    configure_logging(settings.log_level, settings.log_json, sys.stdout if server else sys.stderr)
     return settings
 
 
@@ -46,7 +48,7 @@ def app_from_env() -> Any:
     """uvicorn factory (``bem.cli:app_from_env``), so every worker builds its own app."""
     from bem.app import create_app
 
-    return create_app(settings_or_exit())
+    return create_app(settings_or_exit(server=True))
 
 
 def _bem_command() -> str:
@@ -71,7 +73,7 @@ def serve(
     """Serve the API (REST /v1, health, OpenAPI with Swagger UI and ReDoc)."""
     import uvicorn
 
-    settings = settings_or_exit()
+    settings = settings_or_exit(server=True)
     # uvicorn drains in-flight requests on SIGTERM, then re-raises the signal; answering it
     # with SystemExit(0) makes a graceful stop exit 0, as orchestrators expect.
     signal.signal(signal.SIGTERM, _exit_cleanly)
@@ -149,15 +151,13 @@ async def _demo(settings: Settings, size: int, if_empty: bool) -> str:
     try:
         async with session_factory(engine)() as session:
             owner = await _demo_owner(session)
-            existing = await projects_repo.list_projects(session, owner, None, 1000)
+            existing = await projects_repo.list_projects(session, owner.id, None, None, 1000)
             if if_empty and any(p.name == DEMO_PROJECT for p in existing):
                 return "The demo project exists already; nothing to do."
             project = await projects.create_project(
                 session, owner, ProjectCreate(name=DEMO_PROJECT, description="Generated model")
             )
-            model = await projects.create_model(
-                session, owner, project.id, ModelCreate(name=DEMO_MODEL)
-            )
+            model = await projects.create_model(session, project.id, ModelCreate(name=DEMO_MODEL))
             documents = element_documents(ifcgen.generate(size))
             # The same path a user's NDJSON upload takes: body reader, validation, storage.
             source = versions.SourceHasher(_as_chunks(orjson.dumps(d) for d in documents))
@@ -184,9 +184,9 @@ async def _demo(settings: Settings, size: int, if_empty: bool) -> str:
 
 
 async def _demo_owner(session: AsyncSession) -> User:
-    from bem.auth.repository import user_by_email
+    from sqlalchemy import select
 
-    owner = await user_by_email(session, DEMO_OWNER)
+    owner = await session.scalar(select(User).where(User.email == DEMO_OWNER))
     if owner is None:
         owner = User(email=DEMO_OWNER, name="Demo data", is_admin=False)
         session.add(owner)

@@ -19,6 +19,23 @@ DEV_SECRET_KEY = "dev-insecure-secret-key-change-me"  # noqa: S105 - the refused
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./var/bem.db"
 
 
+class MailBackend(StrEnum):
+    console = "console"
+    file = "file"
+    smtp = "smtp"
+
+
+class SmtpSecurity(StrEnum):
+    starttls = "starttls"
+    ssl = "ssl"
+    none = "none"
+
+
+class Signup(StrEnum):
+    open = "open"
+    invite = "invite"
+
+
 class Profile(StrEnum):
     development = "development"
     test = "test"
@@ -59,6 +76,33 @@ class Settings(BaseSettings):
     log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR|CRITICAL)$")
     log_json: bool = True
 
+    # Identity: sessions (JWT access + rotating refresh tokens) and email OTP login
+    jwt_keys: dict[str, SecretStr] = {}  # kid -> HMAC key; empty: derived from secret_key
+    jwt_active_kid: str | None = None  # signs new tokens; default: the last key of jwt_keys
+    jwt_issuer: str = "bem"
+    jwt_audience: str = "bem-api"
+    access_token_ttl_s: Annotated[int, Field(ge=60, le=86_400)] = 900
+    refresh_token_ttl_s: Annotated[int, Field(ge=3600)] = 30 * 86_400
+    signup: Signup = Signup.invite
+    otp_ttl_s: Annotated[int, Field(ge=60, le=3600)] = 600
+    otp_max_attempts: Annotated[int, Field(ge=1, le=20)] = 5
+    otp_digits: Annotated[int, Field(ge=6, le=10)] = 6
+    otp_requests_per_email: Annotated[int, Field(ge=1)] = 5  # per otp_request_window_s
+    otp_requests_per_ip: Annotated[int, Field(ge=1)] = 20
+    otp_request_window_s: Annotated[int, Field(ge=60)] = 900
+    totp_issuer: str = "BEM"
+
+    # Mail
+    mail_backend: MailBackend = MailBackend.console
+    mail_from: str = "BEM <bem@localhost>"
+    mail_file_dir: Path = Path("var/mail")
+    smtp_host: str = "localhost"
+    smtp_port: Annotated[int, Field(ge=1, le=65535)] = 587
+    smtp_security: SmtpSecurity = SmtpSecurity.starttls
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_timeout_s: Annotated[float, Field(gt=0, le=120)] = 10.0
+
     # Uploads of element documents
     max_json_body_bytes: Annotated[int, Field(ge=1024)] = 64 * 1024 * 1024
     max_ndjson_body_bytes: Annotated[int, Field(ge=1024)] = 2 * 1024 * 1024 * 1024
@@ -74,6 +118,15 @@ class Settings(BaseSettings):
                     "secret_key: production refuses the default or a short secret "
                     "(set BEM_SECRET_KEY or the bem_secret_key secrets file, >= 32 chars)"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _jwt_kid(self) -> Self:
+        if self.jwt_active_kid is not None and self.jwt_active_kid not in self.jwt_keys:
+            raise ValueError("jwt_active_kid: must name a key of jwt_keys")
+        for kid, key in self.jwt_keys.items():
+            if len(key.get_secret_value()) < 32:
+                raise ValueError(f"jwt_keys: key {kid!r} is shorter than 32 characters")
         return self
 
     @property

@@ -1,15 +1,19 @@
 """Every table, imported in one place so Alembic and tests see the whole schema."""
 
-from bem.auth.models import ApiToken, User
+from bem.auth.models import ApiToken, AuditEvent, OtpChallenge, RecoveryCode, RefreshToken, User
 from bem.projects.models import Membership, Model, Project
 from bem.versions.models import ElementPayload, Relation, Version, VersionElement
 
 __all__ = [
     "ApiToken",
+    "AuditEvent",
     "ElementPayload",
     "Membership",
     "Model",
+    "OtpChallenge",
     "Project",
+    "RecoveryCode",
+    "RefreshToken",
     "Relation",
     "User",
     "Version",

@@ -1,32 +1,171 @@
-"""FastAPI dependencies other routers use to require an authenticated user."""
+"""Authentication and authorization as FastAPI dependencies.
+
+Every route takes ``access: Annotated[Access, allow(PERMISSION)]`` (or
+``dependencies=[allow(...)]``): the one place that decides who may call it. For project
+routes the project is resolved from the path (``project_id``, ``model_id`` or
+``version_id``) and checked against the caller's membership: not a member (or a token bound
+to another project) is a 404, so other projects' ids are never confirmed; a member whose role
+is too low is a 403.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated
+import uuid
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
 
 import structlog
-from fastapi import Depends
+from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from bem.auth import service
 from bem.auth.models import User
+from bem.auth.permissions import Permission, Role, Scope, expand
+from bem.auth.sessions import verify_access_token
+from bem.config import Settings
 from bem.kit.db import SessionDep
-from bem.kit.errors import Unauthorized
+from bem.kit.errors import Forbidden, NotFound, Unauthorized, Unprocessable
+from bem.kit.security import TOKEN_PREFIX
+from bem.projects.models import Membership, Model
+from bem.versions.models import Version
 
-bearer = HTTPBearer(auto_error=False, description="Personal API token (`bem_pat_...`).")
+bearer = HTTPBearer(
+    auto_error=False,
+    description="A session access token (JWT from /v1/auth/otp/verify) or a personal API "
+    "token (`bem_pat_...`).",
+)
+
+SESSION_SCOPES = frozenset(Scope) - {Scope.admin}
 
 
-async def require_user(
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling, and what their credential allows."""
+
+    user: User
+    scopes: frozenset[Scope]
+    kind: Literal["session", "api_token"]
+    token_id: uuid.UUID | None = None
+    project_id: uuid.UUID | None = None  # an API token bound to one project
+
+
+@dataclass(frozen=True)
+class Access:
+    principal: Principal | None
+    project_id: uuid.UUID | None = None
+    role: Role | None = None
+
+
+async def authenticate(
+    request: Request,
     session: SessionDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-) -> User:
+) -> Principal:
     if credentials is None:
         raise Unauthorized()
-    user = await service.authenticate(session, credentials.credentials)
-    if user is None:
+    secret = credentials.credentials
+    settings: Settings = request.app.state.settings
+    principal: Principal | None = None
+    if secret.startswith(TOKEN_PREFIX):
+        found = await service.authenticate_api_token(session, secret)
+        if found is not None:
+            token, user = found
+            principal = Principal(
+                user=user,
+                scopes=expand(frozenset(Scope(s) for s in token.scopes)),
+                kind="api_token",
+                token_id=token.id,
+                project_id=token.project_id,
+            )
+    elif (user_id := verify_access_token(settings, secret)) is not None:
+        session_user = await session.get(User, user_id)
+        if session_user is not None:
+            scopes = frozenset(Scope) if session_user.is_admin else SESSION_SCOPES
+            principal = Principal(user=session_user, scopes=scopes, kind="session")
+    if principal is None:
         raise Unauthorized("The bearer token is invalid, expired or revoked.")
-    structlog.contextvars.bind_contextvars(user_id=str(user.id))
-    return user
+    structlog.contextvars.bind_contextvars(user_id=str(principal.user.id))
+    return principal
 
 
-CurrentUser = Annotated[User, Depends(require_user)]
+CurrentPrincipal = Annotated[Principal, Depends(authenticate)]
+
+
+async def _project_of(session: AsyncSession, params: dict[str, Any]) -> uuid.UUID | None:
+    """The project a path refers to, or None if the path's object does not exist."""
+    try:
+        if "project_id" in params:
+            return uuid.UUID(str(params["project_id"]))
+        if "model_id" in params:
+            stmt = select(Model.project_id).where(Model.id == uuid.UUID(str(params["model_id"])))
+        elif "version_id" in params:
+            stmt = (
+                select(Model.project_id)
+                .join(Version, Version.model_id == Model.id)
+                .where(Version.id == uuid.UUID(str(params["version_id"])))
+            )
+        else:
+            raise LookupError("a project permission on a route without a project in its path")
+    except ValueError as exc:
+        raise Unprocessable(
+            "The id in the path is not a valid UUID.", slug="validation-error"
+        ) from exc
+    result: uuid.UUID | None = await session.scalar(stmt)
+    return result
+
+
+async def _role(session: AsyncSession, project_id: uuid.UUID, user_id: uuid.UUID) -> Role | None:
+    role = await session.scalar(
+        select(Membership.role).where(
+            Membership.project_id == project_id, Membership.user_id == user_id
+        )
+    )
+    return Role[role] if role else None
+
+
+def allow(permission: Permission) -> Any:
+    """The dependency that enforces ``permission``; it carries ``.permission`` for tests and
+    OpenAPI."""
+    if permission.public:
+
+        async def public() -> Access:
+            return Access(principal=None)
+
+        public.permission = permission  # type: ignore[attr-defined]
+        return Depends(public)
+
+    async def check(request: Request, session: SessionDep, principal: CurrentPrincipal) -> Access:
+        if permission.scope is not None and permission.scope not in principal.scopes:
+            raise Forbidden(f"This credential lacks the {permission.scope.value!r} scope.")
+        if permission.admin_only and not principal.user.is_admin:
+            raise Forbidden("Only server administrators may do this.")
+        if permission.role is None:
+            return Access(principal=principal)
+        project_id = await _project_of(session, request.path_params)
+        hidden = NotFound("The resource does not exist or is not visible to you.")
+        if project_id is None or principal.project_id not in (None, project_id):
+            raise hidden
+        role = await _role(session, project_id, principal.user.id)
+        if principal.user.is_admin:
+            role = Role.owner
+        if role is None:
+            raise hidden
+        if role < permission.role:
+            raise Forbidden(f"This needs the {permission.role.name} role in the project.")
+        return Access(principal=principal, project_id=project_id, role=role)
+
+    check.permission = permission  # type: ignore[attr-defined]
+    return Depends(check)
+
+
+def permission_of(dependant: Any) -> Permission | None:
+    """The permission a route declared (searched through its dependency tree)."""
+    for dep in dependant.dependencies:
+        found = getattr(dep.call, "permission", None)
+        if isinstance(found, Permission):
+            return found
+        if (nested := permission_of(dep)) is not None:
+            return nested
+    return None

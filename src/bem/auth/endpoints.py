@@ -1,15 +1,274 @@
 from __future__ import annotations
 
-from fastapi import APIRouter
+import uuid
+from typing import Annotated
 
-from bem.auth.dependencies import CurrentUser
-from bem.auth.models import User
-from bem.auth.schemas import UserOut
+from fastapi import APIRouter, BackgroundTasks, Query, Request, Response, status
+from pydantic import AwareDatetime
+
+from bem.auth import audit, service
+from bem.auth.audit import origin_of
+from bem.auth.dependencies import Access, allow
+from bem.auth.models import ApiToken, User
+from bem.auth.permissions import ACCOUNT, ADMIN, AUTHENTICATED, PUBLIC
+from bem.auth.schemas import (
+    ApiTokenCreate,
+    ApiTokenCreated,
+    ApiTokenOut,
+    AuditEventOut,
+    OtpRequest,
+    OtpVerify,
+    RecoveryCodes,
+    RefreshIn,
+    TokenPair,
+    TotpCode,
+    TotpEnrollment,
+    UserInvite,
+    UserOut,
+)
+from bem.config import Settings
+from bem.kit.db import SessionDep
 from bem.kit.errors import problem_responses
+from bem.kit.logging import get_logger
+from bem.kit.mail import MailError, send_mail
+from bem.kit.pagination import (
+    CursorParam,
+    InvalidCursor,
+    LimitParam,
+    Page,
+    decode_cursor,
+    page_of,
+)
 
-router = APIRouter(prefix="/v1", tags=["identity"], responses=problem_responses(401))
+router = APIRouter(prefix="/v1", responses=problem_responses(401, 422))
+log = get_logger("bem.auth")
+
+Public = Annotated[Access, allow(PUBLIC)]
+Authenticated = Annotated[Access, allow(AUTHENTICATED)]
+Account = Annotated[Access, allow(ACCOUNT)]
+Admin = Annotated[Access, allow(ADMIN)]
 
 
-@router.get("/me", response_model=UserOut, summary="The user behind the bearer token")
-async def me(user: CurrentUser) -> User:
-    return user
+def _user(access: Access) -> User:
+    assert access.principal is not None
+    return access.principal.user
+
+
+async def _deliver_code(settings: Settings, email: str, code: str) -> None:
+    minutes = settings.otp_ttl_s // 60
+    body = (
+        f"Your BEM sign-in code is {code}\n\n"
+        f"It works once and expires in {minutes} minutes. If you did not ask for it, "
+        "ignore this message.\n"
+    )
+    try:
+        await send_mail(settings, email, "Your BEM sign-in code", body)
+    except MailError as exc:
+        log.error("otp_mail_failed", error=str(exc), email=audit.mask_email(email))
+
+
+@router.post(
+    "/auth/otp/request",
+    status_code=status.HTTP_202_ACCEPTED,
+    tags=["auth"],
+    summary="Email a one-time sign-in code (always 202: accounts are not enumerable)",
+    responses=problem_responses(429),
+)
+async def request_code(
+    data: OtpRequest,
+    request: Request,
+    background: BackgroundTasks,
+    session: SessionDep,
+    _: Public,
+) -> dict[str, str]:
+    settings: Settings = request.app.state.settings
+    code = await service.request_otp(session, settings, origin_of(request), data.email)
+    if code is not None:
+        background.add_task(_deliver_code, settings, service.normalize_email(data.email), code)
+    return {"status": "accepted", "detail": "If the address may sign in, a code is on its way."}
+
+
+def _pair(settings: Settings, access: str, refresh: str) -> TokenPair:
+    return TokenPair(
+        access_token=access, expires_in=settings.access_token_ttl_s, refresh_token=refresh
+    )
+
+
+@router.post(
+    "/auth/otp/verify",
+    response_model=TokenPair,
+    tags=["auth"],
+    summary="Exchange an emailed code (and TOTP, if enabled) for a session",
+)
+async def verify_code(
+    data: OtpVerify, request: Request, session: SessionDep, _: Public
+) -> TokenPair:
+    settings: Settings = request.app.state.settings
+    _user, access_token, refresh_token = await service.verify_otp(
+        session, settings, origin_of(request), data.email, data.code, data.totp_code,
+        data.recovery_code,
+    )  # fmt: skip
+    return _pair(settings, access_token, refresh_token)
+
+
+@router.post(
+    "/auth/token/refresh",
+    response_model=TokenPair,
+    tags=["auth"],
+    summary="Rotate a refresh token into a new session pair",
+)
+async def refresh(data: RefreshIn, request: Request, session: SessionDep, _: Public) -> TokenPair:
+    settings: Settings = request.app.state.settings
+    _user, access_token, refresh_token = await service.refresh_session(
+        session, settings, origin_of(request), data.refresh_token
+    )
+    return _pair(settings, access_token, refresh_token)
+
+
+@router.post(
+    "/auth/logout",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    tags=["auth"],
+    summary="Revoke a refresh token and every token rotated from the same login",
+)
+async def logout(data: RefreshIn, request: Request, session: SessionDep, _: Public) -> None:
+    await service.logout(session, origin_of(request), data.refresh_token)
+
+
+@router.get("/me", response_model=UserOut, tags=["identity"], summary="The calling user")
+async def me(access: Authenticated) -> UserOut:
+    return UserOut.of(_user(access))
+
+
+@router.post(
+    "/me/tokens",
+    status_code=status.HTTP_201_CREATED,
+    response_model=ApiTokenCreated,
+    tags=["identity"],
+    summary="Create a personal API token (the secret is shown once)",
+    responses=problem_responses(403),
+)
+async def create_token(
+    data: ApiTokenCreate, request: Request, session: SessionDep, access: Account
+) -> ApiTokenCreated:
+    token, secret = await service.create_token(
+        session, origin_of(request), _user(access), data.name, data.scopes, data.project_id,
+        data.expires_at,
+    )  # fmt: skip
+    return ApiTokenCreated(**ApiTokenOut.model_validate(token).model_dump(), token=secret)
+
+
+@router.get(
+    "/me/tokens",
+    response_model=list[ApiTokenOut],
+    tags=["identity"],
+    summary="Your active personal API tokens (never their secrets)",
+)
+async def list_tokens(session: SessionDep, access: Account) -> list[ApiToken]:
+    return await service.list_tokens(session, _user(access))
+
+
+@router.delete(
+    "/me/tokens/{token_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    tags=["identity"],
+    summary="Revoke one of your tokens",
+    responses=problem_responses(404),
+)
+async def revoke_token(
+    token_id: uuid.UUID, request: Request, session: SessionDep, access: Account
+) -> None:
+    await service.revoke_token(session, origin_of(request), _user(access), token_id)
+
+
+@router.post(
+    "/me/totp",
+    response_model=TotpEnrollment,
+    tags=["identity"],
+    summary="Start TOTP enrollment: secret, otpauth URI and QR code (SVG)",
+    responses=problem_responses(409),
+)
+async def totp_enroll(request: Request, session: SessionDep, access: Account) -> TotpEnrollment:
+    secret, uri, svg = await service.totp_enroll(
+        session, request.app.state.settings, origin_of(request), _user(access)
+    )
+    return TotpEnrollment(secret=secret, otpauth_uri=uri, qr_svg=svg)
+
+
+@router.post(
+    "/me/totp/confirm",
+    response_model=RecoveryCodes,
+    tags=["identity"],
+    summary="Confirm TOTP with a code; returns single-use recovery codes",
+    responses=problem_responses(400, 409),
+)
+async def totp_confirm(
+    data: TotpCode, request: Request, session: SessionDep, access: Account
+) -> RecoveryCodes:
+    codes = await service.totp_confirm(
+        session, request.app.state.settings, origin_of(request), _user(access), data.code
+    )
+    return RecoveryCodes(recovery_codes=codes)
+
+
+@router.post(
+    "/me/totp/disable",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    tags=["identity"],
+    summary="Disable TOTP with a fresh code",
+    responses=problem_responses(400, 409),
+)
+async def totp_disable(
+    data: TotpCode, request: Request, session: SessionDep, access: Account
+) -> None:
+    await service.totp_disable(
+        session, request.app.state.settings, origin_of(request), _user(access), data.code
+    )
+
+
+@router.post(
+    "/admin/users",
+    status_code=status.HTTP_201_CREATED,
+    response_model=UserOut,
+    tags=["admin"],
+    summary="Invite a user (they sign in with an emailed code)",
+    responses=problem_responses(403, 409),
+)
+async def invite_user(
+    data: UserInvite, request: Request, session: SessionDep, access: Admin
+) -> UserOut:
+    user = await service.invite_user(
+        session, origin_of(request), _user(access), data.email, data.name, data.is_admin
+    )
+    return UserOut.of(user)
+
+
+@router.get(
+    "/admin/audit",
+    response_model=Page[AuditEventOut],
+    tags=["admin"],
+    summary="The audit log, newest first, with filters",
+    responses=problem_responses(400, 403),
+)
+async def audit_log(
+    session: SessionDep,
+    _: Admin,
+    action: Annotated[str | None, Query(max_length=64, pattern=r"^[a-z_.]+$")] = None,
+    actor_id: uuid.UUID | None = None,
+    since: AwareDatetime | None = None,
+    until: AwareDatetime | None = None,
+    cursor: CursorParam = None,
+    limit: LimitParam = 100,
+) -> Page[AuditEventOut]:
+    values = decode_cursor(cursor, 1)
+    if values is not None and not isinstance(values[0], int):
+        raise InvalidCursor()
+    rows = await audit.events(
+        session, action=action, actor_id=actor_id, since=since, until=until,
+        before_id=values[0] if values else None, limit=limit + 1,
+    )  # fmt: skip
+    page, next_cursor = page_of(rows, limit, lambda e: [e.id])
+    return Page(items=[AuditEventOut.model_validate(e) for e in page], next_cursor=next_cursor)

@@ -1,11 +1,12 @@
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bem.auth.models import ApiToken, User
+from bem.auth.models import ApiToken, OtpChallenge, RecoveryCode, RefreshToken, User
 
 
 async def user_by_email(session: AsyncSession, email: str) -> User | None:
@@ -24,5 +25,77 @@ async def token_with_user(session: AsyncSession, digest: str) -> tuple[ApiToken,
     return (row[0], row[1]) if row else None
 
 
-async def touch_token(session: AsyncSession, token: ApiToken, now: datetime) -> None:
-    await session.execute(update(ApiToken).where(ApiToken.id == token.id).values(last_used_at=now))
+async def touch_token(session: AsyncSession, token_id: uuid.UUID, now: datetime) -> None:
+    await session.execute(update(ApiToken).where(ApiToken.id == token_id).values(last_used_at=now))
+
+
+async def active_tokens(session: AsyncSession, user_id: uuid.UUID) -> list[ApiToken]:
+    stmt = select(ApiToken).where(ApiToken.user_id == user_id, ApiToken.revoked_at.is_(None))
+    return list(await session.scalars(stmt.order_by(ApiToken.created_at)))
+
+
+async def challenges_since(
+    session: AsyncSession, since: datetime, *, email: str | None = None, ip: str | None = None
+) -> int:
+    stmt = select(func.count()).select_from(OtpChallenge).where(OtpChallenge.created_at >= since)
+    if email is not None:
+        stmt = stmt.where(OtpChallenge.email == email)
+    if ip is not None:
+        stmt = stmt.where(OtpChallenge.ip == ip)
+    return int(await session.scalar(stmt) or 0)
+
+
+async def close_challenges(session: AsyncSession, email: str, now: datetime) -> None:
+    await session.execute(
+        update(OtpChallenge)
+        .where(OtpChallenge.email == email, OtpChallenge.consumed_at.is_(None))
+        .values(consumed_at=now)
+    )
+
+
+async def open_challenge(session: AsyncSession, email: str, now: datetime) -> OtpChallenge | None:
+    """The live challenge of ``email``, locked so concurrent guesses count one by one."""
+    result: OtpChallenge | None = await session.scalar(
+        select(OtpChallenge)
+        .where(
+            OtpChallenge.email == email,
+            OtpChallenge.consumed_at.is_(None),
+            OtpChallenge.expires_at > now,
+        )
+        .order_by(OtpChallenge.created_at.desc())
+        .limit(1)
+        .with_for_update()
+    )
+    return result
+
+
+async def refresh_token(session: AsyncSession, digest: str) -> RefreshToken | None:
+    result: RefreshToken | None = await session.scalar(
+        select(RefreshToken).where(RefreshToken.digest == digest).with_for_update()
+    )
+    return result
+
+
+async def revoke_family(session: AsyncSession, family_id: uuid.UUID, now: datetime) -> None:
+    await session.execute(
+        update(RefreshToken)
+        .where(RefreshToken.family_id == family_id, RefreshToken.revoked_at.is_(None))
+        .values(revoked_at=now)
+    )
+
+
+async def unused_recovery_code(
+    session: AsyncSession, user_id: uuid.UUID, digest: str
+) -> RecoveryCode | None:
+    result: RecoveryCode | None = await session.scalar(
+        select(RecoveryCode).where(
+            RecoveryCode.user_id == user_id,
+            RecoveryCode.digest == digest,
+            RecoveryCode.used_at.is_(None),
+        )
+    )
+    return result
+
+
+async def delete_recovery_codes(session: AsyncSession, user_id: uuid.UUID) -> None:
+    await session.execute(delete(RecoveryCode).where(RecoveryCode.user_id == user_id))

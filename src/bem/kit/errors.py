@@ -99,6 +99,13 @@ class Forbidden(Problem):
     status, slug = 403, "forbidden"
 
 
+class TooManyRequests(Problem):
+    status, slug = 429, "too-many-requests"
+
+    def __init__(self, detail: str, retry_after_s: int) -> None:
+        super().__init__(detail, headers={"Retry-After": str(retry_after_s)})
+
+
 class ServiceUnavailable(Problem):
     status, slug = 503, "service-unavailable"
 

@@ -1,13 +1,22 @@
-"""Opaque secrets: generation and hashing. High-entropy tokens are stored as SHA-256
-digests (a slow password hash adds nothing for 256-bit random values and would cost every
-request)."""
+"""Secrets: generation, digests, keyed digests and symmetric encryption at rest.
+
+High-entropy tokens are stored as SHA-256 digests (a slow password hash adds nothing for
+256-bit random values and would cost every request). Low-entropy codes (emailed OTPs,
+recovery codes) are stored as HMAC-SHA256 under a key derived from the server secret, so a
+database dump alone does not let anyone test guesses offline.
+"""
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import hmac
 import secrets
 
+from cryptography.fernet import Fernet, InvalidToken
+
 TOKEN_PREFIX = "bem_pat_"  # noqa: S105 - a public prefix, not a secret
+REFRESH_PREFIX = "bem_rt_"
 
 
 def new_token(prefix: str = TOKEN_PREFIX) -> str:
@@ -16,3 +25,36 @@ def new_token(prefix: str = TOKEN_PREFIX) -> str:
 
 def token_digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+def derive_key(secret: str, purpose: str) -> bytes:
+    """A 32-byte key for one purpose, so no two features share key material."""
+    return hmac.new(secret.encode(), f"bem:{purpose}".encode(), hashlib.sha256).digest()
+
+
+def keyed_digest(key: bytes, value: str) -> str:
+    return hmac.new(key, value.encode(), hashlib.sha256).hexdigest()
+
+
+def digests_match(a: str, b: str) -> bool:
+    return hmac.compare_digest(a, b)
+
+
+def numeric_code(digits: int) -> str:
+    return "".join(str(secrets.randbelow(10)) for _ in range(digits))
+
+
+class SecretBox:
+    """Fernet (AES-128-CBC + HMAC) with a key derived from the server secret."""
+
+    def __init__(self, secret: str, purpose: str) -> None:
+        self._fernet = Fernet(base64.urlsafe_b64encode(derive_key(secret, purpose)))
+
+    def seal(self, plaintext: str) -> str:
+        return self._fernet.encrypt(plaintext.encode()).decode()
+
+    def open(self, token: str) -> str | None:
+        try:
+            return self._fernet.decrypt(token.encode()).decode()
+        except InvalidToken:
+            return None

@@ -1,18 +1,52 @@
 from __future__ import annotations
 
 import uuid
+from typing import Annotated
 
-from fastapi import APIRouter, Response, status
+from fastapi import APIRouter, Request, Response, status
 
-from bem.auth.dependencies import CurrentUser
+from bem.auth.audit import origin_of
+from bem.auth.dependencies import Access, allow
+from bem.auth.models import User
+from bem.auth.permissions import (
+    PROJECT_EDIT,
+    PROJECT_MANAGE,
+    PROJECT_READ,
+    PROJECTS_CREATE,
+    PROJECTS_LIST,
+)
 from bem.kit.db import SessionDep
 from bem.kit.errors import problem_responses
 from bem.kit.pagination import CursorParam, LimitParam, Page
 from bem.projects import service
-from bem.projects.models import Model, Project
-from bem.projects.schemas import ModelCreate, ModelOut, ProjectCreate, ProjectOut, ProjectUpdate
+from bem.projects.models import Membership, Model, Project
+from bem.projects.schemas import (
+    MemberOut,
+    MemberSet,
+    ModelCreate,
+    ModelOut,
+    ProjectCreate,
+    ProjectOut,
+    ProjectUpdate,
+)
 
-router = APIRouter(prefix="/v1", tags=["projects"], responses=problem_responses(401, 422))
+router = APIRouter(prefix="/v1", tags=["projects"], responses=problem_responses(401, 403, 422))
+NOT_FOUND = problem_responses(404)
+
+
+def _actor(access: Access) -> User:
+    assert access.principal is not None
+    return access.principal.user
+
+
+def _member(membership: Membership, user: User) -> MemberOut:
+    return MemberOut(
+        user_id=user.id,
+        email=user.email,
+        name=user.name,
+        role=membership.role,
+        created_at=membership.created_at,
+    )
 
 
 @router.post(
@@ -21,39 +55,62 @@ router = APIRouter(prefix="/v1", tags=["projects"], responses=problem_responses(
     response_model=ProjectOut,
     summary="Create a project (you become its owner)",
 )
-async def create_project(data: ProjectCreate, user: CurrentUser, session: SessionDep) -> Project:
-    return await service.create_project(session, user, data)
+async def create_project(
+    data: ProjectCreate, session: SessionDep, access: Annotated[Access, allow(PROJECTS_CREATE)]
+) -> Project:
+    return await service.create_project(session, _actor(access), data)
 
 
 @router.get("/projects", response_model=Page[ProjectOut], summary="Projects visible to you")
 async def list_projects(
-    user: CurrentUser, session: SessionDep, cursor: CursorParam = None, limit: LimitParam = 100
+    session: SessionDep,
+    access: Annotated[Access, allow(PROJECTS_LIST)],
+    cursor: CursorParam = None,
+    limit: LimitParam = 100,
 ) -> Page[ProjectOut]:
-    rows, next_cursor = await service.list_projects(session, user, cursor, limit)
+    assert access.principal is not None
+    rows, next_cursor = await service.list_projects(session, access.principal, cursor, limit)
     return Page(items=[ProjectOut.model_validate(p) for p in rows], next_cursor=next_cursor)
 
 
-@router.get("/projects/{project_id}", response_model=ProjectOut, responses=problem_responses(404))
-async def get_project(project_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> Project:
-    return await service.get_project(session, user, project_id)
-
-
-@router.patch("/projects/{project_id}", response_model=ProjectOut, responses=problem_responses(404))
-async def update_project(
-    project_id: uuid.UUID, data: ProjectUpdate, user: CurrentUser, session: SessionDep
+@router.get(
+    "/projects/{project_id}", response_model=ProjectOut, responses=NOT_FOUND, summary="A project"
+)
+async def get_project(
+    project_id: uuid.UUID, session: SessionDep, _: Annotated[Access, allow(PROJECT_READ)]
 ) -> Project:
-    return await service.update_project(session, user, project_id, data)
+    return await service.get_project(session, project_id)
+
+
+@router.patch(
+    "/projects/{project_id}",
+    response_model=ProjectOut,
+    responses=NOT_FOUND,
+    summary="Rename or describe a project",
+)
+async def update_project(
+    project_id: uuid.UUID,
+    data: ProjectUpdate,
+    session: SessionDep,
+    _: Annotated[Access, allow(PROJECT_MANAGE)],
+) -> Project:
+    return await service.update_project(session, project_id, data)
 
 
 @router.delete(
     "/projects/{project_id}",
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
-    responses=problem_responses(404),
+    responses=NOT_FOUND,
     summary="Delete a project with its models and versions",
 )
-async def delete_project(project_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> None:
-    await service.delete_project(session, user, project_id)
+async def delete_project(
+    project_id: uuid.UUID,
+    request: Request,
+    session: SessionDep,
+    access: Annotated[Access, allow(PROJECT_MANAGE)],
+) -> None:
+    await service.delete_project(session, origin_of(request), _actor(access), project_id)
 
 
 @router.post(
@@ -62,32 +119,116 @@ async def delete_project(project_id: uuid.UUID, user: CurrentUser, session: Sess
     response_model=ModelOut,
     responses=problem_responses(404, 409),
     tags=["models"],
+    summary="Create a model in a project",
 )
 async def create_model(
-    project_id: uuid.UUID, data: ModelCreate, user: CurrentUser, session: SessionDep
+    project_id: uuid.UUID,
+    data: ModelCreate,
+    session: SessionDep,
+    _: Annotated[Access, allow(PROJECT_EDIT)],
 ) -> Model:
-    return await service.create_model(session, user, project_id, data)
+    return await service.create_model(session, project_id, data)
 
 
 @router.get(
     "/projects/{project_id}/models",
     response_model=Page[ModelOut],
-    responses=problem_responses(404),
+    responses=NOT_FOUND,
     tags=["models"],
+    summary="Models of a project",
 )
 async def list_models(
     project_id: uuid.UUID,
-    user: CurrentUser,
     session: SessionDep,
+    _: Annotated[Access, allow(PROJECT_READ)],
     cursor: CursorParam = None,
     limit: LimitParam = 100,
 ) -> Page[ModelOut]:
-    rows, next_cursor = await service.list_models(session, user, project_id, cursor, limit)
+    rows, next_cursor = await service.list_models(session, project_id, cursor, limit)
     return Page(items=[ModelOut.model_validate(m) for m in rows], next_cursor=next_cursor)
 
 
 @router.get(
-    "/models/{model_id}", response_model=ModelOut, responses=problem_responses(404), tags=["models"]
+    "/models/{model_id}",
+    response_model=ModelOut,
+    responses=NOT_FOUND,
+    tags=["models"],
+    summary="A model",
 )
-async def get_model(model_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> Model:
-    return await service.get_model(session, user, model_id)
+async def get_model(
+    model_id: uuid.UUID, session: SessionDep, _: Annotated[Access, allow(PROJECT_READ)]
+) -> Model:
+    return await service.get_model(session, model_id)
+
+
+@router.get(
+    "/projects/{project_id}/members",
+    response_model=Page[MemberOut],
+    responses=NOT_FOUND,
+    tags=["members"],
+    summary="Members of a project and their roles",
+)
+async def list_members(
+    project_id: uuid.UUID,
+    session: SessionDep,
+    _: Annotated[Access, allow(PROJECT_READ)],
+    cursor: CursorParam = None,
+    limit: LimitParam = 100,
+) -> Page[MemberOut]:
+    rows, next_cursor = await service.list_members(session, project_id, cursor, limit)
+    return Page(items=[_member(m, u) for m, u in rows], next_cursor=next_cursor)
+
+
+@router.get(
+    "/projects/{project_id}/members/{user_id}",
+    response_model=MemberOut,
+    responses=NOT_FOUND,
+    tags=["members"],
+    summary="One member's role",
+)
+async def get_member(
+    project_id: uuid.UUID,
+    user_id: uuid.UUID,
+    session: SessionDep,
+    _: Annotated[Access, allow(PROJECT_READ)],
+) -> MemberOut:
+    return _member(*await service.get_member(session, project_id, user_id))
+
+
+@router.put(
+    "/projects/{project_id}/members/{user_id}",
+    response_model=MemberOut,
+    responses=problem_responses(404, 409),
+    tags=["members"],
+    summary="Add a member or change their role (owner only)",
+)
+async def set_member(
+    project_id: uuid.UUID,
+    user_id: uuid.UUID,
+    data: MemberSet,
+    request: Request,
+    session: SessionDep,
+    access: Annotated[Access, allow(PROJECT_MANAGE)],
+) -> MemberOut:
+    membership, user = await service.set_member(
+        session, origin_of(request), _actor(access), project_id, user_id, data.role
+    )
+    return _member(membership, user)
+
+
+@router.delete(
+    "/projects/{project_id}/members/{user_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    responses=problem_responses(404, 409),
+    tags=["members"],
+    summary="Remove a member (owner only; the last owner stays)",
+)
+async def remove_member(
+    project_id: uuid.UUID,
+    user_id: uuid.UUID,
+    request: Request,
+    session: SessionDep,
+    access: Annotated[Access, allow(PROJECT_MANAGE)],
+) -> None:
+    await service.remove_member(session, origin_of(request), _actor(access), project_id, user_id)

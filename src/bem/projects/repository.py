@@ -3,36 +3,33 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, and_, delete, or_, select
+from sqlalchemy import ColumnElement, and_, delete, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bem.auth.models import User
 from bem.projects.models import Membership, Model, Project
 
 
-def _visible_to(user: User) -> list[ColumnElement[bool]]:
-    if user.is_admin:
-        return []
-    member = select(Membership.project_id).where(Membership.user_id == user.id)
-    return [Project.id.in_(member)]
-
-
-async def project_for(session: AsyncSession, user: User, project_id: uuid.UUID) -> Project | None:
-    stmt = select(Project).where(Project.id == project_id, *_visible_to(user))
-    result: Project | None = await session.scalar(stmt)
-    return result
-
-
 async def list_projects(
-    session: AsyncSession, user: User, after: tuple[datetime, uuid.UUID] | None, limit: int
+    session: AsyncSession,
+    member: uuid.UUID | None,
+    only: uuid.UUID | None,
+    after: tuple[datetime, uuid.UUID] | None,
+    limit: int,
 ) -> list[Project]:
-    stmt = select(Project).where(*_visible_to(user))
+    """Projects ``member`` belongs to (all when None), optionally just project ``only``."""
+    conditions: list[ColumnElement[bool]] = []
+    if member is not None:
+        mine = select(Membership.project_id).where(Membership.user_id == member)
+        conditions.append(Project.id.in_(mine))
+    if only is not None:
+        conditions.append(Project.id == only)
     if after is not None:
         created, pid = after
-        stmt = stmt.where(
+        conditions.append(
             or_(Project.created_at > created, and_(Project.created_at == created, Project.id > pid))
         )
-    stmt = stmt.order_by(Project.created_at, Project.id).limit(limit)
+    stmt = select(Project).where(*conditions).order_by(Project.created_at, Project.id).limit(limit)
     return list(await session.scalars(stmt))
 
 
@@ -56,11 +53,31 @@ async def list_models(
     return list(await session.scalars(stmt.order_by(Model.name).limit(limit)))
 
 
-async def model_for(session: AsyncSession, user: User, model_id: uuid.UUID) -> Model | None:
+async def members(
+    session: AsyncSession, project_id: uuid.UUID, after: uuid.UUID | None, limit: int
+) -> list[tuple[Membership, User]]:
     stmt = (
-        select(Model)
-        .join(Project, Project.id == Model.project_id)
-        .where(Model.id == model_id, *_visible_to(user))
+        select(Membership, User)
+        .join(User, User.id == Membership.user_id)
+        .where(Membership.project_id == project_id)
     )
-    result: Model | None = await session.scalar(stmt)
+    if after is not None:
+        stmt = stmt.where(Membership.user_id > after)
+    rows = await session.execute(stmt.order_by(Membership.user_id).limit(limit))
+    return [(m, u) for m, u in rows.all()]
+
+
+async def membership(
+    session: AsyncSession, project_id: uuid.UUID, user_id: uuid.UUID
+) -> Membership | None:
+    result: Membership | None = await session.get(Membership, (project_id, user_id))
     return result
+
+
+async def owner_count(session: AsyncSession, project_id: uuid.UUID) -> int:
+    count = await session.scalar(
+        select(func.count())
+        .select_from(Membership)
+        .where(Membership.project_id == project_id, Membership.role == "owner")
+    )
+    return int(count or 0)

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -48,4 +49,18 @@ class ModelOut(BaseModel):
     project_id: uuid.UUID
     name: str
     description: str | None
+    created_at: datetime
+
+
+class MemberSet(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    role: Literal["owner", "editor", "viewer"]
+
+
+class MemberOut(BaseModel):
+    user_id: uuid.UUID
+    email: str
+    name: str
+    role: Literal["owner", "editor", "viewer"]
     created_at: datetime

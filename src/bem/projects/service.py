@@ -1,6 +1,5 @@
-"""Projects and models. Until project roles arrive (identity issue), a user sees the projects
-they are a member of (the creator becomes owner) and admins see all; anything else is a 404,
-so ids of other projects are not confirmed to exist."""
+"""Projects, models and project membership. Who may call what is decided before these run
+(``auth/dependencies.allow``); these enforce the business rules."""
 
 from __future__ import annotations
 
@@ -9,6 +8,9 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bem.auth import audit
+from bem.auth.audit import Origin
+from bem.auth.dependencies import Principal
 from bem.auth.models import User
 from bem.kit.errors import Conflict, NotFound
 from bem.kit.pagination import InvalidCursor, decode_cursor, page_of
@@ -26,15 +28,15 @@ async def create_project(session: AsyncSession, user: User, data: ProjectCreate)
     return project
 
 
-async def get_project(session: AsyncSession, user: User, project_id: uuid.UUID) -> Project:
-    project = await repository.project_for(session, user, project_id)
+async def get_project(session: AsyncSession, project_id: uuid.UUID) -> Project:
+    project = await session.get(Project, project_id)
     if project is None:
-        raise NotFound(f"Project {project_id} does not exist or is not visible to you.")
+        raise NotFound(f"Project {project_id} does not exist.")
     return project
 
 
 async def list_projects(
-    session: AsyncSession, user: User, cursor: str | None, limit: int
+    session: AsyncSession, principal: Principal, cursor: str | None, limit: int
 ) -> tuple[list[Project], str | None]:
     after = None
     if (values := decode_cursor(cursor, 2)) is not None:
@@ -42,14 +44,15 @@ async def list_projects(
             after = (datetime.fromisoformat(str(values[0])), uuid.UUID(str(values[1])))
         except ValueError as exc:
             raise InvalidCursor() from exc
-    rows = await repository.list_projects(session, user, after, limit + 1)
+    member = None if principal.user.is_admin else principal.user.id
+    rows = await repository.list_projects(session, member, principal.project_id, after, limit + 1)
     return page_of(rows, limit, lambda p: [p.created_at.isoformat(), str(p.id)])
 
 
 async def update_project(
-    session: AsyncSession, user: User, project_id: uuid.UUID, data: ProjectUpdate
+    session: AsyncSession, project_id: uuid.UUID, data: ProjectUpdate
 ) -> Project:
-    project = await get_project(session, user, project_id)
+    project = await get_project(session, project_id)
     changes = data.model_dump(exclude_unset=True)
     if changes.get("name", "") is None:
         changes.pop("name")  # a project always has a name; null means "unchanged"
@@ -60,16 +63,20 @@ async def update_project(
     return project
 
 
-async def delete_project(session: AsyncSession, user: User, project_id: uuid.UUID) -> None:
-    await get_project(session, user, project_id)
+async def delete_project(
+    session: AsyncSession, origin: Origin, actor: User, project_id: uuid.UUID
+) -> None:
+    project = await get_project(session, project_id)
     await repository.delete_project(session, project_id)
+    audit.record(
+        session, origin, "project.delete", actor_id=actor.id, target_type="project",
+        target_id=project_id, name=project.name,
+    )  # fmt: skip
     await session.commit()
 
 
-async def create_model(
-    session: AsyncSession, user: User, project_id: uuid.UUID, data: ModelCreate
-) -> Model:
-    await get_project(session, user, project_id)
+async def create_model(session: AsyncSession, project_id: uuid.UUID, data: ModelCreate) -> Model:
+    await get_project(session, project_id)
     if await repository.model_by_name(session, project_id, data.name) is not None:
         raise Conflict(f"The project already has a model named {data.name!r}.")
     model = Model(project_id=project_id, name=data.name, description=data.description)
@@ -79,9 +86,8 @@ async def create_model(
 
 
 async def list_models(
-    session: AsyncSession, user: User, project_id: uuid.UUID, cursor: str | None, limit: int
+    session: AsyncSession, project_id: uuid.UUID, cursor: str | None, limit: int
 ) -> tuple[list[Model], str | None]:
-    await get_project(session, user, project_id)
     values = decode_cursor(cursor, 1)
     rows = await repository.list_models(
         session, project_id, str(values[0]) if values else None, limit + 1
@@ -89,8 +95,84 @@ async def list_models(
     return page_of(rows, limit, lambda m: [m.name])
 
 
-async def get_model(session: AsyncSession, user: User, model_id: uuid.UUID) -> Model:
-    model = await repository.model_for(session, user, model_id)
+async def get_model(session: AsyncSession, model_id: uuid.UUID) -> Model:
+    model = await session.get(Model, model_id)
     if model is None:
-        raise NotFound(f"Model {model_id} does not exist or is not visible to you.")
+        raise NotFound(f"Model {model_id} does not exist.")
     return model
+
+
+# ---- membership --------------------------------------------------------------------------
+
+
+async def list_members(
+    session: AsyncSession, project_id: uuid.UUID, cursor: str | None, limit: int
+) -> tuple[list[tuple[Membership, User]], str | None]:
+    after = None
+    if (values := decode_cursor(cursor, 1)) is not None:
+        try:
+            after = uuid.UUID(str(values[0]))
+        except ValueError as exc:
+            raise InvalidCursor() from exc
+    rows = await repository.members(session, project_id, after, limit + 1)
+    return page_of(rows, limit, lambda row: [str(row[0].user_id)])
+
+
+async def get_member(
+    session: AsyncSession, project_id: uuid.UUID, user_id: uuid.UUID
+) -> tuple[Membership, User]:
+    membership = await repository.membership(session, project_id, user_id)
+    user = await session.get(User, user_id)
+    if membership is None or user is None:
+        raise NotFound(f"User {user_id} is not a member of this project.")
+    return membership, user
+
+
+async def _keep_an_owner(session: AsyncSession, membership: Membership | None) -> None:
+    if (
+        membership is not None
+        and membership.role == "owner"
+        and await repository.owner_count(session, membership.project_id) <= 1
+    ):
+        raise Conflict("A project keeps at least one owner.")
+
+
+async def set_member(
+    session: AsyncSession,
+    origin: Origin,
+    actor: User,
+    project_id: uuid.UUID,
+    user_id: uuid.UUID,
+    role: str,
+) -> tuple[Membership, User]:
+    await get_project(session, project_id)
+    user = await session.get(User, user_id)
+    if user is None:
+        raise NotFound(f"User {user_id} does not exist; an admin can invite them.")
+    membership = await repository.membership(session, project_id, user_id)
+    if membership is not None and role != "owner":
+        await _keep_an_owner(session, membership)
+    previous = membership.role if membership else None
+    if membership is None:
+        membership = Membership(project_id=project_id, user_id=user_id, role=role)
+        session.add(membership)
+    membership.role = role
+    audit.record(
+        session, origin, "member.set", actor_id=actor.id, target_type="project",
+        target_id=project_id, user_id=str(user_id), role=role, previous=previous,
+    )  # fmt: skip
+    await session.commit()
+    return membership, user
+
+
+async def remove_member(
+    session: AsyncSession, origin: Origin, actor: User, project_id: uuid.UUID, user_id: uuid.UUID
+) -> None:
+    membership, _ = await get_member(session, project_id, user_id)
+    await _keep_an_owner(session, membership)
+    await session.delete(membership)
+    audit.record(
+        session, origin, "member.remove", actor_id=actor.id, target_type="project",
+        target_id=project_id, user_id=str(user_id), previous=membership.role,
+    )  # fmt: skip
+    await session.commit()

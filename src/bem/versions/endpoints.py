@@ -7,7 +7,8 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, Path, Query, Request, Response, status
 
-from bem.auth.dependencies import CurrentUser
+from bem.auth.dependencies import Access, allow
+from bem.auth.permissions import PROJECT_EDIT, PROJECT_READ
 from bem.config import Settings
 from bem.ingest.ndjson import JSON_TYPES, NDJSON_TYPES, iter_body, media_type
 from bem.kit.db import SessionDep
@@ -19,7 +20,8 @@ from bem.versions import service
 from bem.versions.models import Version
 from bem.versions.schemas import GLOBAL_ID_PATTERN, ElementOut, VersionOut
 
-router = APIRouter(prefix="/v1", tags=["versions"], responses=problem_responses(401, 422))
+router = APIRouter(prefix="/v1", tags=["versions"], responses=problem_responses(401, 403, 422))
+Read = Annotated[Access, allow(PROJECT_READ)]
 
 FieldsParam = Annotated[
     str | None,
@@ -68,13 +70,14 @@ def _not_modified(request: Request, etag: str) -> Response | None:
 async def create_version(
     model_id: uuid.UUID,
     request: Request,
-    user: CurrentUser,
     session: SessionDep,
+    access: Annotated[Access, allow(PROJECT_EDIT)],
     message: Annotated[LongText | None, Query(description="What changed")] = None,
     source_name: Annotated[Text | None, Query(description="Original file name")] = None,
 ) -> Version:
     settings: Settings = request.app.state.settings
-    model = await projects.get_model(session, user, model_id)
+    assert access.principal is not None
+    model = await projects.get_model(session, model_id)
     source = service.SourceHasher(request.stream())
     documents = iter_body(
         aiter(source),
@@ -90,7 +93,9 @@ async def create_version(
         source_name=source_name,
         batch_size=settings.upload_batch_size,
     )
-    return await service.create_version(session, user, model, documents, source, meta)
+    return await service.create_version(
+        session, access.principal.user, model, documents, source, meta
+    )
 
 
 @router.get(
@@ -101,19 +106,19 @@ async def create_version(
 )
 async def list_versions(
     model_id: uuid.UUID,
-    user: CurrentUser,
     session: SessionDep,
+    _: Read,
     cursor: CursorParam = None,
     limit: LimitParam = 100,
 ) -> Page[VersionOut]:
-    model = await projects.get_model(session, user, model_id)
+    model = await projects.get_model(session, model_id)
     rows, next_cursor = await service.list_versions(session, model, cursor, limit)
     return Page(items=[VersionOut.model_validate(v) for v in rows], next_cursor=next_cursor)
 
 
 @router.get("/versions/{version_id}", response_model=VersionOut, responses=problem_responses(404))
-async def get_version(version_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> Version:
-    return await service.get_version(session, user, version_id)
+async def get_version(version_id: uuid.UUID, session: SessionDep, _: Read) -> Version:
+    return await service.get_version(session, version_id)
 
 
 @router.get(
@@ -126,14 +131,14 @@ async def get_version(version_id: uuid.UUID, user: CurrentUser, session: Session
 async def list_elements(
     version_id: uuid.UUID,
     request: Request,
-    user: CurrentUser,
     session: SessionDep,
+    _: Read,
     cursor: CursorParam = None,
     limit: LimitParam = 100,
     fields: FieldsParam = None,
 ) -> Response:
     chosen = service.parse_fields(fields)
-    version = await service.get_version(session, user, version_id)
+    version = await service.get_version(session, version_id)
     key = orjson.dumps([str(version.id), version.status, cursor, limit, chosen])
     etag = f'"{hashlib.sha256(key).hexdigest()[:32]}"'
     if cached := _not_modified(request, etag):
@@ -153,12 +158,12 @@ async def get_element(
     version_id: uuid.UUID,
     global_id: GlobalIdPath,
     request: Request,
-    user: CurrentUser,
     session: SessionDep,
+    _: Read,
     fields: FieldsParam = None,
 ) -> Response:
     chosen = service.parse_fields(fields)
-    version = await service.get_version(session, user, version_id)
+    version = await service.get_version(session, version_id)
     payload_hash, doc = await service.get_element(session, version, global_id)
     etag_key = orjson.dumps([payload_hash, global_id, chosen])
     etag = f'"{hashlib.sha256(etag_key).hexdigest()[:32]}"'

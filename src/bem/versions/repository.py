@@ -7,21 +7,9 @@ from typing import Any
 from sqlalchemy import and_, func, insert, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bem.auth.models import User
 from bem.kit.db import insert_ignore
-from bem.projects.models import Membership, Model
+from bem.projects.models import Model
 from bem.versions.models import ElementPayload, Relation, Version, VersionElement
-
-
-async def version_for(session: AsyncSession, user: User, version_id: uuid.UUID) -> Version | None:
-    stmt = select(Version).where(Version.id == version_id)
-    if not user.is_admin:
-        stmt = stmt.join(Model, Model.id == Version.model_id).join(
-            Membership,
-            and_(Membership.project_id == Model.project_id, Membership.user_id == user.id),
-        )
-    result: Version | None = await session.scalar(stmt)
-    return result
 
 
 async def lock_model(session: AsyncSession, model_id: uuid.UUID) -> None:

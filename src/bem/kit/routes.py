@@ -1,0 +1,32 @@
+"""The app's API routes as one flat list, whichever way FastAPI stores included routers
+(newer releases keep them as lazy ``_IncludedRouter`` entries)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import FastAPI, routing
+
+
+@dataclass(frozen=True)
+class ApiRoute:
+    path: str
+    methods: frozenset[str]
+    dependant: Any
+    name: str
+
+
+def api_routes(app: FastAPI) -> Iterator[ApiRoute]:
+    iterate = getattr(routing, "iter_route_contexts", None)
+    entries: Any = iterate(app.routes) if iterate is not None else app.routes
+    for entry in entries:
+        route = getattr(entry, "original_route", entry)
+        if isinstance(route, routing.APIRoute):
+            yield ApiRoute(
+                path=str(entry.path),
+                methods=frozenset(entry.methods or ()),
+                dependant=route.dependant,
+                name=route.name,
+            )

@@ -69,17 +69,26 @@ async def run(driver: str) -> dict[str, Any]:
         now = datetime.now(UTC)
         async with engine.begin() as conn:
             pid = uuid.uuid4()
-            await conn.execute(insert(Project), [{"id": pid, "name": "p", "created_at": now,
-                                                  "updated_at": now}])  # fmt: skip
+            await conn.execute(
+                insert(Project), [{"id": pid, "name": "p", "created_at": now, "updated_at": now}]
+            )
             await conn.execute(
                 insert(Model), [{"id": model_id, "project_id": pid, "name": "m", "created_at": now}]
             )
             await conn.execute(
                 insert(Version),
-                [{"id": version_id, "model_id": model_id, "status": "ready",
-                  "source_format": "ndjson", "element_count": ROWS, "stats": {},
-                  "created_at": now}],
-            )  # fmt: skip
+                [
+                    {
+                        "id": version_id,
+                        "model_id": model_id,
+                        "status": "ready",
+                        "source_format": "ndjson",
+                        "element_count": ROWS,
+                        "stats": {},
+                        "created_at": now,
+                    }
+                ],
+            )
         rows = []
         for i in range(ROWS):
             doc = _doc(i)
@@ -92,14 +101,18 @@ async def run(driver: str) -> dict[str, Any]:
             async with engine.begin() as conn:
                 await conn.execute(
                     insert(ElementPayload),
-                    [{"hash": h, "ifc_class": "IfcWall", "name": d["name"], "doc": d}
-                     for _, h, d in chunk],
-                )  # fmt: skip
+                    [
+                        {"hash": h, "ifc_class": "IfcWall", "name": d["name"], "doc": d}
+                        for _, h, d in chunk
+                    ],
+                )
                 await conn.execute(
                     insert(VersionElement),
-                    [{"version_id": version_id, "global_id": g, "payload_hash": h}
-                     for g, h, _ in chunk],
-                )  # fmt: skip
+                    [
+                        {"version_id": version_id, "global_id": g, "payload_hash": h}
+                        for g, h, _ in chunk
+                    ],
+                )
         insert_s = time.perf_counter() - started
 
         started = time.perf_counter()

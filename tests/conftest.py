@@ -12,6 +12,7 @@ import os
 import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -155,6 +156,7 @@ class Api:
             return await session.scalar(text(sql))
 
 
+@asynccontextmanager
 async def make_api(settings: Settings) -> AsyncIterator[Api]:
     app = create_app(settings)
     async with app.router.lifespan_context(app):
@@ -165,12 +167,12 @@ async def make_api(settings: Settings) -> AsyncIterator[Api]:
 
 @pytest.fixture
 async def api(database_url: str) -> AsyncIterator[Api]:
-    async for value in make_api(settings_for(database_url)):
+    async with make_api(settings_for(database_url)) as value:
         yield value
 
 
 @pytest.fixture
 async def sqlite_api(sqlite_url: str) -> AsyncIterator[Api]:
     """For behaviour that does not depend on the database."""
-    async for value in make_api(settings_for(sqlite_url)):
+    async with make_api(settings_for(sqlite_url)) as value:
         yield value

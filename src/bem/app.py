@@ -10,8 +10,9 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from bem import __version__
-from bem.auth.dependencies import permission_of
+from bem.auth.dependencies import allow, permission_of
 from bem.auth.endpoints import router as auth_router
+from bem.auth.permissions import PUBLIC
 from bem.config import Settings
 from bem.kit.context import RequestContextMiddleware
 from bem.kit.db import create_engine, session_factory
@@ -73,7 +74,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     install_error_handlers(app)
     app.add_middleware(RequestContextMiddleware)
-    app.include_router(health_router)
+    app.include_router(health_router, dependencies=[allow(PUBLIC)])  # probes need no token
     app.include_router(auth_router)
     app.include_router(projects_router)
     app.include_router(versions_router)

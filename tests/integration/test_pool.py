@@ -15,7 +15,7 @@ pytestmark = pytest.mark.postgres
 
 async def test_exhausted_pool_answers_503_fast(postgres_url: str) -> None:
     settings = settings_for(postgres_url, db_pool_size=1, db_max_overflow=0, db_pool_timeout=0.3)
-    async for api in make_api(settings):
+    async with make_api(settings) as api:
         headers = await api.user("alice")
         async with api.app.state.engine.connect():  # hold the only connection
             started = time.perf_counter()
@@ -33,7 +33,7 @@ async def test_server_side_connection_count_stays_within_the_cap(postgres_url: s
 
     settings = settings_for(postgres_url, db_pool_size=2, db_max_overflow=1)
     database = postgres_url.rsplit("/", 1)[1]
-    async for api in make_api(settings):
+    async with make_api(settings) as api:
         headers = await api.user("alice")
         results = await asyncio.gather(
             *(api.client.get("/v1/projects", headers=headers) for _ in range(30))
@@ -52,7 +52,7 @@ async def test_server_side_connection_count_stays_within_the_cap(postgres_url: s
 async def test_killed_backend_connection_is_recovered(postgres_url: str) -> None:
     settings = settings_for(postgres_url, db_pool_size=2, db_max_overflow=0)
     database = postgres_url.rsplit("/", 1)[1]
-    async for api in make_api(settings):
+    async with make_api(settings) as api:
         headers = await api.user("alice")
         assert (await api.client.get("/v1/projects", headers=headers)).status_code == 200
         conn = await asyncpg.connect(_dsn(PG_URL))

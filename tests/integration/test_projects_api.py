@@ -116,7 +116,7 @@ async def test_sqlite_write_lock_held_too_long_is_a_503(sqlite_url: str) -> None
     from tests.conftest import make_api, settings_for
 
     settings = settings_for(sqlite_url, db_connect_timeout=0.2)
-    async for api in make_api(settings):
+    async with make_api(settings) as api:
         alice = await api.user("alice")
         blocker = sqlite3.connect(sqlite_url.split(":///", 1)[1])
         try:

@@ -105,9 +105,14 @@ async def verify_code(
 ) -> TokenPair:
     settings: Settings = request.app.state.settings
     _user, access_token, refresh_token = await service.verify_otp(
-        session, settings, origin_of(request), data.email, data.code, data.totp_code,
+        session,
+        settings,
+        origin_of(request),
+        data.email,
+        data.code,
+        data.totp_code,
         data.recovery_code,
-    )  # fmt: skip
+    )
     return _pair(settings, access_token, refresh_token)
 
 
@@ -153,9 +158,14 @@ async def create_token(
     data: ApiTokenCreate, request: Request, session: SessionDep, access: Account
 ) -> ApiTokenCreated:
     token, secret = await service.create_token(
-        session, origin_of(request), _user(access), data.name, data.scopes, data.project_id,
+        session,
+        origin_of(request),
+        _user(access),
+        data.name,
+        data.scopes,
+        data.project_id,
         data.expires_at,
-    )  # fmt: skip
+    )
     return ApiTokenCreated(**ApiTokenOut.model_validate(token).model_dump(), token=secret)
 
 
@@ -267,8 +277,13 @@ async def audit_log(
     if values is not None and not isinstance(values[0], int):
         raise InvalidCursor()
     rows = await audit.events(
-        session, action=action, actor_id=actor_id, since=since, until=until,
-        before_id=values[0] if values else None, limit=limit + 1,
-    )  # fmt: skip
+        session,
+        action=action,
+        actor_id=actor_id,
+        since=since,
+        until=until,
+        before_id=values[0] if values else None,
+        limit=limit + 1,
+    )
     page, next_cursor = page_of(rows, limit, lambda e: [e.id])
     return Page(items=[AuditEventOut.model_validate(e) for e in page], next_cursor=next_cursor)

@@ -4,12 +4,16 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictStr, field_validator
 
 from bem.auth.permissions import Scope
-from bem.kit.text import Name
+from bem.kit.text import Name, no_control_chars
 
-Email = Annotated[StrictStr, Field(min_length=3, max_length=254, pattern=r"^[^@\s]+@[^@\s]+$")]
+Email = Annotated[
+    StrictStr,
+    Field(min_length=3, max_length=254, pattern=r"^[^@\s]+@[^@\s]+$"),
+    AfterValidator(no_control_chars),
+]
 Code = Annotated[StrictStr, Field(min_length=6, max_length=10, pattern=r"^[0-9]+$")]
 OpaqueSecret = Annotated[StrictStr, Field(min_length=8, max_length=128, pattern=r"^[\w-]+$")]
 

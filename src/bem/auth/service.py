@@ -123,9 +123,13 @@ async def revoke_token(
         raise NotFound(f"You have no active token {token_id}.")
     token.revoked_at = utcnow()
     audit.record(
-        session, origin, "token.revoke", actor_id=user.id, target_type="api_token",
+        session,
+        origin,
+        "token.revoke",
+        actor_id=user.id,
+        target_type="api_token",
         target_id=token.id,
-    )  # fmt: skip
+    )
     await session.commit()
 
 
@@ -139,17 +143,27 @@ async def create_token(
     expires_at: datetime | None,
 ) -> tuple[ApiToken, str]:
     if Scope.admin in scopes and not user.is_admin:
-        raise Problem("Only server administrators can create admin tokens.", status=403,
-                      slug="forbidden")  # fmt: skip
+        raise Problem(
+            "Only server administrators can create admin tokens.", status=403, slug="forbidden"
+        )
     token, secret = await issue_token(
-        session, user, name, [s.value for s in scopes], project_id=project_id,
+        session,
+        user,
+        name,
+        [s.value for s in scopes],
+        project_id=project_id,
         expires_at=expires_at,
-    )  # fmt: skip
+    )
     audit.record(
-        session, origin, "token.create", actor_id=user.id, target_type="api_token",
-        target_id=token.id, scopes=token.scopes,
+        session,
+        origin,
+        "token.create",
+        actor_id=user.id,
+        target_type="api_token",
+        target_id=token.id,
+        scopes=token.scopes,
         project_id=str(project_id) if project_id else None,
-    )  # fmt: skip
+    )
     await session.commit()
     return token, secret
 
@@ -166,9 +180,13 @@ async def create_admin(session: AsyncSession, email: str, name: str) -> tuple[Us
         user.is_admin = True
     _, secret = await issue_token(session, user, "bootstrap (create-admin)", ["admin"])
     audit.record(
-        session, Origin(user_agent="bem-cli"), "user.create_admin", actor_id=user.id,
-        target_type="user", target_id=user.id,
-    )  # fmt: skip
+        session,
+        Origin(user_agent="bem-cli"),
+        "user.create_admin",
+        actor_id=user.id,
+        target_type="user",
+        target_id=user.id,
+    )
     await session.commit()
     return user, secret
 
@@ -183,9 +201,15 @@ async def invite_user(
     session.add(user)
     await session.flush()
     audit.record(
-        session, origin, "user.invite", actor_id=actor.id, target_type="user",
-        target_id=user.id, email=mask_email(email), is_admin=is_admin,
-    )  # fmt: skip
+        session,
+        origin,
+        "user.invite",
+        actor_id=actor.id,
+        target_type="user",
+        target_id=user.id,
+        email=mask_email(email),
+        is_admin=is_admin,
+    )
     await session.commit()
     return user
 
@@ -204,12 +228,14 @@ async def request_otp(
     since = now - timedelta(seconds=settings.otp_request_window_s)
     per_email = await repository.challenges_since(session, since, email=email)
     if per_email >= settings.otp_requests_per_email:
-        raise TooManyRequests("Too many codes requested for this address.",
-                              settings.otp_request_window_s)  # fmt: skip
+        raise TooManyRequests(
+            "Too many codes requested for this address.", settings.otp_request_window_s
+        )
     per_ip = await repository.challenges_since(session, since, ip=origin.ip) if origin.ip else 0
     if per_ip >= settings.otp_requests_per_ip:
-        raise TooManyRequests("Too many codes requested from this address.",
-                              settings.otp_request_window_s)  # fmt: skip
+        raise TooManyRequests(
+            "Too many codes requested from this address.", settings.otp_request_window_s
+        )
     user = await repository.user_by_email(session, email)
     deliverable = user is not None or settings.signup is Signup.open
     await repository.close_challenges(session, email, now)  # a new code kills the previous one
@@ -224,9 +250,13 @@ async def request_otp(
         )
     )
     audit.record(
-        session, origin, "auth.otp_request", outcome="sent" if deliverable else "not_sent",
-        actor_id=user.id if user else None, email=mask_email(email),
-    )  # fmt: skip
+        session,
+        origin,
+        "auth.otp_request",
+        outcome="sent" if deliverable else "not_sent",
+        actor_id=user.id if user else None,
+        email=mask_email(email),
+    )
     await session.commit()
     return code if deliverable else None
 
@@ -247,9 +277,14 @@ async def verify_otp(
 
     async def failed(reason: str) -> None:
         audit.record(
-            session, origin, "auth.login", outcome="failure", actor_id=user.id if user else None,
-            reason=reason, email=mask_email(email),
-        )  # fmt: skip
+            session,
+            origin,
+            "auth.login",
+            outcome="failure",
+            actor_id=user.id if user else None,
+            reason=reason,
+            email=mask_email(email),
+        )
         await session.commit()
 
     if challenge is None:
@@ -269,8 +304,9 @@ async def verify_otp(
         user = User(email=email, name=email.split("@", 1)[0])
         session.add(user)
         await session.flush()
-        audit.record(session, origin, "user.signup", actor_id=user.id, target_type="user",
-                     target_id=user.id)  # fmt: skip
+        audit.record(
+            session, origin, "user.signup", actor_id=user.id, target_type="user", target_id=user.id
+        )
     if user.totp_secret is not None and not (
         (totp_code and _accept_totp(settings, user, totp_code, now))
         or (recovery_code and await _use_recovery_code(session, settings, user, recovery_code))
@@ -281,8 +317,9 @@ async def verify_otp(
         )
     challenge.consumed_at = now
     access, refresh = await _start_session(session, settings, user, now)
-    audit.record(session, origin, "auth.login", actor_id=user.id, target_type="user",
-                 target_id=user.id)  # fmt: skip
+    audit.record(
+        session, origin, "auth.login", actor_id=user.id, target_type="user", target_id=user.id
+    )
     await session.commit()
     return user, access, refresh
 
@@ -327,8 +364,14 @@ async def refresh_session(
         raise Unauthorized("The refresh token is invalid, expired or revoked.")
     if row.rotated_at is not None:
         await repository.revoke_family(session, row.family_id, now)
-        audit.record(session, origin, "auth.refresh_reuse", outcome="failure",
-                     actor_id=row.user_id, family_id=str(row.family_id))  # fmt: skip
+        audit.record(
+            session,
+            origin,
+            "auth.refresh_reuse",
+            outcome="failure",
+            actor_id=row.user_id,
+            family_id=str(row.family_id),
+        )
         await session.commit()
         raise Unauthorized("The refresh token was already used; the session is revoked.")
     user = await session.get(User, row.user_id)

@@ -27,6 +27,6 @@ def api_routes(app: FastAPI) -> Iterator[ApiRoute]:
             yield ApiRoute(
                 path=str(entry.path),
                 methods=frozenset(entry.methods or ()),
-                dependant=route.dependant,
+                dependant=getattr(entry, "dependant", route.dependant),
                 name=route.name,
             )

@@ -69,9 +69,14 @@ async def delete_project(
     project = await get_project(session, project_id)
     await repository.delete_project(session, project_id)
     audit.record(
-        session, origin, "project.delete", actor_id=actor.id, target_type="project",
-        target_id=project_id, name=project.name,
-    )  # fmt: skip
+        session,
+        origin,
+        "project.delete",
+        actor_id=actor.id,
+        target_type="project",
+        target_id=project_id,
+        name=project.name,
+    )
     await session.commit()
 
 
@@ -158,9 +163,16 @@ async def set_member(
         session.add(membership)
     membership.role = role
     audit.record(
-        session, origin, "member.set", actor_id=actor.id, target_type="project",
-        target_id=project_id, user_id=str(user_id), role=role, previous=previous,
-    )  # fmt: skip
+        session,
+        origin,
+        "member.set",
+        actor_id=actor.id,
+        target_type="project",
+        target_id=project_id,
+        user_id=str(user_id),
+        role=role,
+        previous=previous,
+    )
     await session.commit()
     return membership, user
 
@@ -172,7 +184,13 @@ async def remove_member(
     await _keep_an_owner(session, membership)
     await session.delete(membership)
     audit.record(
-        session, origin, "member.remove", actor_id=actor.id, target_type="project",
-        target_id=project_id, user_id=str(user_id), previous=membership.role,
-    )  # fmt: skip
+        session,
+        origin,
+        "member.remove",
+        actor_id=actor.id,
+        target_type="project",
+        target_id=project_id,
+        user_id=str(user_id),
+        previous=membership.role,
+    )
     await session.commit()

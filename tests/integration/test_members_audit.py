@@ -1,0 +1,112 @@
+"""Project roles through the members API, and the append-only audit log."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+
+from tests.conftest import Api
+
+
+async def test_owner_manages_members_and_roles_take_effect(api: Api) -> None:
+    alice, bob = await api.user("alice"), await api.user("bob")
+    bob_id = api.users["bob"].id
+    pid = (await api.client.post("/v1/projects", json={"name": "P"}, headers=alice)).json()["id"]
+    assert (await api.client.get(f"/v1/projects/{pid}", headers=bob)).status_code == 404
+
+    r = await api.client.put(
+        f"/v1/projects/{pid}/members/{bob_id}", json={"role": "viewer"}, headers=alice
+    )
+    assert r.status_code == 200 and r.json()["role"] == "viewer"
+    assert (await api.client.get(f"/v1/projects/{pid}", headers=bob)).status_code == 200
+    r = await api.client.post(f"/v1/projects/{pid}/models", json={"name": "M"}, headers=bob)
+    assert r.status_code == 403
+
+    await api.client.put(
+        f"/v1/projects/{pid}/members/{bob_id}", json={"role": "editor"}, headers=alice
+    )
+    r = await api.client.post(f"/v1/projects/{pid}/models", json={"name": "M"}, headers=bob)
+    assert r.status_code == 201
+    assert (await api.client.delete(f"/v1/projects/{pid}", headers=bob)).status_code == 403
+
+    members = (await api.client.get(f"/v1/projects/{pid}/members", headers=bob)).json()["items"]
+    assert {m["role"] for m in members} == {"owner", "editor"}
+
+    alice_id = api.users["alice"].id
+    r = await api.client.put(
+        f"/v1/projects/{pid}/members/{alice_id}", json={"role": "viewer"}, headers=alice
+    )
+    assert r.status_code == 409  # the last owner stays
+    r = await api.client.delete(f"/v1/projects/{pid}/members/{alice_id}", headers=alice)
+    assert r.status_code == 409
+    r = await api.client.delete(f"/v1/projects/{pid}/members/{bob_id}", headers=alice)
+    assert r.status_code == 204
+    assert (await api.client.get(f"/v1/projects/{pid}", headers=bob)).status_code == 404
+    r = await api.client.put(
+        f"/v1/projects/{pid}/members/00000000-0000-0000-0000-000000000000",
+        json={"role": "viewer"},
+        headers=alice,
+    )
+    assert r.status_code == 404
+    r = await api.client.put(
+        f"/v1/projects/{pid}/members/{bob_id}", json={"role": "god"}, headers=alice
+    )
+    assert r.status_code == 422
+    changes = await api.scalar(
+        "SELECT count(*) FROM audit_log WHERE action IN ('member.set', 'member.remove')"
+    )
+    assert changes == 3
+
+
+async def test_audit_log_is_append_only_in_the_database(api: Api) -> None:
+    admin = await api.user("root", admin=True)
+    await api.client.post(
+        "/v1/admin/users", json={"email": "z@example.com", "name": "Z"}, headers=admin
+    )
+    assert await api.scalar("SELECT count(*) FROM audit_log") == 1
+    for statement in ("UPDATE audit_log SET action = 'forged'", "DELETE FROM audit_log"):
+        async with api.app.state.sessions() as session:
+            with pytest.raises(DBAPIError, match="append-only"):
+                await session.execute(text(statement))
+            await session.rollback()
+    assert await api.scalar("SELECT action FROM audit_log") == "user.invite"
+
+
+async def test_admin_reads_the_audit_log_with_filters(api: Api) -> None:
+    admin = await api.user("root", admin=True)
+    alice = await api.user("alice")
+    for i in range(3):
+        await api.client.post(
+            "/v1/admin/users",
+            json={"email": f"u{i}@example.com", "name": "U"},
+            headers={**admin, "User-Agent": "pytest-agent", "X-Request-ID": f"inv-{i}"},
+        )
+    pid = (await api.client.post("/v1/projects", json={"name": "P"}, headers=alice)).json()["id"]
+    await api.client.delete(f"/v1/projects/{pid}", headers=alice)
+
+    assert (await api.client.get("/v1/admin/audit", headers=alice)).status_code == 403
+    r = await api.client.get(
+        "/v1/admin/audit", params={"action": "user.invite", "limit": 2}, headers=admin
+    )
+    page = r.json()
+    assert r.status_code == 200 and len(page["items"]) == 2 and page["next_cursor"]
+    event = page["items"][0]
+    assert event["request_id"] == "inv-2" and event["user_agent"] == "pytest-agent"
+    assert event["details"]["email"] == "u***@example.com"  # masked, never the full address
+    rest = (
+        await api.client.get(
+            "/v1/admin/audit",
+            params={"action": "user.invite", "cursor": page["next_cursor"]},
+            headers=admin,
+        )
+    ).json()
+    assert [e["request_id"] for e in rest["items"]] == ["inv-0"]
+    r = await api.client.get(
+        "/v1/admin/audit", params={"actor_id": str(api.users["alice"].id)}, headers=admin
+    )
+    assert [e["action"] for e in r.json()["items"]] == ["project.delete"]
+    r = await api.client.get(
+        "/v1/admin/audit", params={"since": "2020-01-01T00:00:00"}, headers=admin
+    )
+    assert r.status_code == 422  # timestamps need a timezone

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
+import uuid
 from collections.abc import AsyncIterator, Iterable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,12 +19,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 import bem.models  # noqa: F401 - every table, so relationships resolve in one-off commands
 from bem.auth.models import User
+from bem.auth.permissions import Scope
 from bem.config import Settings, describe_errors, load_settings
 from bem.kit.logging import configure_logging
 
 cli = typer.Typer(help="BEM — Building Element Model server.", no_args_is_help=True)
 users_cli = typer.Typer(help="Manage users.", no_args_is_help=True)
 cli.add_typer(users_cli, name="users")
+tokens_cli = typer.Typer(help="Manage personal API tokens.", no_args_is_help=True)
+cli.add_typer(tokens_cli, name="tokens")
 err = Console(stderr=True, soft_wrap=True)
 
 DEMO_PROJECT = "Demo"
@@ -129,6 +134,49 @@ def create_admin(
         raise typer.Exit(2)
     secret = asyncio.run(_create_admin(settings_or_exit(), email, name))
     err.print("Admin ready. Personal API token (store it now; it is not shown again):")
+    typer.echo(secret)
+
+
+async def _create_token(
+    settings: Settings,
+    email: str,
+    name: str,
+    scopes: list[Scope],
+    project: uuid.UUID | None,
+    expires_at: datetime | None,
+) -> str:
+    from bem.auth.audit import Origin
+    from bem.auth.repository import user_by_email
+    from bem.auth.service import create_token, normalize_email
+    from bem.kit.db import create_engine, session_factory
+
+    engine = create_engine(settings)
+    try:
+        async with session_factory(engine)() as session:
+            user = await user_by_email(session, normalize_email(email))
+            if user is None:
+                err.print(f"No user with email {email}.")
+                raise typer.Exit(1)
+            _, secret = await create_token(
+                session, Origin(user_agent="bem-cli"), user, name, scopes, project, expires_at
+            )
+    finally:
+        await engine.dispose()
+    return secret
+
+
+@tokens_cli.command("create")
+def tokens_create(
+    email: Annotated[str, typer.Option(help="The token's owner")],
+    name: Annotated[str, typer.Option(help="What the token is for")],
+    scope: Annotated[list[Scope], typer.Option(help="Repeat for several scopes")],
+    project: Annotated[uuid.UUID | None, typer.Option(help="Bind the token to one project")] = None,
+    expires_days: Annotated[int | None, typer.Option(min=1, max=3650)] = None,
+) -> None:
+    """Create a personal API token for a user (the same mechanism as POST /v1/me/tokens)."""
+    expires_at = datetime.now(UTC) + timedelta(days=expires_days) if expires_days else None
+    secret = asyncio.run(_create_token(settings_or_exit(), email, name, scope, project, expires_at))
+    err.print("Token created (store it now; it is not shown again):")
     typer.echo(secret)
 
 

@@ -118,6 +118,11 @@ class Settings(BaseSettings):
                     "secret_key: production refuses the default or a short secret "
                     "(set BEM_SECRET_KEY or the bem_secret_key secrets file, >= 32 chars)"
                 )
+            if self.mail_backend is not MailBackend.smtp:
+                raise ValueError(
+                    "mail_backend: production sends sign-in codes by SMTP only "
+                    "(console and file backends would expose them)"
+                )
         return self
 
     @model_validator(mode="after")

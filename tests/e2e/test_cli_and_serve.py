@@ -108,3 +108,47 @@ def test_python_dash_m_and_console_script(env: dict[str, str], tmp_path: Path) -
     script = Path(sys.executable).with_name("bem")
     r = subprocess.run([str(script), "--help"], env=env, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and "migrate" in r.stdout
+
+
+def test_tokens_create_uses_the_api_token_mechanism(env: dict[str, str], tmp_path: Path) -> None:
+    bem(["migrate"], env, tmp_path)
+    bem(["users", "create-admin", "--email", "ops@example.com"], env, tmp_path)
+    out = bem(
+        [
+            "tokens",
+            "create",
+            "--email",
+            "ops@example.com",
+            "--name",
+            "ci",
+            "--scope",
+            "projects:read",
+            "--expires-days",
+            "7",
+        ],
+        env,
+        tmp_path,
+    )
+    secret = out.stdout.strip()
+    assert secret.startswith("bem_pat_") and "\n" not in secret
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bem",
+            "tokens",
+            "create",
+            "--email",
+            "nobody@example.com",
+            "--name",
+            "x",
+            "--scope",
+            "projects:read",
+        ],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 1 and "No user" in r.stderr

@@ -35,8 +35,10 @@ def test_production_refuses_default_secret(tmp_path: Path) -> None:
     assert "secret_key" in r.stderr
     with pytest.raises(ValidationError):
         Settings(profile="production", secret_key="too-short-but-16+")
-    ok = Settings(profile="production", secret_key="x" * 40)
+    ok = Settings(profile="production", secret_key="x" * 40, mail_backend="smtp")
     assert ok.profile == "production"
+    with pytest.raises(ValidationError, match="mail_backend"):
+        Settings(profile="production", secret_key="x" * 40, mail_backend="console")
 
 
 def test_secrets_come_from_a_secrets_directory(

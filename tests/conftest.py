@@ -58,12 +58,9 @@ def _pg_available() -> str | None:
 
 
 def settings_for(database_url: str, **overrides: Any) -> Settings:
-    return Settings(
-        profile="test",
-        database_url=database_url,
-        log_json=True,
-        **overrides,
-    )
+    """Test settings; rate limiting is off unless a test turns it on (its own tests do)."""
+    values: dict[str, Any] = {"rate_limit_enabled": False, **overrides}
+    return Settings(profile="test", database_url=database_url, log_json=True, **values)
 
 
 @pytest.fixture(scope="session")

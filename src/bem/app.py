@@ -13,12 +13,14 @@ from bem import __version__
 from bem.auth.dependencies import allow, permission_of
 from bem.auth.endpoints import router as auth_router
 from bem.auth.permissions import PUBLIC
+from bem.auth.sessions import rate_identity
 from bem.config import Settings
 from bem.kit.context import RequestContextMiddleware
 from bem.kit.db import create_engine, session_factory
 from bem.kit.errors import ProblemDetail, install_error_handlers
 from bem.kit.health import router as health_router
 from bem.kit.logging import get_logger
+from bem.kit.ratelimit import Concurrency, Limiter, RateLimitMiddleware
 from bem.kit.routes import api_routes
 from bem.projects.endpoints import router as projects_router
 from bem.versions.endpoints import router as versions_router
@@ -61,6 +63,8 @@ def create_app(settings: Settings) -> FastAPI:
             yield
         finally:
             await engine.dispose()
+            if app.state.concurrency is not None:
+                await app.state.concurrency.close()
             log.info("shutdown")
 
     app = FastAPI(
@@ -72,8 +76,26 @@ def create_app(settings: Settings) -> FastAPI:
         redoc_url="/redoc",
     )
     app.state.settings = settings
+    app.state.limiter = app.state.concurrency = None
     install_error_handlers(app)
-    app.add_middleware(RequestContextMiddleware)
+    if settings.rate_limit_enabled:
+        redis_url = settings.redis_url.get_secret_value() if settings.redis_url else None
+        limiter = Limiter(
+            redis_url,
+            settings.rate_limit_rules,
+            settings.rate_limit_default,
+            settings.rate_limit_ip_ceiling,
+            settings.redis_key_prefix,
+        )
+        app.state.limiter = limiter
+        app.state.concurrency = Concurrency(limiter, redis_url, settings.redis_key_prefix)
+        app.add_middleware(
+            RateLimitMiddleware,
+            limiter=limiter,
+            identify=rate_identity(settings),
+            trusted_proxies=list(settings.trusted_proxies),
+        )
+    app.add_middleware(RequestContextMiddleware)  # outermost: request id on every answer
     app.include_router(health_router, dependencies=[allow(PUBLIC)])  # probes need no token
     app.include_router(auth_router)
     app.include_router(projects_router)

@@ -12,9 +12,15 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Self
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
+from limits import parse as parse_limit
+from pydantic import Field, IPvAnyNetwork, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# Named per-route limits; routes declare which rule they use (``rate_limit("auth")``).
+RATE_LIMIT_RULES = {
+    "auth": "10/minute",  # sign-in, refresh, logout: per client IP
+    "upload": "60/hour",  # version uploads, per user or token
+}
 DEV_SECRET_KEY = "dev-insecure-secret-key-change-me"  # noqa: S105 - the refused default
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./var/bem.db"
 
@@ -65,6 +71,7 @@ class Settings(BaseSettings):
     db_statement_timeout_ms: Annotated[int, Field(ge=0)] = 30_000
     db_pgbouncer: bool = False  # transaction pooling: disable server-side prepared statements
     redis_url: SecretStr | None = None
+    redis_key_prefix: str = Field(default="bem", pattern=r"^[A-Za-z0-9_:-]{1,64}$")
 
     # HTTP server
     host: str = "127.0.0.1"
@@ -103,6 +110,14 @@ class Settings(BaseSettings):
     smtp_password: SecretStr | None = None
     smtp_timeout_s: Annotated[float, Field(gt=0, le=120)] = 10.0
 
+    # Rate limiting (see kit/ratelimit.py): per caller identity, Redis-shared when configured
+    rate_limit_enabled: bool = True
+    rate_limit_default: str = "600/minute"
+    rate_limit_ip_ceiling: str = "1200/minute"
+    rate_limit_rules: dict[str, str] = {}  # merged over RATE_LIMIT_RULES
+    max_concurrent_uploads: Annotated[int, Field(ge=1, le=100)] = 2
+    trusted_proxies: list[IPvAnyNetwork] = []  # whose X-Forwarded-For is believed
+
     # Uploads of element documents
     max_json_body_bytes: Annotated[int, Field(ge=1024)] = 64 * 1024 * 1024
     max_ndjson_body_bytes: Annotated[int, Field(ge=1024)] = 2 * 1024 * 1024 * 1024
@@ -123,6 +138,21 @@ class Settings(BaseSettings):
                     "mail_backend: production sends sign-in codes by SMTP only "
                     "(console and file backends would expose them)"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _rate_limits(self) -> Self:
+        self.rate_limit_rules = {**RATE_LIMIT_RULES, **self.rate_limit_rules}
+        named = {
+            "rate_limit_default": self.rate_limit_default,
+            "rate_limit_ip_ceiling": self.rate_limit_ip_ceiling,
+            **{f"rate_limit_rules.{k}": v for k, v in self.rate_limit_rules.items()},
+        }
+        for field, value in named.items():
+            try:
+                parse_limit(value)
+            except ValueError as exc:
+                raise ValueError(f"{field}: {value!r} is not a rate like '10/minute'") from exc
         return self
 
     @model_validator(mode="after")

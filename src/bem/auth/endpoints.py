@@ -39,6 +39,7 @@ from bem.kit.pagination import (
     decode_cursor,
     page_of,
 )
+from bem.kit.ratelimit import rate_limit
 
 router = APIRouter(prefix="/v1", responses=problem_responses(401, 422))
 log = get_logger("bem.auth")
@@ -69,10 +70,11 @@ async def _deliver_code(settings: Settings, email: str, code: str) -> None:
 
 @router.post(
     "/auth/otp/request",
+    dependencies=[rate_limit("auth")],
+    responses=problem_responses(429),
     status_code=status.HTTP_202_ACCEPTED,
     tags=["auth"],
     summary="Email a one-time sign-in code (always 202: accounts are not enumerable)",
-    responses=problem_responses(429),
 )
 async def request_code(
     data: OtpRequest,
@@ -96,6 +98,8 @@ def _pair(settings: Settings, access: str, refresh: str) -> TokenPair:
 
 @router.post(
     "/auth/otp/verify",
+    dependencies=[rate_limit("auth")],
+    responses=problem_responses(429),
     response_model=TokenPair,
     tags=["auth"],
     summary="Exchange an emailed code (and TOTP, if enabled) for a session",
@@ -118,6 +122,8 @@ async def verify_code(
 
 @router.post(
     "/auth/token/refresh",
+    dependencies=[rate_limit("auth")],
+    responses=problem_responses(429),
     response_model=TokenPair,
     tags=["auth"],
     summary="Rotate a refresh token into a new session pair",
@@ -132,6 +138,8 @@ async def refresh(data: RefreshIn, request: Request, session: SessionDep, _: Pub
 
 @router.post(
     "/auth/logout",
+    dependencies=[rate_limit("auth")],
+    responses=problem_responses(429),
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
     tags=["auth"],

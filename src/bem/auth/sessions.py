@@ -5,13 +5,15 @@ by adding a new key, making it active, and removing the old one after the access
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import jwt
+from starlette.types import Scope
 
 from bem.config import Settings
-from bem.kit.security import derive_key
+from bem.kit.security import TOKEN_PREFIX, derive_key, token_digest
 
 ALGORITHMS = ["HS256"]
 REQUIRED_CLAIMS = ["exp", "iat", "sub", "jti", "iss", "aud"]
@@ -66,3 +68,23 @@ def verify_access_token(settings: Settings, token: str) -> uuid.UUID | None:
         return uuid.UUID(str(claims["sub"]))
     except (jwt.PyJWTError, ValueError):
         return None
+
+
+def rate_identity(settings: Settings) -> Callable[[Scope], str]:
+    """Who a request counts against for rate limits: the verified session user, the API
+    token (by digest; the middleware also caps every IP), else "" for the client IP."""
+
+    def identify(scope: Scope) -> str:
+        for name, value in scope.get("headers", ()):
+            if name == b"authorization":
+                scheme, _, credential = value.decode("latin-1").partition(" ")
+                credential = credential.strip()
+                if scheme.lower() != "bearer" or not credential:
+                    return ""
+                if credential.startswith(TOKEN_PREFIX):
+                    return f"token:{token_digest(credential)[:32]}"
+                user_id = verify_access_token(settings, credential)
+                return f"user:{user_id}" if user_id else ""
+        return ""
+
+    return identify

@@ -37,4 +37,9 @@ async def ready(request: Request, response: Response) -> dict[str, object]:
         checks = {"database": f"failing: {type(exc).__name__}"}
     ok = all(v == "ok" for v in checks.values())
     response.status_code = 200 if ok else 503
-    return {"status": "ok" if ok else "failing", "checks": checks}
+    body: dict[str, object] = {"status": "ok" if ok else "failing", "checks": checks}
+    limiter = getattr(request.app.state, "limiter", None)
+    if limiter is not None and limiter.status == "degraded":
+        # Still serving: limits fall back to per-process memory until Redis returns.
+        body["degraded"] = ["rate_limit: Redis unreachable, per-process limits"]
+    return body

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from contextlib import nullcontext
 from typing import Annotated, Any
 
 import orjson
@@ -14,6 +15,7 @@ from bem.ingest.ndjson import JSON_TYPES, NDJSON_TYPES, iter_body, media_type
 from bem.kit.db import SessionDep
 from bem.kit.errors import problem_responses
 from bem.kit.pagination import CursorParam, LimitParam, Page
+from bem.kit.ratelimit import Concurrency, rate_limit
 from bem.kit.text import LongText, Text
 from bem.projects import service as projects
 from bem.versions import service
@@ -63,8 +65,9 @@ def _not_modified(request: Request, etag: str) -> Response | None:
     "/models/{model_id}/versions",
     status_code=status.HTTP_201_CREATED,
     response_model=VersionOut,
-    responses=problem_responses(400, 404, 413, 415),
+    responses=problem_responses(400, 404, 413, 415, 429),
     openapi_extra=UPLOAD_BODY,
+    dependencies=[rate_limit("upload")],
     summary="Upload elements as a new immutable version",
 )
 async def create_version(
@@ -93,9 +96,16 @@ async def create_version(
         source_name=source_name,
         batch_size=settings.upload_batch_size,
     )
-    return await service.create_version(
-        session, access.principal.user, model, documents, source, meta
+    concurrency: Concurrency | None = request.app.state.concurrency
+    slot = (
+        concurrency.slot(f"upload:{access.principal.user.id}", settings.max_concurrent_uploads)
+        if concurrency is not None
+        else nullcontext()
     )
+    async with slot:
+        return await service.create_version(
+            session, access.principal.user, model, documents, source, meta
+        )
 
 
 @router.get(

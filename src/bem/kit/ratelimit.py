@@ -1,0 +1,271 @@
+"""Rate limiting on the ``limits`` library, shared across processes through Redis.
+
+Algorithm: sliding window counter. It keeps two counters per key and window (constant memory,
+unlike a moving window that stores every hit: 600 entries per user for 600/minute), and it has
+no burst at window edges (unlike a fixed window). Its estimate can be off by a fraction of one
+window's traffic, which is fine for throttling.
+
+Redis down or slow: every process falls back to its own in-memory limits (fail-safe: still
+limited, never unlimited), reports ``degraded``, and tries Redis again after a short pause.
+
+Three layers, all keyed by the caller's identity (user, API token, else client IP):
+- the middleware applies a default limit to every request, plus a per-IP ceiling that also
+  bounds floods of made-up credentials;
+- routes declare stricter named rules next to them: ``dependencies=[rate_limit("auth")]``;
+- expensive operations take a concurrency slot per identity (``concurrency_slot``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import math
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio
+import structlog
+from fastapi import Depends, Request
+from limits import RateLimitItem, parse
+from limits.aio.storage import MemoryStorage, RedisStorage, Storage
+from limits.aio.strategies import SlidingWindowCounterRateLimiter
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from bem.kit.errors import Problem, problem_response
+
+log = structlog.get_logger("bem.ratelimit")
+
+REDIS_TIMEOUT_S = 0.25
+RETRY_REDIS_AFTER_S = 5.0
+EXEMPT_PREFIXES = ("/health", "/docs", "/redoc", "/openapi.json", "/docs-assets")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    allowed: bool
+    limit: int
+    remaining: int
+    reset_s: int  # seconds until the window frees capacity
+
+    def headers(self) -> dict[str, str]:
+        return {
+            "RateLimit-Limit": str(self.limit),
+            "RateLimit-Remaining": str(self.remaining),
+            "RateLimit-Reset": str(self.reset_s),
+        }
+
+
+class RateLimitExceeded(Problem):
+    status, slug = 429, "rate-limited"
+
+    def __init__(self, rule: str, verdict: Verdict) -> None:
+        headers = {**verdict.headers(), "Retry-After": str(max(verdict.reset_s, 1))}
+        super().__init__(f"Rate limit {rule!r} exceeded; retry later.", headers=headers)
+
+
+class Limiter:
+    """Hits counters in Redis, or in memory when Redis is absent or failing."""
+
+    def __init__(
+        self,
+        redis_url: str | None,
+        rules: dict[str, str],
+        default: str,
+        ceiling: str,
+        key_prefix: str = "bem",
+    ):
+        self.redis: Storage | None = None
+        if redis_url:
+            self.redis = RedisStorage(
+                redis_url.replace("redis://", "async+redis://", 1)
+                if redis_url.startswith("redis://")
+                else redis_url,
+                implementation="redispy",
+                wrap_exceptions=True,
+                key_prefix=f"{key_prefix}:rl",
+                socket_timeout=REDIS_TIMEOUT_S,
+                socket_connect_timeout=REDIS_TIMEOUT_S,
+            )
+        self.memory = MemoryStorage()
+        self.rules = {name: parse(value) for name, value in rules.items()}
+        self.default = parse(default)
+        self.ceiling = parse(ceiling)
+        self._redis_retry_at = 0.0
+
+    @property
+    def status(self) -> str:
+        if self.redis is None:
+            return "memory"
+        return "degraded" if time.monotonic() < self._redis_retry_at else "redis"
+
+    def rule(self, name: str) -> RateLimitItem:
+        return self.rules[name]
+
+    async def _hit(self, storage: Storage, item: RateLimitItem, key: str) -> Verdict:
+        strategy = SlidingWindowCounterRateLimiter(storage)
+        allowed = await strategy.hit(item, key)
+        stats = await strategy.get_window_stats(item, key)
+        reset = max(0, math.ceil(stats.reset_time - time.time()))
+        return Verdict(allowed, item.amount, max(stats.remaining, 0), reset)
+
+    async def hit(self, item: RateLimitItem, key: str) -> Verdict:
+        if self.redis is not None and time.monotonic() >= self._redis_retry_at:
+            try:
+                return await asyncio.wait_for(self._hit(self.redis, item, key), REDIS_TIMEOUT_S * 4)
+            except Exception as exc:  # noqa: BLE001 - any storage failure means "fall back"
+                self._redis_retry_at = time.monotonic() + RETRY_REDIS_AFTER_S
+                log.warning("ratelimit_degraded", error=type(exc).__name__)
+        return await self._hit(self.memory, item, key)
+
+
+def client_ip(scope: Scope, trusted: list[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> str:
+    """The peer address, or, behind a trusted proxy, the nearest untrusted X-Forwarded-For."""
+    peer = str((scope.get("client") or ("unknown", 0))[0])
+
+    def is_trusted(address: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in net for net in trusted)
+
+    if not trusted or not is_trusted(peer):
+        return str(peer)
+    forwarded: list[str] = [
+        part.strip()
+        for name, value in scope.get("headers", ())
+        if name == b"x-forwarded-for"
+        for part in value.decode("latin-1").split(",")
+    ]
+    for address in reversed(forwarded):
+        if not is_trusted(address):
+            return address
+    return str(peer)
+
+
+def _state(scope: Scope) -> dict[str, Any]:
+    state: dict[str, Any] = scope.setdefault("state", {})
+    return state
+
+
+class RateLimitMiddleware:
+    """Default and per-IP limits for every request; RateLimit-* headers on every answer."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        limiter: Limiter,
+        identify: Callable[[Scope], str],
+        trusted_proxies: list[ipaddress.IPv4Network | ipaddress.IPv6Network],
+    ) -> None:
+        self.app = app
+        self.limiter = limiter
+        self.identify = identify
+        self.trusted = trusted_proxies
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"].startswith(EXEMPT_PREFIXES):
+            await self.app(scope, receive, send)
+            return
+        ip = client_ip(scope, self.trusted)
+        identity = self.identify(scope) or f"ip:{ip}"
+        state = _state(scope)
+        state["rate_identity"] = identity
+        ceiling = await self.limiter.hit(self.limiter.ceiling, f"ceiling:ip:{ip}")
+        default = await self.limiter.hit(self.limiter.default, f"default:{identity}")
+        state["rate_verdicts"] = [default, ceiling]
+        for rule, verdict in (("per-ip ceiling", ceiling), ("default", default)):
+            if not verdict.allowed:
+                log.warning("rate_limited", rule=rule, identity=identity)
+                exc = RateLimitExceeded(rule, verdict)
+                response = problem_response(exc.status, exc.slug, exc.detail, exc.headers)
+                await response(scope, receive, send)
+                return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                names = {name.lower() for name, _ in headers}
+                if b"ratelimit-limit" not in names:
+                    tightest = min(state["rate_verdicts"], key=lambda v: v.remaining)
+                    headers += [(k.encode(), v.encode()) for k, v in tightest.headers().items()]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def rate_limit(rule: str) -> Any:
+    """A route's own named limit (configured in settings), per caller identity."""
+
+    async def check(request: Request) -> None:
+        limiter: Limiter | None = getattr(request.app.state, "limiter", None)
+        if limiter is None:
+            return
+        identity = _state(request.scope).get("rate_identity", "anonymous")
+        verdict = await limiter.hit(limiter.rule(rule), f"{rule}:{identity}")
+        _state(request.scope).setdefault("rate_verdicts", []).append(verdict)
+        if not verdict.allowed:
+            log.warning("rate_limited", rule=rule, identity=identity)
+            raise RateLimitExceeded(rule, verdict)
+
+    return Depends(check)
+
+
+class Concurrency:
+    """At most ``limit`` concurrent expensive operations per identity, across processes when
+    Redis is configured (a counter with a safety TTL), else per process."""
+
+    def __init__(
+        self, limiter: Limiter, redis_url: str | None, key_prefix: str = "bem", ttl_s: int = 3600
+    ) -> None:
+        self.limiter = limiter
+        self.ttl_s = ttl_s
+        self.prefix = f"{key_prefix}:busy"
+        self._local: dict[str, int] = {}
+        self.redis: Any = None
+        if redis_url:
+            self.redis = redis.asyncio.Redis.from_url(
+                redis_url,
+                socket_timeout=REDIS_TIMEOUT_S * 4,
+                socket_connect_timeout=REDIS_TIMEOUT_S * 4,
+            )
+
+    async def close(self) -> None:
+        if self.redis is not None:
+            await self.redis.aclose()
+
+    @asynccontextmanager
+    async def slot(self, key: str, limit: int) -> AsyncIterator[None]:
+        client = self.redis if self.limiter.status == "redis" else None
+        if client is not None:
+            try:
+                count = await asyncio.wait_for(
+                    client.incr(f"{self.prefix}:{key}"), REDIS_TIMEOUT_S * 4
+                )
+                await client.expire(f"{self.prefix}:{key}", self.ttl_s)
+            except Exception:  # noqa: BLE001 - Redis trouble: count in this process instead
+                client = None
+        if client is None:
+            count = self._local.get(key, 0) + 1
+            self._local[key] = count
+        try:
+            if count > limit:
+                raise Problem(
+                    f"At most {limit} of these may run at once; retry when one finishes.",
+                    status=429,
+                    slug="too-many-concurrent",
+                    headers={"Retry-After": "5"},
+                )
+            yield
+        finally:
+            if client is not None:
+                try:
+                    await asyncio.wait_for(client.decr(f"{self.prefix}:{key}"), REDIS_TIMEOUT_S * 4)
+                except Exception as exc:  # noqa: BLE001 - the TTL clears the counter eventually
+                    log.warning("concurrency_release_failed", error=type(exc).__name__)
+            else:
+                self._local[key] -= 1

@@ -1,0 +1,226 @@
+"""Rate limits: headers and 429s, per identity and per route, shared through a real Redis,
+and the documented behaviour when Redis goes away (per-process limits, never unlimited)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from bem.kit import ratelimit
+from tests.conftest import REQUIRE_SERVICES, make_api, settings_for
+
+REDIS_URL = os.environ.get("BEM_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def limited(database_url: str, **overrides: object) -> object:
+    values: dict[str, object] = {
+        "rate_limit_enabled": True,
+        "rate_limit_default": "5/minute",
+        "rate_limit_ip_ceiling": "100/minute",
+        "rate_limit_rules": {"auth": "3/minute", "upload": "2/minute"},
+        "redis_key_prefix": f"bemtest{uuid.uuid4().hex[:8]}",
+        **overrides,
+    }
+    return settings_for(database_url, **values)
+
+
+@pytest.fixture(scope="module")
+def shared_redis() -> str:
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_timeout=1).ping()
+    except redis.RedisError as exc:
+        reason = f"Redis not reachable at {REDIS_URL}: {exc!r}"
+        if REQUIRE_SERVICES:
+            pytest.fail(f"BEM_REQUIRE_SERVICES=1 but {reason}")
+        pytest.skip(reason)
+    return REDIS_URL
+
+
+async def test_the_n_plus_first_request_gets_429_with_headers(sqlite_url: str) -> None:
+    async with make_api(limited(sqlite_url)) as api:  # type: ignore[arg-type]
+        alice, bob = await api.user("alice"), await api.user("bob")
+        for i in range(5):
+            r = await api.client.get("/v1/me", headers=alice)
+            assert r.status_code == 200
+            assert r.headers["ratelimit-limit"] == "5"
+            assert r.headers["ratelimit-remaining"] == str(4 - i)
+            assert 0 <= int(r.headers["ratelimit-reset"]) <= 60
+        r = await api.client.get("/v1/me", headers=alice)
+        assert r.status_code == 429
+        assert r.headers["content-type"] == "application/problem+json"
+        assert int(r.headers["retry-after"]) >= 1 and r.headers["ratelimit-remaining"] == "0"
+        assert r.json()["type"].endswith("/rate-limited") and r.json()["request_id"]
+        # Budgets are per identity: bob is unaffected; probes are never limited.
+        assert (await api.client.get("/v1/me", headers=bob)).status_code == 200
+        for _ in range(10):
+            assert (await api.client.get("/health/live")).status_code == 200
+
+
+async def test_auth_routes_have_a_stricter_rule(sqlite_url: str) -> None:
+    async with make_api(limited(sqlite_url)) as api:  # type: ignore[arg-type]
+        statuses = [
+            (await api.client.post("/v1/auth/otp/request", json={"email": f"u{i}@x.com"}))
+            for i in range(4)
+        ]
+        assert [r.status_code for r in statuses] == [202, 202, 202, 429]
+        assert statuses[0].headers["ratelimit-limit"] == "3"  # the tightest limit is reported
+        assert await api.scalar("SELECT count(*) FROM otp_challenges") == 3
+
+
+async def test_made_up_tokens_are_capped_per_ip(sqlite_url: str) -> None:
+    settings = limited(sqlite_url, rate_limit_ip_ceiling="4/minute")
+    async with make_api(settings) as api:  # type: ignore[arg-type]
+        codes = [
+            (
+                await api.client.get("/v1/me", headers={"Authorization": f"Bearer bem_pat_{i}"})
+            ).status_code
+            for i in range(6)
+        ]
+        assert codes == [401, 401, 401, 401, 429, 429]
+
+
+async def test_forwarded_for_counts_only_behind_trusted_proxies(sqlite_url: str) -> None:
+    # httpx's ASGI transport connects from 127.0.0.1.
+    for trusted, distinct in (([], False), (["127.0.0.0/8"], True)):
+        settings = limited(sqlite_url, trusted_proxies=trusted, rate_limit_ip_ceiling="2/minute")
+        async with make_api(settings) as api:  # type: ignore[arg-type]
+            codes = [
+                (
+                    await api.client.get(
+                        "/v1/me", headers={"X-Forwarded-For": f"203.0.113.{i}, 127.0.0.1"}
+                    )
+                ).status_code
+                for i in range(3)
+            ]
+            assert (codes == [401, 401, 401]) is distinct, (trusted, codes)
+
+
+async def test_two_apps_share_one_budget_through_redis(sqlite_url: str, shared_redis: str) -> None:
+    settings = limited(sqlite_url, redis_url=shared_redis)
+    async with make_api(settings) as one, make_api(settings) as two:  # type: ignore[arg-type]
+        headers = await one.user("alice")
+        two.tokens, two.users = one.tokens, one.users
+        codes = []
+        for i in range(6):
+            app = one if i % 2 == 0 else two
+            codes.append((await app.client.get("/v1/me", headers=headers)).status_code)
+        assert codes == [200, 200, 200, 200, 200, 429]
+        assert one.app.state.limiter.status == "redis"
+
+
+async def test_concurrent_uploads_are_throttled_per_user(sqlite_url: str) -> None:
+    settings = limited(
+        sqlite_url,
+        max_concurrent_uploads=1,
+        rate_limit_default="100/minute",
+        rate_limit_rules={"upload": "100/minute"},
+    )
+    async with make_api(settings) as api:  # type: ignore[arg-type]
+        alice = await api.user("alice")
+        concurrency = api.app.state.concurrency
+        user_id = api.users["alice"].id
+        async with concurrency.slot(f"upload:{user_id}", 1):  # an upload in flight
+            r = await api.client.post(
+                "/v1/models/00000000-0000-0000-0000-000000000000/versions",
+                content=b"{}",
+                headers={**alice, "content-type": "application/x-ndjson"},
+            )
+        # Authorization runs first: the model does not exist, so a 404, not a slot.
+        assert r.status_code == 404
+        pid = (await api.client.post("/v1/projects", json={"name": "P"}, headers=alice)).json()
+        model = await api.client.post(
+            f"/v1/projects/{pid['id']}/models", json={"name": "M"}, headers=alice
+        )
+        body = b'{"global_id": "0000000000000000000S01", "ifc_class": "IfcBuildingStorey"}\n'
+        headers = {**alice, "content-type": "application/x-ndjson"}
+        url = f"/v1/models/{model.json()['id']}/versions"
+        async with concurrency.slot(f"upload:{user_id}", 1):
+            r = await api.client.post(url, content=body, headers=headers)
+            assert r.status_code == 429 and r.json()["type"].endswith("/too-many-concurrent")
+        assert (await api.client.post(url, content=body, headers=headers)).status_code == 201
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class OwnRedis:
+    """A private redis-server on a spare port, so stopping it harms nobody."""
+
+    def __init__(self, binary: str, directory: Path) -> None:
+        self.binary, self.directory = binary, directory
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                "--appendonly", "no", "--dir", str(self.directory)]  # fmt: skip
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for _ in range(100):
+            try:
+                redis.Redis(port=self.port, socket_timeout=0.2).ping()
+                return
+            except redis.RedisError:
+                time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+            self.proc = None
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        if REQUIRE_SERVICES:
+            pytest.fail("BEM_REQUIRE_SERVICES=1 but redis-server is not installed")
+        pytest.skip("redis-server is not installed")
+    server = OwnRedis(binary, tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+async def test_redis_outage_falls_back_to_per_process_limits_and_recovers(
+    sqlite_url: str, own_redis: OwnRedis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ratelimit, "RETRY_REDIS_AFTER_S", 0.5)
+    settings = limited(sqlite_url, redis_url=own_redis.url)
+    async with make_api(settings) as api:  # type: ignore[arg-type]
+        alice = await api.user("alice")
+        assert (await api.client.get("/v1/me", headers=alice)).status_code == 200
+        assert api.app.state.limiter.status == "redis"
+
+        own_redis.stop()
+        started = time.monotonic()
+        codes = [(await api.client.get("/v1/me", headers=alice)).status_code for _ in range(6)]
+        # Fail-safe: the in-memory fallback enforces the same limit, never unlimited.
+        assert codes[:5] == [200] * 5 and codes[5] == 429
+        assert time.monotonic() - started < 5  # Redis trouble does not stall requests
+        assert api.app.state.limiter.status == "degraded"
+        ready = (await api.client.get("/health/ready")).json()
+        assert ready["status"] == "ok" and "degraded" in ready
+
+        own_redis.start()
+        await asyncio.sleep(0.6)
+        r = await api.client.get("/v1/me", headers=alice)
+        assert r.status_code == 200  # back on Redis (a fresh one: a fresh budget)
+        assert api.app.state.limiter.status == "redis"

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
+import fastapi_offline
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
 
 from bem import __version__
 from bem.auth.dependencies import allow, permission_of
@@ -15,9 +22,11 @@ from bem.auth.endpoints import router as auth_router
 from bem.auth.permissions import PUBLIC
 from bem.auth.sessions import rate_identity
 from bem.config import Settings
+from bem.ingest.ndjson import JSON_TYPES, NDJSON_TYPES
 from bem.kit.context import RequestContextMiddleware
 from bem.kit.db import create_engine, session_factory
-from bem.kit.errors import ProblemDetail, install_error_handlers
+from bem.kit.errors import ProblemDetail, install_error_handlers, problem_responses
+from bem.kit.guards import BodyGuardMiddleware, BodyRule, SecurityHeadersMiddleware
 from bem.kit.health import router as health_router
 from bem.kit.logging import get_logger
 from bem.kit.ratelimit import Concurrency, Limiter, RateLimitMiddleware
@@ -38,6 +47,17 @@ Lists are cursor-paginated: pass `next_cursor` back as `cursor`.
 """
 
 
+def _document_global_responses(schema: dict[str, Any]) -> None:
+    """Answers any operation can give: malformed input (400), rate limits, database trouble;
+    body size and type on those with a body."""
+    for operations in schema["paths"].values():
+        for operation in operations.values():
+            responses = operation.setdefault("responses", {})
+            extra = [400, 429, 503] + ([413, 415] if "requestBody" in operation else [])
+            for status, response in problem_responses(*extra).items():
+                responses.setdefault(str(status), response)
+
+
 def _document_permissions(app: FastAPI, schema: dict[str, Any]) -> None:
     """Show each route's declared permission in OpenAPI (``x-permission``)."""
     for route in api_routes(app):
@@ -50,6 +70,33 @@ def _document_permissions(app: FastAPI, schema: dict[str, Any]) -> None:
                 operation["x-permission"] = permission.name
                 note = f"**Permission:** `{permission.name}` ({permission.describe()})."
                 operation["description"] = f"{operation.get('description', '')}\n\n{note}".strip()
+
+
+def _mount_docs(app: FastAPI) -> None:
+    """Swagger UI and ReDoc with assets from the fastapi-offline package, served locally."""
+    assets = Path(fastapi_offline.__file__).parent / "static"
+    app.mount("/docs-assets", StaticFiles(directory=assets), name="docs-assets")
+    public = [allow(PUBLIC)]
+
+    @app.get("/docs", include_in_schema=False, dependencies=public)
+    async def swagger() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title=f"{app.title} — API",
+            swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+            swagger_css_url="/docs-assets/swagger-ui.css",
+            swagger_favicon_url="/docs-assets/favicon.png",
+        )
+
+    @app.get("/redoc", include_in_schema=False, dependencies=public)
+    async def redoc() -> HTMLResponse:
+        return get_redoc_html(
+            openapi_url="/openapi.json",
+            title=f"{app.title} — API",
+            redoc_js_url="/docs-assets/redoc.standalone.js",
+            redoc_favicon_url="/docs-assets/favicon.png",
+            with_google_fonts=False,
+        )
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -72,12 +119,18 @@ def create_app(settings: Settings) -> FastAPI:
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
-        docs_url="/docs",
-        redoc_url="/redoc",
+        docs_url=None,  # served below with local assets: no CDN, works offline
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.limiter = app.state.concurrency = None
     install_error_handlers(app)
+    upload_rule = BodyRule(
+        re.compile(r"/v1/models/[^/]+/versions"), (*JSON_TYPES, *NDJSON_TYPES), max_bytes=None
+    )
+    app.add_middleware(
+        BodyGuardMiddleware, max_bytes=settings.max_request_body_bytes, rules=(upload_rule,)
+    )
     if settings.rate_limit_enabled:
         redis_url = settings.redis_url.get_secret_value() if settings.redis_url else None
         limiter = Limiter(
@@ -95,8 +148,27 @@ def create_app(settings: Settings) -> FastAPI:
             identify=rate_identity(settings),
             trusted_proxies=list(settings.trusted_proxies),
         )
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_credentials=False,  # bearer tokens, no cookies
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "If-None-Match", "X-Request-ID"],
+            expose_headers=[
+                "ETag",
+                "X-Request-ID",
+                "Retry-After",
+                "RateLimit-Limit",
+                "RateLimit-Remaining",
+                "RateLimit-Reset",
+            ],
+            max_age=600,
+        )
+    app.add_middleware(SecurityHeadersMiddleware, hsts=settings.hsts)
     app.add_middleware(RequestContextMiddleware)  # outermost: request id on every answer
     app.include_router(health_router, dependencies=[allow(PUBLIC)])  # probes need no token
+    _mount_docs(app)
     app.include_router(auth_router)
     app.include_router(projects_router)
     app.include_router(versions_router)
@@ -111,6 +183,7 @@ def create_app(settings: Settings) -> FastAPI:
             )
             # Schemas referenced by hand: streamed upload bodies and problem responses.
             _document_permissions(app, schema)
+            _document_global_responses(schema)
             components = schema.setdefault("components", {}).setdefault("schemas", {})
             for model in (ElementIn, ProblemDetail):
                 definition = model.model_json_schema(ref_template="#/components/schemas/{model}")

@@ -93,7 +93,9 @@ def serve(
         workers=workers or settings.workers,
         access_log=False,
         log_config=None,
-        proxy_headers=False,
+        # Client address and scheme from X-Forwarded-* only when they come from our proxies.
+        proxy_headers=bool(settings.trusted_proxies),
+        forwarded_allow_ips=",".join(str(n) for n in settings.trusted_proxies) or None,
         timeout_graceful_shutdown=int(settings.shutdown_timeout),
     )
 

@@ -8,6 +8,7 @@ directory (``BEM_SECRETS_DIR``, default ``/run/secrets``; one file per field, e.
 from __future__ import annotations
 
 import os
+import re
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Self
@@ -118,6 +119,11 @@ class Settings(BaseSettings):
     max_concurrent_uploads: Annotated[int, Field(ge=1, le=100)] = 2
     trusted_proxies: list[IPvAnyNetwork] = []  # whose X-Forwarded-For is believed
 
+    # Request hygiene
+    max_request_body_bytes: Annotated[int, Field(ge=1024)] = 1024 * 1024  # JSON bodies
+    cors_origins: list[str] = []  # e.g. ["https://viewer.example.com"]; never "*" or "null"
+    hsts: bool = True  # Strict-Transport-Security on responses served over https
+
     # Uploads of element documents
     max_json_body_bytes: Annotated[int, Field(ge=1024)] = 64 * 1024 * 1024
     max_ndjson_body_bytes: Annotated[int, Field(ge=1024)] = 2 * 1024 * 1024 * 1024
@@ -153,6 +159,16 @@ class Settings(BaseSettings):
                 parse_limit(value)
             except ValueError as exc:
                 raise ValueError(f"{field}: {value!r} is not a rate like '10/minute'") from exc
+        return self
+
+    @model_validator(mode="after")
+    def _cors(self) -> Self:
+        for origin in self.cors_origins:
+            if not re.fullmatch(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?", origin):
+                raise ValueError(
+                    f"cors_origins: {origin!r} is not an origin like https://app.example.com "
+                    "(wildcards and 'null' are refused)"
+                )
         return self
 
     @model_validator(mode="after")

@@ -20,7 +20,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bem.auth import service
+from bem.auth import repository, service
 from bem.auth.models import User
 from bem.auth.permissions import Permission, Role, Scope, expand
 from bem.auth.sessions import verify_access_token
@@ -28,7 +28,7 @@ from bem.config import Settings
 from bem.kit.db import SessionDep
 from bem.kit.errors import Forbidden, NotFound, Unauthorized, Unprocessable
 from bem.kit.security import TOKEN_PREFIX
-from bem.projects.models import Membership, Model
+from bem.projects.models import Model
 from bem.versions.models import Version
 
 bearer = HTTPBearer(
@@ -117,11 +117,7 @@ async def _project_of(session: AsyncSession, params: dict[str, Any]) -> uuid.UUI
 
 
 async def _role(session: AsyncSession, project_id: uuid.UUID, user_id: uuid.UUID) -> Role | None:
-    role = await session.scalar(
-        select(Membership.role).where(
-            Membership.project_id == project_id, Membership.user_id == user_id
-        )
-    )
+    role = await repository.membership_role(session, project_id, user_id)
     return Role[role] if role else None
 
 

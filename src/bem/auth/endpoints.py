@@ -1,10 +1,10 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, BackgroundTasks, Query, Request, Response, status
-from pydantic import AwareDatetime
 
 from bem.auth import audit, service
 from bem.auth.audit import origin_of
@@ -28,7 +28,7 @@ from bem.auth.schemas import (
 )
 from bem.config import Settings
 from bem.kit.db import SessionDep
-from bem.kit.errors import problem_responses
+from bem.kit.errors import Unprocessable, problem_responses
 from bem.kit.logging import get_logger
 from bem.kit.mail import MailError, send_mail
 from bem.kit.pagination import (
@@ -43,6 +43,24 @@ from bem.kit.ratelimit import rate_limit
 
 router = APIRouter(prefix="/v1", responses=problem_responses(401, 422))
 log = get_logger("bem.auth")
+
+ISO_WITH_ZONE = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}:\d{2})$"
+Timestamp = Annotated[
+    str | None,
+    Query(pattern=ISO_WITH_ZONE, description="ISO 8601 with a zone, e.g. 2026-11-25T08:00:00Z"),
+]
+
+
+def parse_timestamp(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise Unprocessable(
+            f"{value!r} is not a valid timestamp.", slug="validation-error"
+        ) from exc
+
 
 Public = Annotated[Access, allow(PUBLIC)]
 Authenticated = Annotated[Access, allow(AUTHENTICATED)]
@@ -160,7 +178,7 @@ async def me(access: Authenticated) -> UserOut:
     response_model=ApiTokenCreated,
     tags=["identity"],
     summary="Create a personal API token (the secret is shown once)",
-    responses=problem_responses(403),
+    responses=problem_responses(403, 404),
 )
 async def create_token(
     data: ApiTokenCreate, request: Request, session: SessionDep, access: Account
@@ -276,8 +294,8 @@ async def audit_log(
     _: Admin,
     action: Annotated[str | None, Query(max_length=64, pattern=r"^[a-z_.]+$")] = None,
     actor_id: uuid.UUID | None = None,
-    since: AwareDatetime | None = None,
-    until: AwareDatetime | None = None,
+    since: Timestamp = None,
+    until: Timestamp = None,
     cursor: CursorParam = None,
     limit: LimitParam = 100,
 ) -> Page[AuditEventOut]:
@@ -288,8 +306,8 @@ async def audit_log(
         session,
         action=action,
         actor_id=actor_id,
-        since=since,
-        until=until,
+        since=parse_timestamp(since),
+        until=parse_timestamp(until),
         before_id=values[0] if values else None,
         limit=limit + 1,
     )

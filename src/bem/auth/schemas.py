@@ -1,18 +1,17 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, field_validator
 
 from bem.auth.permissions import Scope
-from bem.kit.text import Name, no_control_chars
+from bem.kit.text import Name
 
 Email = Annotated[
     StrictStr,
-    Field(min_length=3, max_length=254, pattern=r"^[^@\s]+@[^@\s]+$"),
-    AfterValidator(no_control_chars),
+    Field(min_length=3, max_length=254, pattern=r"^[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+$"),
 ]
 Code = Annotated[StrictStr, Field(min_length=6, max_length=10, pattern=r"^[0-9]+$")]
 OpaqueSecret = Annotated[StrictStr, Field(min_length=8, max_length=128, pattern=r"^[\w-]+$")]
@@ -72,6 +71,8 @@ class ApiTokenCreate(Strict):
     def _aware(cls, value: datetime | None) -> datetime | None:
         if value is not None and value.tzinfo is None:
             raise ValueError("expires_at needs a timezone (e.g. 2027-01-01T00:00:00Z)")
+        if value is not None and value <= datetime.now(UTC):
+            raise ValueError("expires_at must be in the future")
         return value
 
 
@@ -109,7 +110,7 @@ class RecoveryCodes(BaseModel):
 class UserInvite(Strict):
     email: Email
     name: Name
-    is_admin: bool = False
+    is_admin: StrictBool = False
 
 
 class AuditEventOut(BaseModel):

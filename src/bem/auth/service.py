@@ -142,6 +142,11 @@ async def create_token(
     project_id: uuid.UUID | None,
     expires_at: datetime | None,
 ) -> tuple[ApiToken, str]:
+    if project_id is not None and (
+        await repository.membership_role(session, project_id, user.id) is None
+        and not (user.is_admin and await repository.project_exists(session, project_id))
+    ):
+        raise NotFound(f"Project {project_id} does not exist or you are not a member.")
     if Scope.admin in scopes and not user.is_admin:
         raise Problem(
             "Only server administrators can create admin tokens.", status=403, slug="forbidden"

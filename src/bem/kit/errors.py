@@ -15,7 +15,7 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
@@ -140,11 +140,16 @@ async def _on_problem(_: Request, exc: Exception) -> Response:
     return problem_response(exc.status, exc.slug, exc.detail, exc.headers, **exc.extra)
 
 
-async def _on_http(_: Request, exc: Exception) -> Response:
+async def _on_http(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     detail = exc.detail if isinstance(exc.detail, str) else None
-    headers = dict(exc.headers) if exc.headers else None
-    return problem_response(exc.status_code, _slug_for(exc.status_code), detail, headers)
+    headers = dict(exc.headers) if exc.headers else {}
+    if exc.status_code == 405:
+        # Starlette names only the first matching route's methods; list every route's.
+        from bem.kit.routes import methods_for
+
+        headers["Allow"] = ", ".join(sorted(methods_for(request.app, request.url.path)))
+    return problem_response(exc.status_code, _slug_for(exc.status_code), detail, headers or None)
 
 
 async def _on_validation(_: Request, exc: Exception) -> Response:
@@ -180,12 +185,19 @@ async def _on_database_unavailable(_: Request, exc: Exception) -> Response:
     )
 
 
+async def _on_integrity(_: Request, exc: Exception) -> Response:
+    # Validation should have caught it; a constraint is the last line, not a 500.
+    structlog.get_logger("bem.db").warning("integrity_error", error=str(exc.__cause__)[:200])
+    return problem_response(409, "conflict", "The request conflicts with existing data.")
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Problem, _on_problem)
     app.add_exception_handler(StarletteHTTPException, _on_http)
     app.add_exception_handler(RequestValidationError, _on_validation)
     app.add_exception_handler(PoolTimeoutError, _on_pool_timeout)
     app.add_exception_handler(OperationalError, _on_database_unavailable)
+    app.add_exception_handler(IntegrityError, _on_integrity)
 
 
 # OpenAPI response declarations shared by the routers; the app registers ProblemDetail.

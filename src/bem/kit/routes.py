@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, routing
+from starlette.routing import compile_path
 
 
 @dataclass(frozen=True)
@@ -30,3 +31,12 @@ def api_routes(app: FastAPI) -> Iterator[ApiRoute]:
                 dependant=getattr(entry, "dependant", route.dependant),
                 name=route.name,
             )
+
+
+def methods_for(app: FastAPI, path: str) -> set[str]:
+    """Every method some route serves at ``path`` (for a correct ``Allow`` header)."""
+    methods: set[str] = set()
+    for route in api_routes(app):
+        if compile_path(route.path)[0].match(path):
+            methods |= route.methods
+    return methods

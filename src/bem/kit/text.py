@@ -1,22 +1,26 @@
 """Bounded, clean text types for request schemas: no NUL or other control characters
-(PostgreSQL rejects NUL in text and JSONB; control characters poison logs and CSV)."""
+(PostgreSQL rejects NUL in text and JSONB; control characters poison logs and CSV).
+
+The rule is a regex ``pattern``, so the OpenAPI document states it too."""
 
 from __future__ import annotations
 
 import re
 from typing import Annotated
 
-from pydantic import AfterValidator, Field, StrictStr
+from pydantic import Field, StrictStr
 
+NO_CONTROL = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
 def no_control_chars(value: str) -> str:
+    """For values validated outside a schema field (property values inside documents)."""
     if _CONTROL.search(value):
         raise ValueError("control characters (including NUL) are not allowed")
     return value
 
 
-Text = Annotated[StrictStr, Field(max_length=255), AfterValidator(no_control_chars)]
-Name = Annotated[StrictStr, Field(min_length=1, max_length=255), AfterValidator(no_control_chars)]
-LongText = Annotated[StrictStr, Field(max_length=4000), AfterValidator(no_control_chars)]
+Text = Annotated[StrictStr, Field(max_length=255, pattern=NO_CONTROL)]
+Name = Annotated[StrictStr, Field(min_length=1, max_length=255, pattern=NO_CONTROL)]
+LongText = Annotated[StrictStr, Field(max_length=4000, pattern=NO_CONTROL)]

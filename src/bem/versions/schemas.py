@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictStr, WithJsonSchema
 
-from bem.kit.text import LongText, Name, Text, no_control_chars
+from bem.kit.text import NO_CONTROL, LongText, Name, Text, no_control_chars
 
 GLOBAL_ID_PATTERN = r"^[0-9A-Za-z_$]{22}$"
 RELATION_KINDS = (
@@ -127,7 +127,7 @@ def _quantity_value(value: Any) -> Any:
 
 _SCALAR_SCHEMA: dict[str, Any] = {
     "anyOf": [
-        {"type": "string", "maxLength": MAX_STRING_VALUE},
+        {"type": "string", "maxLength": MAX_STRING_VALUE, "pattern": NO_CONTROL},
         {"type": "number"},
         {"type": "boolean"},
         {"type": "null"},

@@ -129,3 +129,18 @@ async def test_sqlite_write_lock_held_too_long_is_a_503(sqlite_url: str) -> None
         assert r.json()["type"].endswith("/database-unavailable")
         r = await api.client.post("/v1/projects", json={"name": "P"}, headers=alice)
         assert r.status_code == 201
+
+
+async def test_model_names_are_unicode_normalized_keys(sqlite_api: Api) -> None:
+    alice = await sqlite_api.user("alice")
+    r = await sqlite_api.client.post("/v1/projects", json={"name": "P"}, headers=alice)
+    pid = r.json()["id"]
+    composed, decomposed = "Caf\u00e9", "Cafe\u0301"
+    r = await sqlite_api.client.post(
+        f"/v1/projects/{pid}/models", json={"name": composed}, headers=alice
+    )
+    assert r.status_code == 201
+    r = await sqlite_api.client.post(
+        f"/v1/projects/{pid}/models", json={"name": decomposed}, headers=alice
+    )
+    assert r.status_code == 409  # the same name, spelled with a combining accent

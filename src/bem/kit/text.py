@@ -6,9 +6,10 @@ The rule is a regex ``pattern``, so the OpenAPI document states it too."""
 from __future__ import annotations
 
 import re
+import unicodedata
 from typing import Annotated
 
-from pydantic import Field, StrictStr
+from pydantic import AfterValidator, Field, StrictStr
 
 NO_CONTROL = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
@@ -24,3 +25,11 @@ def no_control_chars(value: str) -> str:
 Text = Annotated[StrictStr, Field(max_length=255, pattern=NO_CONTROL)]
 Name = Annotated[StrictStr, Field(min_length=1, max_length=255, pattern=NO_CONTROL)]
 LongText = Annotated[StrictStr, Field(max_length=4000, pattern=NO_CONTROL)]
+
+
+def nfc(value: str) -> str:
+    return unicodedata.normalize("NFC", value)
+
+
+# Names that identify something (a model within its project): one spelling per name.
+KeyName = Annotated[Name, AfterValidator(nfc)]

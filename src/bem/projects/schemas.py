@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from bem.kit.text import KeyName
 from bem.kit.text import LongText as Description
 from bem.kit.text import Name as ProjectName
 
@@ -38,7 +39,7 @@ class ProjectOut(BaseModel):
 class ModelCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: ProjectName
+    name: KeyName
     description: Description | None = None
 
 

@@ -45,8 +45,15 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[s
     )
 
     def bem(*args: str) -> str:
-        out = subprocess.run([sys.executable, "-m", "bem", *args], env=env, cwd=tmp,
-                             capture_output=True, text=True, timeout=120, check=True)  # fmt: skip
+        out = subprocess.run(
+            [sys.executable, "-m", "bem", *args],
+            env=env,
+            cwd=tmp,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
         return out.stdout.strip()
 
     bem("migrate")

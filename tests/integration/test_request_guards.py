@@ -54,8 +54,10 @@ async def test_security_headers_on_every_response(sqlite_api: Api) -> None:
 
 
 async def test_docs_are_served_from_local_assets(sqlite_api: Api) -> None:
-    for path, asset in (("/docs", "/docs-assets/swagger-ui-bundle.js"),
-                        ("/redoc", "/docs-assets/redoc.standalone.js")):  # fmt: skip
+    for path, asset in (
+        ("/docs", "/docs-assets/swagger-ui-bundle.js"),
+        ("/redoc", "/docs-assets/redoc.standalone.js"),
+    ):
         r = await sqlite_api.client.get(path)
         assert r.status_code == 200 and asset in r.text
         assert "cdn." not in r.text and "googleapis" not in r.text
@@ -67,8 +69,10 @@ async def test_docs_are_served_from_local_assets(sqlite_api: Api) -> None:
 async def test_cors_allows_only_listed_origins(sqlite_url: str) -> None:
     settings = settings_for(sqlite_url, cors_origins=["https://viewer.example.com"])
     async with make_api(settings) as api:
-        preflight = {"Access-Control-Request-Method": "GET",
-                     "Access-Control-Request-Headers": "authorization"}  # fmt: skip
+        preflight = {
+            "Access-Control-Request-Method": "GET",
+            "Access-Control-Request-Headers": "authorization",
+        }
         ok = await api.client.options(
             "/v1/projects", headers={"Origin": "https://viewer.example.com", **preflight}
         )

@@ -13,13 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import os
-import platform
 import time
 import uuid
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -31,6 +28,7 @@ import bem.models  # noqa: F401
 from bem.kit.db import Base
 from bem.projects.models import Model, Project
 from bem.versions.models import ElementPayload, Version, VersionElement
+from report import write_report  # bench/ is on sys.path when run as a script
 
 SERVER = os.environ.get("BEM_TEST_DATABASE_URL", "postgresql://127.0.0.1:5432/test")
 ROWS = int(os.environ.get("BENCH_ROWS", "20000"))
@@ -157,16 +155,7 @@ async def run(driver: str) -> dict[str, Any]:
 
 async def main() -> None:
     results = [await run("asyncpg"), await run("psycopg")]
-    report = {
-        "benchmark": "db_driver",
-        "rows": ROWS,
-        "python": platform.python_version(),
-        "machine": f"{os.cpu_count()} cpu",
-        "results": results,
-    }
-    out = Path(__file__).parent / "results" / "db_driver.json"
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps(report, indent=2))
+    write_report("db_driver", {"rows": ROWS, "results": results})
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ import asyncio
 import hashlib
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -35,6 +34,7 @@ from bem.config import Settings
 from bem.ingest.ifc import element_documents
 from bem.kit import migrate
 from bem.testing import ifcgen
+from report import write_report  # bench/ is on sys.path when run as a script
 
 SERVER = os.environ.get("BEM_TEST_DATABASE_URL", "postgresql://127.0.0.1:5432/test")
 CHUNK = 256 * 1024
@@ -86,24 +86,18 @@ async def measure(database_url: str, body: Path, size: int, body_bytes: int) -> 
                 f"/v1/projects/{pid['id']}/models", json={"name": "m"}, headers=headers
             )
             rss_before = max_rss_mib()
-            started = time.perf_counter()
-            r = await client.post(
-                f"/v1/models/{model.json()['id']}/versions",
-                content=_chunks(body),
-                headers={**headers, "content-type": "application/x-ndjson"},
-                timeout=600,
-            )
-            elapsed = time.perf_counter() - started
-            assert r.status_code == 201, r.text
-            started = time.perf_counter()
-            second = await client.post(
-                f"/v1/models/{model.json()['id']}/versions",
-                content=_chunks(body),
-                headers={**headers, "content-type": "application/x-ndjson"},
-                timeout=600,
-            )
-            repeat = time.perf_counter() - started
-            assert second.status_code == 201
+            seconds = []
+            for _ in range(2):  # the second upload of the same model stores no new payloads
+                started = time.perf_counter()
+                r = await client.post(
+                    f"/v1/models/{model.json()['id']}/versions",
+                    content=_chunks(body),
+                    headers={**headers, "content-type": "application/x-ndjson"},
+                    timeout=600,
+                )
+                seconds.append(time.perf_counter() - started)
+                assert r.status_code == 201, r.text
+            elapsed, repeat = seconds
     return {
         "elements": size,
         "body_mib": round(body_bytes / 2**20, 1),
@@ -165,15 +159,7 @@ async def main(sizes: list[int]) -> None:
                 finally:
                     await drop(name)
             print(json.dumps(results[-2:]), file=sys.stderr)
-    report = {
-        "benchmark": "upload",
-        "python": platform.python_version(),
-        "machine": f"{os.cpu_count()} cpu",
-        "results": results,
-    }
-    out = Path(__file__).parent / "results" / "upload.json"
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps(report, indent=2))
+    write_report("upload", {"results": results})
 
 
 if __name__ == "__main__":

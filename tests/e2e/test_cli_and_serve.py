@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,32 +13,15 @@ import httpx
 import orjson
 import pytest
 
+from tests.helpers import bem, bem_server
+
 pytestmark = pytest.mark.e2e
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("BEM_")}
     return {**clean, "BEM_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'bem.db'}"}
-
-
-def bem(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    r = subprocess.run(
-        [sys.executable, "-m", "bem", *args],
-        env=env,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert r.returncode == 0, r.stderr
-    return r
 
 
 @pytest.fixture
@@ -50,31 +31,8 @@ def server(
     bem(["migrate"], env, tmp_path)
     bem(["demo", "--size", "40", "--if-empty"], env, tmp_path)
     token = bem(["users", "create-admin", "--email", "ops@example.com"], env, tmp_path)
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bem", "serve", "--port", str(port)],
-        env=env,
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base}/health/ready", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            time.sleep(0.1)
-    else:
-        proc.kill()
-        pytest.fail(f"server did not become ready: {proc.stderr.read() if proc.stderr else ''}")
-    try:
+    with bem_server(env, tmp_path, capture=True) as (base, proc):
         yield base, token.stdout.strip(), proc
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=10)
 
 
 def test_demo_is_served_and_sigterm_exits_cleanly(

@@ -6,18 +6,14 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 
-from tests.e2e.test_cli_and_serve import free_port
+from tests.helpers import bem, bem_server
 
 
 @schemathesis.serializer("application/x-ndjson", "application/ndjson", "application/jsonl")
@@ -44,41 +40,11 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[s
         BEM_LOG_LEVEL="WARNING",
     )
 
-    def bem(*args: str) -> str:
-        out = subprocess.run(
-            [sys.executable, "-m", "bem", *args],
-            env=env,
-            cwd=tmp,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=True,
-        )
-        return out.stdout.strip()
-
-    bem("migrate")
-    bem("demo", "--size", "20")
-    token = bem("users", "create-admin", "--email", "fuzz@example.com")
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bem", "serve", "--port", str(port)],
-        env=env,
-        cwd=tmp,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(200):
-            try:
-                if httpx.get(f"{base}/health/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
+    bem(["migrate"], env, tmp)
+    bem(["demo", "--size", "20"], env, tmp)
+    token = bem(["users", "create-admin", "--email", "fuzz@example.com"], env, tmp).stdout.strip()
+    with bem_server(env, tmp) as (base, _):
         yield base, {"Authorization": f"Bearer {token}"}
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 @schema.parametrize()

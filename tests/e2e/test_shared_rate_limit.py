@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +12,7 @@ import httpx
 import pytest
 
 from tests.conftest import PG_URL, _dsn, _pg_execute
-from tests.e2e.test_cli_and_serve import free_port
+from tests.helpers import bem, bem_server
 from tests.integration.test_ratelimit import REDIS_URL
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
@@ -43,42 +40,11 @@ def two_servers(
         BEM_RATE_LIMIT_DEFAULT="6/minute",
         BEM_LOG_LEVEL="WARNING",
     )
-    token = subprocess.run(
-        [sys.executable, "-m", "bem", "users", "create-admin", "--email", "ops@example.com"],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    ).stdout.strip()
-    procs, bases = [], []
+    token = bem(["users", "create-admin", "--email", "ops@example.com"], env, tmp_path)
     try:
-        for _ in range(2):
-            port = free_port()
-            procs.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "bem", "serve", "--port", str(port)],
-                    env=env,
-                    cwd=tmp_path,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )
-            )
-            bases.append(f"http://127.0.0.1:{port}")
-        for base in bases:
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
-                try:
-                    if httpx.get(f"{base}/health/live", timeout=1).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    time.sleep(0.1)
-        yield bases, {"Authorization": f"Bearer {token}"}
+        with bem_server(env, tmp_path) as (one, _), bem_server(env, tmp_path) as (two, _):
+            yield [one, two], {"Authorization": f"Bearer {token.stdout.strip()}"}
     finally:
-        for proc in procs:
-            proc.terminate()
-            proc.wait(timeout=30)
         asyncio.run(_pg_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 

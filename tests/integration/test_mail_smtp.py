@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 from email import message_from_bytes
 from typing import Any
 
@@ -11,6 +10,7 @@ from aiosmtpd.controller import Controller
 
 from bem.kit.mail import MailError, send_mail
 from tests.conftest import make_api, settings_for
+from tests.helpers import free_port
 
 
 class Inbox:
@@ -20,12 +20,6 @@ class Inbox:
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         self.messages.append((envelope.rcpt_tos, message_from_bytes(envelope.content)))
         return "250 OK"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def test_otp_code_arrives_over_smtp(sqlite_url: str) -> None:

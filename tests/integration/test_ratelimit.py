@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import socket
 import subprocess
 import time
 import uuid
@@ -18,6 +17,7 @@ import redis
 
 from bem.kit import ratelimit
 from tests.conftest import REQUIRE_SERVICES, make_api, settings_for
+from tests.helpers import free_port
 
 REDIS_URL = os.environ.get("BEM_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
@@ -148,12 +148,6 @@ async def test_concurrent_uploads_are_throttled_per_user(sqlite_url: str) -> Non
             r = await api.client.post(url, content=body, headers=headers)
             assert r.status_code == 429 and r.json()["type"].endswith("/too-many-concurrent")
         assert (await api.client.post(url, content=body, headers=headers)).status_code == 201
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class OwnRedis:

@@ -1,0 +1,71 @@
+"""Helpers for tests that run real processes on this machine."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def bem(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Run a ``bem`` command to completion; it must succeed."""
+    r = subprocess.run(
+        [sys.executable, "-m", "bem", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stderr
+    return r
+
+
+@contextmanager
+def bem_server(
+    env: dict[str, str], cwd: Path, *, capture: bool = False
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """A ``bem serve`` process on a spare port, ready (``/health/live``) before yielding;
+    stopped (SIGTERM, then SIGKILL) afterwards."""
+    port = free_port()
+    output = subprocess.PIPE if capture else subprocess.DEVNULL
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bem", "serve", "--port", str(port)],
+        env=env,
+        cwd=cwd,
+        stdout=output,
+        stderr=output,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{base}/health/live", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError(f"bem serve did not start (exit code {proc.poll()})")
+            time.sleep(0.1)
+        yield base, proc
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import fastapi_offline
+import redis.asyncio
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
@@ -23,14 +25,17 @@ from bem.auth.permissions import PUBLIC
 from bem.auth.sessions import rate_identity
 from bem.config import Settings
 from bem.ingest.ndjson import JSON_TYPES, NDJSON_TYPES
+from bem.kit import migrate
 from bem.kit.context import RequestContextMiddleware
 from bem.kit.db import create_engine, session_factory
 from bem.kit.errors import ProblemDetail, install_error_handlers, problem_responses
 from bem.kit.guards import BodyGuardMiddleware, BodyRule, SecurityHeadersMiddleware
+from bem.kit.health import mark_draining_on_sigterm
 from bem.kit.health import router as health_router
 from bem.kit.logging import get_logger
 from bem.kit.ratelimit import Concurrency, Limiter, RateLimitMiddleware
 from bem.kit.routes import api_routes
+from bem.ops.endpoints import router as ops_router
 from bem.projects.endpoints import router as projects_router
 from bem.versions.endpoints import router as versions_router
 from bem.versions.schemas import ElementIn
@@ -105,13 +110,15 @@ def create_app(settings: Settings) -> FastAPI:
         engine = create_engine(settings)
         app.state.engine = engine
         app.state.sessions = session_factory(engine)
+        app.state.started_at = time.time()
+        mark_draining_on_sigterm(app)
         log.info("startup", profile=settings.profile.value, version=__version__)
         try:
             yield
         finally:
             await engine.dispose()
-            if app.state.concurrency is not None:
-                await app.state.concurrency.close()
+            if app.state.redis is not None:
+                await app.state.redis.aclose()
             log.info("shutdown")
 
     app = FastAPI(
@@ -124,6 +131,14 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.settings = settings
     app.state.limiter = app.state.concurrency = None
+    app.state.draining = False
+    app.state.migration_heads = migrate.heads(settings)
+    redis_url = settings.redis_url.get_secret_value() if settings.redis_url else None
+    app.state.redis = (
+        redis.asyncio.Redis.from_url(redis_url, socket_timeout=1, socket_connect_timeout=1)
+        if redis_url
+        else None
+    )
     install_error_handlers(app)
     upload_rule = BodyRule(
         re.compile(r"/v1/models/[^/]+/versions"), (*JSON_TYPES, *NDJSON_TYPES), max_bytes=None
@@ -132,7 +147,6 @@ def create_app(settings: Settings) -> FastAPI:
         BodyGuardMiddleware, max_bytes=settings.max_request_body_bytes, rules=(upload_rule,)
     )
     if settings.rate_limit_enabled:
-        redis_url = settings.redis_url.get_secret_value() if settings.redis_url else None
         limiter = Limiter(
             redis_url,
             settings.rate_limit_rules,
@@ -141,7 +155,7 @@ def create_app(settings: Settings) -> FastAPI:
             settings.redis_key_prefix,
         )
         app.state.limiter = limiter
-        app.state.concurrency = Concurrency(limiter, redis_url, settings.redis_key_prefix)
+        app.state.concurrency = Concurrency(limiter, app.state.redis, settings.redis_key_prefix)
         app.add_middleware(
             RateLimitMiddleware,
             limiter=limiter,
@@ -170,6 +184,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(health_router, dependencies=[allow(PUBLIC)])  # probes need no token
     _mount_docs(app)
     app.include_router(auth_router)
+    app.include_router(ops_router)
     app.include_router(projects_router)
     app.include_router(versions_router)
 

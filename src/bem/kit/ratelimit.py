@@ -26,7 +26,6 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-import redis.asyncio
 import structlog
 from fastapi import Depends, Request
 from limits import RateLimitItem, parse
@@ -220,23 +219,13 @@ class Concurrency:
     Redis is configured (a counter with a safety TTL), else per process."""
 
     def __init__(
-        self, limiter: Limiter, redis_url: str | None, key_prefix: str = "bem", ttl_s: int = 3600
+        self, limiter: Limiter, redis_client: Any, key_prefix: str = "bem", ttl_s: int = 3600
     ) -> None:
         self.limiter = limiter
         self.ttl_s = ttl_s
         self.prefix = f"{key_prefix}:busy"
         self._local: dict[str, int] = {}
-        self.redis: Any = None
-        if redis_url:
-            self.redis = redis.asyncio.Redis.from_url(
-                redis_url,
-                socket_timeout=REDIS_TIMEOUT_S * 4,
-                socket_connect_timeout=REDIS_TIMEOUT_S * 4,
-            )
-
-    async def close(self) -> None:
-        if self.redis is not None:
-            await self.redis.aclose()
+        self.redis = redis_client
 
     @asynccontextmanager
     async def slot(self, key: str, limit: int) -> AsyncIterator[None]:

@@ -1,0 +1,189 @@
+"""Health: liveness never depends on anything; readiness names the failing check within 2 s
+when PostgreSQL stops, Redis stops or Redis freezes, and recovers when they return. Fault
+tests run their own PostgreSQL cluster and redis-server on spare ports."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bem.kit import migrate
+from tests.conftest import REQUIRE_SERVICES, Api, make_api, settings_for
+from tests.helpers import free_port
+from tests.integration.test_ratelimit import OwnRedis, own_redis  # noqa: F401 - fixture
+
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+
+
+async def ready_within(api: Api, seconds: float = 2.0) -> tuple[int, dict[str, object], float]:
+    started = time.monotonic()
+    r = await api.client.get("/health/ready")
+    return r.status_code, r.json(), time.monotonic() - started
+
+
+async def test_ready_names_every_check(sqlite_api: Api) -> None:
+    status, body, _ = await ready_within(sqlite_api)
+    assert status == 200
+    assert body["checks"] == {"database": "ok", "migrations": "ok", "draining": "ok"}
+
+    sqlite_api.app.state.draining = True
+    status, body, _ = await ready_within(sqlite_api)
+    assert status == 503 and body["failing"] == ["draining"]
+    assert (await sqlite_api.client.get("/health/live")).status_code == 200
+
+
+async def test_schema_behind_the_code_is_not_ready(sqlite_url: str) -> None:
+    settings = settings_for(sqlite_url)
+    await asyncio.to_thread(migrate.downgrade, settings, "0001")
+    async with make_api(settings) as api:
+        status, body, _ = await ready_within(api)
+        assert status == 503 and body["failing"] == ["migrations"]
+
+
+async def test_detail_is_for_admins(sqlite_api: Api) -> None:
+    assert (await sqlite_api.client.get("/health")).status_code == 401
+    user = await sqlite_api.user("alice")
+    assert (await sqlite_api.client.get("/health", headers=user)).status_code == 403
+    admin = await sqlite_api.user("root", admin=True)
+    r = await sqlite_api.client.get("/health", headers=admin)
+    detail = r.json()
+    assert r.status_code == 200 and detail["status"] == "ok"
+    assert detail["checks"]["database"]["latency_ms"] >= 0
+    assert {"size", "checkedout", "overflow"} <= set(detail["database_pool"])
+    assert detail["version"] and detail["uptime_s"] >= 0
+
+
+class OwnPostgres:
+    """A throwaway PostgreSQL cluster (initdb/pg_ctl as the postgres user) on a spare port."""
+
+    def __init__(self) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix="bem-pg-", dir="/tmp"))
+        self.data = self.root / "data"
+        self.port = free_port()
+        os.chmod(self.root, 0o755)  # noqa: S103 - the postgres user must reach its data
+        pg = pwd.getpwnam("postgres")
+        self.data.mkdir()
+        os.chown(self.data, pg.pw_uid, pg.pw_gid)
+
+    def _as_postgres(self, *args: str) -> None:
+        subprocess.run(
+            ["runuser", "-u", "postgres", "--", *args], check=True, capture_output=True, timeout=120
+        )
+
+    def init(self) -> None:
+        self._as_postgres(
+            str(PG_BIN / "initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres"
+        )
+
+    def start(self) -> None:
+        options = f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.data}"
+        self._as_postgres(
+            str(PG_BIN / "pg_ctl"),
+            "-D",
+            str(self.data),
+            "-o",
+            options,
+            "-l",
+            str(self.data / "log"),
+            "-w",
+            "start",
+        )
+
+    def stop(self) -> None:
+        self._as_postgres(
+            str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop"
+        )
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def remove(self) -> None:
+        subprocess.run(
+            [
+                "runuser",
+                "-u",
+                "postgres",
+                "--",
+                str(PG_BIN / "pg_ctl"),
+                "-D",
+                str(self.data),
+                "-m",
+                "immediate",
+                "stop",
+            ],
+            capture_output=True,
+            timeout=60,
+        )
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[OwnPostgres]:
+    if not (PG_BIN / "initdb").exists() or shutil.which("runuser") is None:
+        if REQUIRE_SERVICES:
+            pytest.fail("BEM_REQUIRE_SERVICES=1 but PostgreSQL server binaries are missing")
+        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) are not installed")
+    cluster = OwnPostgres()
+    try:
+        cluster.init()
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.remove()
+
+
+async def test_postgres_stop_flips_readiness_and_recovers(own_postgres: OwnPostgres) -> None:
+    settings = settings_for(own_postgres.url, db_connect_timeout=1.0)
+    await asyncio.to_thread(migrate.upgrade, settings)
+    async with make_api(settings) as api:
+        assert (await ready_within(api))[0] == 200
+
+        await asyncio.to_thread(own_postgres.stop)
+        status, body, elapsed = await ready_within(api)
+        assert status == 503 and "database" in body["failing"] and elapsed < 2.0
+        assert (await api.client.get("/health/live")).status_code == 200
+
+        await asyncio.to_thread(own_postgres.start)
+        for _ in range(20):
+            if (await ready_within(api))[0] == 200:
+                break
+            await asyncio.sleep(0.25)
+        status, body, _ = await ready_within(api)
+        assert status == 200, body
+
+
+async def test_redis_stop_and_freeze_flip_readiness_and_recover(
+    sqlite_url: str,
+    own_redis: OwnRedis,  # noqa: F811 - the fixture
+) -> None:
+    async with make_api(settings_for(sqlite_url, redis_url=own_redis.url)) as api:
+        status, body, _ = await ready_within(api)
+        assert status == 200 and body["checks"]["redis"] == "ok"
+
+        assert own_redis.proc is not None
+        own_redis.proc.send_signal(signal.SIGSTOP)  # frozen: connections hang
+        try:
+            status, body, elapsed = await ready_within(api)
+            assert status == 503 and body["failing"] == ["redis"] and elapsed < 2.0
+            assert (await api.client.get("/health/live")).status_code == 200
+        finally:
+            own_redis.proc.send_signal(signal.SIGCONT)
+        assert (await ready_within(api))[0] == 200
+
+        own_redis.stop()
+        status, body, elapsed = await ready_within(api)
+        assert status == 503 and body["failing"] == ["redis"] and elapsed < 2.0
+        own_redis.start()
+        await asyncio.sleep(0.2)
+        assert (await ready_within(api))[0] == 200

@@ -33,6 +33,7 @@ from bem.kit.guards import BodyGuardMiddleware, BodyRule, SecurityHeadersMiddlew
 from bem.kit.health import mark_draining_on_sigterm
 from bem.kit.health import router as health_router
 from bem.kit.logging import get_logger
+from bem.kit.metrics import Metrics, MetricsMiddleware
 from bem.kit.ratelimit import Concurrency, Limiter, RateLimitMiddleware
 from bem.kit.routes import api_routes
 from bem.ops.endpoints import router as ops_router
@@ -132,6 +133,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     app.state.limiter = app.state.concurrency = None
     app.state.draining = False
+    metrics = app.state.metrics = Metrics(__version__)
     app.state.migration_heads = migrate.heads(settings)
     redis_url = settings.redis_url.get_secret_value() if settings.redis_url else None
     app.state.redis = (
@@ -154,6 +156,7 @@ def create_app(settings: Settings) -> FastAPI:
             settings.rate_limit_ip_ceiling,
             settings.redis_key_prefix,
         )
+        limiter.on_reject = lambda rule: metrics.rate_limited.labels(rule).inc()
         app.state.limiter = limiter
         app.state.concurrency = Concurrency(limiter, app.state.redis, settings.redis_key_prefix)
         app.add_middleware(
@@ -180,6 +183,7 @@ def create_app(settings: Settings) -> FastAPI:
             max_age=600,
         )
     app.add_middleware(SecurityHeadersMiddleware, hsts=settings.hsts)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_middleware(RequestContextMiddleware)  # outermost: request id on every answer
     app.include_router(health_router, dependencies=[allow(PUBLIC)])  # probes need no token
     _mount_docs(app)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import sys
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterable
 from datetime import UTC, datetime, timedelta
@@ -65,6 +67,17 @@ def _bem_command() -> str:
         return str(script)
 
 
+def _prepare_multiprocess_metrics() -> None:
+    """Several workers write metrics to one directory that /metrics aggregates; it must start
+    empty (files of dead processes would count)."""
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if directory is None:
+        directory = tempfile.mkdtemp(prefix="bem-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+    for leftover in Path(directory).glob("*.db"):
+        leftover.unlink()
+
+
 def _exit_cleanly(signum: int, frame: Any) -> None:
     raise SystemExit(0)
 
@@ -83,6 +96,9 @@ def serve(
     # with SystemExit(0) makes a graceful stop exit 0, as orchestrators expect.
     signal.signal(signal.SIGTERM, _exit_cleanly)
     host, port = host or settings.host, port or settings.port
+    workers = workers or settings.workers
+    if workers > 1:
+        _prepare_multiprocess_metrics()
     err.print(f"BEM serving on http://{host}:{port}  (API docs: http://{host}:{port}/docs)")
     err.print(f"Get a token with: {_bem_command()} users create-admin --email you@example.com")
     uvicorn.run(
@@ -90,7 +106,7 @@ def serve(
         factory=True,
         host=host,
         port=port,
-        workers=workers or settings.workers,
+        workers=workers,
         access_log=False,
         log_config=None,
         # Client address and scheme from X-Forwarded-* only when they come from our proxies.

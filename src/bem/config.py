@@ -124,6 +124,10 @@ class Settings(BaseSettings):
     cors_origins: list[str] = []  # e.g. ["https://viewer.example.com"]; never "*" or "null"
     hsts: bool = True  # Strict-Transport-Security on responses served over https
 
+    # /metrics: open by default (bind to an internal network), or restricted
+    metrics_token: SecretStr | None = None  # if set, /metrics needs "Bearer <token>"
+    metrics_networks: list[IPvAnyNetwork] = []  # if set, only these client addresses
+
     # Uploads of element documents
     max_json_body_bytes: Annotated[int, Field(ge=1024)] = 64 * 1024 * 1024
     max_ndjson_body_bytes: Annotated[int, Field(ge=1024)] = 2 * 1024 * 1024 * 1024

@@ -110,3 +110,20 @@ def test_tokens_create_uses_the_api_token_mechanism(env: dict[str, str], tmp_pat
         timeout=60,
     )
     assert r.returncode == 1 and "No user" in r.stderr
+
+
+def test_metrics_add_up_across_worker_processes(env: dict[str, str], tmp_path: Path) -> None:
+    bem(["migrate"], env, tmp_path)
+    workers_env = {**env, "BEM_WORKERS": "2", "BEM_RATE_LIMIT_ENABLED": "false"}
+    with bem_server(workers_env, tmp_path) as (base, _):
+        for _ in range(20):
+            with httpx.Client() as client:  # a new connection each time: spread over workers
+                assert client.get(f"{base}/v1/me").status_code == 401
+        for _ in range(3):  # whichever worker answers, it reports every worker's counts
+            text = httpx.get(f"{base}/metrics").text
+            line = next(
+                line
+                for line in text.splitlines()
+                if line.startswith("bem_http_requests_total") and 'route="/v1/me"' in line
+            )
+            assert float(line.rsplit(" ", 1)[1]) == 20

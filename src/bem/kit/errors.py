@@ -118,6 +118,7 @@ def problem_response(
     **extra: Any,
 ) -> Response:
     request_id = structlog.contextvars.get_contextvars().get("request_id")
+    structlog.contextvars.bind_contextvars(problem=slug)  # for the access log and metrics
     body: dict[str, Any] = {
         "type": TYPE_BASE + slug,
         "title": HTTPStatus(status).phrase,

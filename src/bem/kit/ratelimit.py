@@ -89,6 +89,7 @@ class Limiter:
                 socket_connect_timeout=REDIS_TIMEOUT_S,
             )
         self.memory = MemoryStorage()
+        self.on_reject: Callable[[str], None] = lambda rule: None  # e.g. a metrics counter
         self.rules = {name: parse(value) for name, value in rules.items()}
         self.default = parse(default)
         self.ceiling = parse(ceiling)
@@ -179,6 +180,7 @@ class RateLimitMiddleware:
         for rule, verdict in (("per-ip ceiling", ceiling), ("default", default)):
             if not verdict.allowed:
                 log.warning("rate_limited", rule=rule, identity=identity)
+                self.limiter.on_reject(rule)
                 exc = RateLimitExceeded(rule, verdict)
                 response = problem_response(exc.status, exc.slug, exc.detail, exc.headers)
                 await response(scope, receive, send)
@@ -209,6 +211,7 @@ def rate_limit(rule: str) -> Any:
         _state(request.scope).setdefault("rate_verdicts", []).append(verdict)
         if not verdict.allowed:
             log.warning("rate_limited", rule=rule, identity=identity)
+            limiter.on_reject(rule)
             raise RateLimitExceeded(rule, verdict)
 
     return Depends(check)

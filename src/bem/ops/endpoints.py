@@ -1,16 +1,20 @@
-"""Operator endpoints: the detailed health report for admins."""
+"""Operator endpoints: the detailed health report for admins, and Prometheus metrics."""
 
 from __future__ import annotations
 
+import hmac
+import ipaddress
 import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from bem import __version__
 from bem.auth.dependencies import Access, allow
-from bem.auth.permissions import ADMIN
-from bem.kit.errors import problem_responses
+from bem.auth.permissions import ADMIN, PUBLIC
+from bem.config import Settings
+from bem.kit.errors import Forbidden, Unauthorized, problem_responses
 from bem.kit.health import pool_stats, run_checks
 
 router = APIRouter(tags=["health"], responses=problem_responses(401, 403))
@@ -31,3 +35,25 @@ async def health_detail(request: Request, _: Annotated[Access, allow(ADMIN)]) ->
         "uptime_s": round(time.time() - app.state.started_at, 1),
         "draining": app.state.draining,
     }
+
+
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics (restricted by BEM_METRICS_TOKEN / BEM_METRICS_NETWORKS)",
+    response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Metrics text"}},
+)
+async def metrics(request: Request, _: Annotated[Access, allow(PUBLIC)]) -> Response:
+    settings: Settings = request.app.state.settings
+    if settings.metrics_networks:
+        try:
+            client = ipaddress.ip_address(request.client.host if request.client else "")
+        except ValueError:
+            client = None
+        if client is None or not any(client in net for net in settings.metrics_networks):
+            raise Forbidden("Metrics are not served to this address.")
+    if settings.metrics_token is not None:
+        expected = f"Bearer {settings.metrics_token.get_secret_value()}"
+        if not hmac.compare_digest(request.headers.get("authorization", ""), expected):
+            raise Unauthorized("The metrics token is missing or wrong.")
+    return Response(request.app.state.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)

@@ -14,6 +14,7 @@ from bem.config import Settings
 from bem.ingest.ndjson import JSON_TYPES, NDJSON_TYPES, iter_body, media_type
 from bem.kit.db import SessionDep
 from bem.kit.errors import problem_responses
+from bem.kit.metrics import Metrics
 from bem.kit.pagination import CursorParam, LimitParam, Page
 from bem.kit.ratelimit import Concurrency, rate_limit
 from bem.kit.text import LongText, Text
@@ -102,10 +103,18 @@ async def create_version(
         if concurrency is not None
         else nullcontext()
     )
+    metrics: Metrics = request.app.state.metrics
     async with slot:
-        return await service.create_version(
-            session, access.principal.user, model, documents, source, meta
-        )
+        try:
+            version = await service.create_version(
+                session, access.principal.user, model, documents, source, meta
+            )
+        except Exception:
+            metrics.uploads.labels("failed").inc()
+            raise
+    metrics.uploads.labels("ready").inc()
+    metrics.upload_elements.inc(version.element_count)
+    return version
 
 
 @router.get(

@@ -1,0 +1,141 @@
+"""Prometheus metrics: RED per route template, saturation gauges, build info.
+
+Each app owns its registry (no module globals). With several worker processes,
+``PROMETHEUS_MULTIPROC_DIR`` makes prometheus-client write values to shared files and the
+``/metrics`` answer aggregates every process (``bem serve --workers N`` sets it up).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import structlog
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+# Resolves 5-100 ms (the SLO is p95 < 100 ms) and still sees slow outliers.
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+class Metrics:
+    def __init__(self, version: str) -> None:
+        r = self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "bem_http_requests_total",
+            "HTTP requests by route template, method and status class.",
+            ["method", "route", "status_class"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "bem_http_request_duration_seconds",
+            "HTTP request latency by route template and method.",
+            ["method", "route"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.in_flight = Gauge(
+            "bem_http_requests_in_flight",
+            "HTTP requests being served.",
+            multiprocess_mode="livesum",
+            registry=r,
+        )
+        self.problems = Counter(
+            "bem_http_problems_total",
+            "Error responses by problem type.",
+            ["type"],
+            registry=r,
+        )
+        self.rate_limited = Counter(
+            "bem_rate_limit_rejections_total",
+            "Requests refused with 429 by rate-limit rule.",
+            ["rule"],
+            registry=r,
+        )
+        self.db_pool_in_use = Gauge(
+            "bem_db_pool_checked_out",
+            "Database connections in use.",
+            multiprocess_mode="livesum",
+            registry=r,
+        )
+        self.db_pool_size = Gauge(
+            "bem_db_pool_size",
+            "Database pool size (without overflow).",
+            multiprocess_mode="livesum",
+            registry=r,
+        )
+        self.uploads = Counter(
+            "bem_version_uploads_total",
+            "Version uploads by outcome.",
+            ["outcome"],
+            registry=r,
+        )
+        self.upload_elements = Counter(
+            "bem_upload_elements_total",
+            "Elements stored by uploads (rate() gives elements per second).",
+            registry=r,
+        )
+        build = Gauge(
+            "bem_build_info",
+            "Build information.",
+            ["version"],
+            multiprocess_mode="max",
+            registry=r,
+        )
+        build.labels(version=version).set(1)
+
+    def exposition(self) -> bytes:
+        if os.environ.get(MULTIPROC_ENV):
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+            return bytes(generate_latest(registry))
+        return bytes(generate_latest(self.registry))
+
+
+class MetricsMiddleware:
+    """Counts and times every HTTP request under its route template (bounded cardinality:
+    unknown paths share the label ``unmatched``)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] == "/metrics":
+            await self.app(scope, receive, send)
+            return
+        status = 500
+        started = time.perf_counter()
+
+        async def capture(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        self.metrics.in_flight.inc()
+        try:
+            await self.app(scope, receive, capture)
+        finally:
+            self.metrics.in_flight.dec()
+            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            method = scope["method"]
+            self.metrics.requests.labels(method, route, f"{status // 100}xx").inc()
+            self.metrics.latency.labels(method, route).observe(time.perf_counter() - started)
+            problem = structlog.contextvars.get_contextvars().get("problem")
+            if problem:
+                self.metrics.problems.labels(problem).inc()
+            engine = getattr(getattr(scope.get("app"), "state", None), "engine", None)
+            pool: Any = engine.sync_engine.pool if engine is not None else None
+            if pool is not None and hasattr(pool, "checkedout"):
+                self.metrics.db_pool_in_use.set(pool.checkedout())
+                self.metrics.db_pool_size.set(pool.size())

@@ -1,0 +1,93 @@
+"""Prometheus metrics move as requests succeed and fail; /metrics can be restricted."""
+
+from __future__ import annotations
+
+import re
+
+from tests.conftest import Api, make_api, settings_for
+
+
+def sample(text: str, name: str, **labels: str) -> float:
+    """The value of one sample in Prometheus text format (0 when absent)."""
+    for line in text.splitlines():
+        if not line.startswith(name):
+            continue
+        match = re.match(rf"{re.escape(name)}(\{{(.*)\}})? (\S+)$", line)
+        if match is None:
+            continue
+        found = dict(re.findall(r'(\w+)="([^"]*)"', match.group(2) or ""))
+        if all(found.get(k) == v for k, v in labels.items()):
+            return float(match.group(3))
+    return 0.0
+
+
+async def scrape(api: Api) -> str:
+    r = await api.client.get("/metrics")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+    return r.text
+
+
+async def test_red_metrics_move_with_requests(sqlite_api: Api) -> None:
+    alice = await sqlite_api.user("alice")
+    before = await scrape(sqlite_api)
+    for _ in range(3):
+        assert (await sqlite_api.client.get("/v1/projects", headers=alice)).status_code == 200
+    missing = "/v1/projects/00000000-0000-0000-0000-000000000000"
+    assert (await sqlite_api.client.get(missing, headers=alice)).status_code == 404
+    assert (await sqlite_api.client.get("/v1/nothing")).status_code == 404
+    after = await scrape(sqlite_api)
+
+    def delta(name: str, **labels: str) -> float:
+        return sample(after, name, **labels) - sample(before, name, **labels)
+
+    ok = {"method": "GET", "route": "/v1/projects", "status_class": "2xx"}
+    assert delta("bem_http_requests_total", **ok) == 3
+    failed = {"method": "GET", "route": "/v1/projects/{project_id}", "status_class": "4xx"}
+    assert delta("bem_http_requests_total", **failed) == 1
+    assert delta("bem_http_requests_total", route="unmatched", status_class="4xx") == 1
+    assert delta("bem_http_request_duration_seconds_count", route="/v1/projects") == 3
+    assert (
+        sample(after, "bem_http_request_duration_seconds_bucket", route="/v1/projects", le="0.005")
+        >= 0
+    )
+    assert delta("bem_http_problems_total", type="not-found") == 2
+    assert sample(after, "bem_build_info") == 1
+    assert sample(after, "bem_db_pool_size") >= 1
+
+
+async def test_uploads_and_rate_limits_are_counted(sqlite_url: str) -> None:
+    settings = settings_for(
+        sqlite_url,
+        rate_limit_enabled=True,
+        rate_limit_default="100/minute",
+        rate_limit_rules={"auth": "1/minute"},
+    )
+    async with make_api(settings) as api:
+        alice = await api.user("alice")
+        pid = (await api.client.post("/v1/projects", json={"name": "P"}, headers=alice)).json()
+        model = await api.client.post(
+            f"/v1/projects/{pid['id']}/models", json={"name": "M"}, headers=alice
+        )
+        body = b'{"global_id": "0000000000000000000S01", "ifc_class": "IfcBuildingStorey"}\n'
+        headers = {**alice, "content-type": "application/x-ndjson"}
+        url = f"/v1/models/{model.json()['id']}/versions"
+        assert (await api.client.post(url, content=body, headers=headers)).status_code == 201
+        assert (await api.client.post(url, content=b"{}\n", headers=headers)).status_code == 422
+        for _ in range(2):
+            await api.client.post("/v1/auth/otp/request", json={"email": "a@example.com"})
+        text = await scrape(api)
+        assert sample(text, "bem_version_uploads_total", outcome="ready") == 1
+        assert sample(text, "bem_version_uploads_total", outcome="failed") == 1
+        assert sample(text, "bem_upload_elements_total") == 1
+        assert sample(text, "bem_rate_limit_rejections_total", rule="auth") == 1
+
+
+async def test_metrics_can_be_restricted(sqlite_url: str) -> None:
+    async with make_api(settings_for(sqlite_url, metrics_token="s" * 32)) as api:
+        assert (await api.client.get("/metrics")).status_code == 401
+        r = await api.client.get("/metrics", headers={"Authorization": "Bearer " + "s" * 32})
+        assert r.status_code == 200
+    async with make_api(settings_for(sqlite_url, metrics_networks=["10.0.0.0/8"])) as api:
+        assert (await api.client.get("/metrics")).status_code == 403  # the client is 127.0.0.1
+    async with make_api(settings_for(sqlite_url, metrics_networks=["127.0.0.0/8"])) as api:
+        assert (await api.client.get("/metrics")).status_code == 200

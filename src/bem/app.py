@@ -29,6 +29,7 @@ from bem.kit import migrate
 from bem.kit.context import RequestContextMiddleware
 from bem.kit.db import create_engine, session_factory
 from bem.kit.errors import ProblemDetail, install_error_handlers, problem_responses
+from bem.kit.errortracking import init_error_tracking
 from bem.kit.guards import BodyGuardMiddleware, BodyRule, SecurityHeadersMiddleware
 from bem.kit.health import mark_draining_on_sigterm
 from bem.kit.health import router as health_router
@@ -131,6 +132,10 @@ def create_app(settings: Settings) -> FastAPI:
         redoc_url=None,
     )
     app.state.settings = settings
+    if settings.sentry_dsn is not None:
+        init_error_tracking(
+            settings.sentry_dsn.get_secret_value(), __version__, settings.profile.value
+        )
     app.state.limiter = app.state.concurrency = None
     app.state.draining = False
     metrics = app.state.metrics = Metrics(__version__)

@@ -124,6 +124,9 @@ class Settings(BaseSettings):
     cors_origins: list[str] = []  # e.g. ["https://viewer.example.com"]; never "*" or "null"
     hsts: bool = True  # Strict-Transport-Security on responses served over https
 
+    # Error tracking (Sentry-compatible); off when unset
+    sentry_dsn: SecretStr | None = None
+
     # /metrics: open by default (bind to an internal network), or restricted
     metrics_token: SecretStr | None = None  # if set, /metrics needs "Bearer <token>"
     metrics_networks: list[IPvAnyNetwork] = []  # if set, only these client addresses

@@ -14,6 +14,7 @@ import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bem.kit.errors import problem_response
+from bem.kit.errortracking import report_exception
 from bem.kit.logging import get_logger
 
 REQUEST_ID_HEADER = "x-request-id"
@@ -61,8 +62,9 @@ class RequestContextMiddleware:
 
         try:
             await self.app(scope, receive, send_with_id)
-        except Exception:
+        except Exception as exc:
             error_log.exception("unhandled_error", path=scope.get("path"))
+            report_exception(exc, request_id, scope.get("path"))
             if scope["type"] != "http" or response_started:
                 raise
             response = problem_response(

@@ -1,0 +1,70 @@
+"""Error tracking with sentry-sdk (Sentry, GlitchTip and other compatible servers).
+
+Only unexpected errors are reported: the request-context middleware captures an unhandled
+exception once, with the request id as a tag; 4xx problems are answers, not errors. Default
+integrations stay off, so the same failure is not reported again through logging or the
+framework. Every event passes through :func:`scrub` before it leaves the process.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import sentry_sdk
+
+_SECRET_KEYS = re.compile(r"authorization|cookie|token|secret|password|otp|code|dsn|key", re.I)
+_SECRET_VALUES = [
+    re.compile(r"bem_(?:pat|rt)_[A-Za-z0-9_-]+"),  # API and refresh tokens
+    re.compile(r"eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*"),  # JWTs
+    re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}"),  # email addresses
+    re.compile(r"(?<![0-9A-Za-z])[0-9]{6,10}(?![0-9A-Za-z])"),  # one-time codes
+]
+MASK = "[Filtered]"
+
+
+def _scrub_value(value: Any, key: str = "") -> Any:
+    if key and _SECRET_KEYS.search(key) and value not in (None, ""):
+        return MASK
+    if isinstance(value, str):
+        for pattern in _SECRET_VALUES:
+            value = pattern.sub(MASK, value)
+        return value
+    if isinstance(value, dict):
+        return {k: _scrub_value(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        # Header lists come as [name, value] pairs.
+        if len(value) == 2 and isinstance(value[0], str) and _SECRET_KEYS.search(value[0]):
+            return [value[0], MASK]
+        return [_scrub_value(v) for v in value]
+    return value
+
+
+def scrub(event: dict[str, Any], _hint: dict[str, Any]) -> dict[str, Any]:
+    """``before_send``: mask tokens, cookies, codes and email addresses anywhere in the event
+    (request data, headers, exception messages, local variables)."""
+    scrubbed: dict[str, Any] = _scrub_value(event)
+    scrubbed.get("request", {}).pop("cookies", None)
+    return scrubbed
+
+
+def init_error_tracking(dsn: str, release: str, environment: str) -> None:
+    sentry_sdk.init(
+        dsn=dsn,
+        release=release,
+        environment=environment,
+        default_integrations=False,
+        include_local_variables=False,
+        include_source_context=False,
+        before_send=scrub,  # type: ignore[arg-type]
+        shutdown_timeout=2,
+    )
+
+
+def report_exception(exc: BaseException, request_id: str, path: str | None) -> None:
+    """Send one event for an unhandled exception (no-op when error tracking is off)."""
+    if sentry_sdk.get_client().is_active():
+        with sentry_sdk.new_scope() as scope:
+            scope.set_tag("request_id", request_id)
+            scope.set_context("request", {"path": path})
+            sentry_sdk.capture_exception(exc)

@@ -17,6 +17,7 @@ from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
+from opentelemetry.sdk.trace.export import SpanExporter
 
 from bem import __version__
 from bem.auth.dependencies import allow, permission_of
@@ -37,6 +38,7 @@ from bem.kit.logging import get_logger
 from bem.kit.metrics import Metrics, MetricsMiddleware
 from bem.kit.ratelimit import Concurrency, Limiter, RateLimitMiddleware
 from bem.kit.routes import api_routes
+from bem.kit.tracing import setup_tracing, trace_engine
 from bem.ops.endpoints import router as ops_router
 from bem.projects.endpoints import router as projects_router
 from bem.versions.endpoints import router as versions_router
@@ -106,12 +108,16 @@ def _mount_docs(app: FastAPI) -> None:
         )
 
 
-def create_app(settings: Settings) -> FastAPI:
+def create_app(settings: Settings, *, span_exporter: SpanExporter | None = None) -> FastAPI:
+    """The app; ``span_exporter`` replaces the OTLP exporter (tests use an in-memory one)."""
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = create_engine(settings)
         app.state.engine = engine
         app.state.sessions = session_factory(engine)
+        if app.state.tracer_provider is not None:
+            trace_engine(engine, app.state.tracer_provider)
         app.state.started_at = time.time()
         mark_draining_on_sigterm(app)
         log.info("startup", profile=settings.profile.value, version=__version__)
@@ -119,6 +125,8 @@ def create_app(settings: Settings) -> FastAPI:
             yield
         finally:
             await engine.dispose()
+            if app.state.tracer_provider is not None:
+                app.state.tracer_provider.shutdown()
             if app.state.redis is not None:
                 await app.state.redis.aclose()
             log.info("shutdown")
@@ -189,7 +197,18 @@ def create_app(settings: Settings) -> FastAPI:
         )
     app.add_middleware(SecurityHeadersMiddleware, hsts=settings.hsts)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
-    app.add_middleware(RequestContextMiddleware)  # outermost: request id on every answer
+    app.add_middleware(RequestContextMiddleware)  # request id on every answer
+    app.state.tracer_provider = None
+    if settings.tracing_enabled or span_exporter is not None:
+        app.state.tracer_provider = setup_tracing(  # outermost: the span covers everything
+            app,
+            service="bem-api",
+            version=__version__,
+            environment=settings.profile.value,
+            endpoint=settings.otlp_endpoint,
+            sample_ratio=settings.tracing_sample_ratio,
+            exporter=span_exporter,
+        )
     app.include_router(health_router, dependencies=[allow(PUBLIC)])  # probes need no token
     _mount_docs(app)
     app.include_router(auth_router)

@@ -124,6 +124,11 @@ class Settings(BaseSettings):
     cors_origins: list[str] = []  # e.g. ["https://viewer.example.com"]; never "*" or "null"
     hsts: bool = True  # Strict-Transport-Security on responses served over https
 
+    # Tracing (OpenTelemetry), off by default
+    tracing_enabled: bool = False
+    otlp_endpoint: str | None = None  # e.g. http://otel-collector:4318/v1/traces
+    tracing_sample_ratio: Annotated[float, Field(ge=0, le=1)] = 1.0
+
     # Error tracking (Sentry-compatible); off when unset
     sentry_dsn: SecretStr | None = None
 

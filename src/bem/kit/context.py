@@ -11,6 +11,7 @@ import time
 import uuid
 
 import structlog
+from opentelemetry import trace
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bem.kit.errors import problem_response
@@ -46,6 +47,7 @@ class RequestContextMiddleware:
         request_id = incoming_request_id(scope)
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(request_id=request_id)
+        trace.get_current_span().set_attribute("bem.request_id", request_id)
         started = time.perf_counter()
         status = 0
         response_started = False

@@ -12,6 +12,7 @@ import sys
 from typing import Any, TextIO
 
 import structlog
+from opentelemetry import trace
 from structlog.typing import EventDict, Processor
 
 _SECRET_KEYS = re.compile(r"(authorization|token|secret|password|cookie|otp|code)$", re.I)
@@ -28,11 +29,20 @@ def _scrub(_: Any, __: str, event_dict: EventDict) -> EventDict:
     return event_dict
 
 
+def _trace_id(_: Any, __: str, event_dict: EventDict) -> EventDict:
+    """The current OpenTelemetry trace id, when a span is recording."""
+    context = trace.get_current_span().get_span_context()
+    if context.is_valid:
+        event_dict["trace_id"] = format(context.trace_id, "032x")
+    return event_dict
+
+
 def configure_logging(level: str = "INFO", json: bool = True, stream: TextIO | None = None) -> None:
     """Servers log to stdout; one-off commands pass ``sys.stderr`` to keep stdout for
     their result (``TOKEN=$(bem users create-admin ...)``)."""
     shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,
+        _trace_id,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),

@@ -1,0 +1,62 @@
+"""OpenTelemetry tracing for the API, its database and Redis calls, and outgoing HTTP.
+
+Off by default. ``BEM_TRACING_ENABLED=true`` with ``BEM_OTLP_ENDPOINT`` exports spans over
+OTLP/HTTP; tests pass an in-memory exporter. Incoming ``traceparent`` headers continue the
+caller's trace. Log lines carry the current ``trace_id`` (see ``kit/logging.py``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+from opentelemetry.instrumentation.redis import RedisInstrumentor
+from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+EXPORT_TIMEOUT_S = 5
+
+
+def setup_tracing(
+    app: FastAPI,
+    *,
+    service: str,
+    version: str,
+    environment: str,
+    endpoint: str | None,
+    sample_ratio: float,
+    exporter: SpanExporter | None = None,
+) -> TracerProvider:
+    resource = Resource.create(
+        {
+            "service.name": service,
+            "service.version": version,
+            "deployment.environment": environment,
+        }
+    )
+    provider = TracerProvider(
+        resource=resource, sampler=ParentBased(TraceIdRatioBased(sample_ratio))
+    )
+    if exporter is not None:
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+    elif endpoint:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        otlp = OTLPSpanExporter(endpoint=endpoint, timeout=EXPORT_TIMEOUT_S)
+        provider.add_span_processor(BatchSpanProcessor(otlp))
+    FastAPIInstrumentor.instrument_app(
+        app, tracer_provider=provider, excluded_urls="/health/live,/health/ready,/metrics"
+    )
+    RedisInstrumentor().instrument(tracer_provider=provider)
+    HTTPXClientInstrumentor().instrument(tracer_provider=provider)
+    return provider
+
+
+def trace_engine(engine: AsyncEngine, provider: Any) -> None:
+    SQLAlchemyInstrumentor().instrument(engine=engine.sync_engine, tracer_provider=provider)

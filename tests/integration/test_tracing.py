@@ -1,0 +1,73 @@
+"""OpenTelemetry: one trace covers a request and its database calls, continues an incoming
+traceparent, and its trace_id appears in every log line of the request."""
+
+from __future__ import annotations
+
+import io
+import sys
+from collections.abc import AsyncIterator
+
+import orjson
+import pytest
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from bem.app import create_app
+from bem.kit.logging import configure_logging
+from tests.conftest import Api, settings_for
+
+
+@pytest.fixture
+async def traced(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[tuple[Api, InMemorySpanExporter, io.StringIO]]:
+    import httpx
+
+    logs = io.StringIO()
+    monkeypatch.setattr(sys, "stdout", logs)
+    configure_logging("INFO", json=True)
+    exporter = InMemorySpanExporter()
+    settings = settings_for(sqlite_url)
+    app = create_app(settings, span_exporter=exporter)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://bem.test") as client:
+            yield Api(app=app, client=client, settings=settings), exporter, logs
+    monkeypatch.undo()
+    configure_logging("INFO", json=True)
+
+
+async def test_request_and_database_spans_share_one_trace(
+    traced: tuple[Api, InMemorySpanExporter, io.StringIO],
+) -> None:
+    api, exporter, logs = traced
+    alice = await api.user("alice")
+    exporter.clear()
+    r = await api.client.get("/v1/projects", headers={**alice, "X-Request-ID": "traced-1"})
+    assert r.status_code == 200
+    spans = exporter.get_finished_spans()
+    server = [s for s in spans if s.kind.name == "SERVER"]
+    assert len(server) == 1 and server[0].attributes["http.route"] == "/v1/projects"
+    assert server[0].attributes["bem.request_id"] == "traced-1"
+    trace_id = server[0].context.trace_id
+    database = [s for s in spans if s.attributes.get("db.system") == "sqlite"]
+    assert database and all(s.context.trace_id == trace_id for s in database)
+
+    lines = [orjson.loads(line) for line in logs.getvalue().splitlines() if line.startswith("{")]
+    mine = [line for line in lines if line.get("request_id") == "traced-1"]
+    assert mine and all(line["trace_id"] == format(trace_id, "032x") for line in mine)
+
+
+async def test_incoming_traceparent_is_continued(
+    traced: tuple[Api, InMemorySpanExporter, io.StringIO],
+) -> None:
+    api, exporter, _ = traced
+    caller_trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+    parent = f"00-{caller_trace}-00f067aa0ba902b7-01"
+    exporter.clear()
+    assert (await api.client.get("/v1/me", headers={"traceparent": parent})).status_code == 401
+    server = [s for s in exporter.get_finished_spans() if s.kind.name == "SERVER"]
+    assert format(server[0].context.trace_id, "032x") == caller_trace
+
+
+async def test_tracing_is_off_by_default(sqlite_api: Api) -> None:
+    assert sqlite_api.app.state.tracer_provider is None

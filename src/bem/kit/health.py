@@ -100,6 +100,10 @@ async def live() -> dict[str, str]:
 async def ready(request: Request, response: Response) -> dict[str, object]:
     results = await run_checks(request.app)
     failing = sorted(name for name, r in results.items() if r["status"] != "ok")
+    metrics = getattr(request.app.state, "metrics", None)
+    if metrics is not None:
+        for name, result in results.items():
+            metrics.health.labels(name).set(1 if result["status"] == "ok" else 0)
     response.status_code = 503 if failing else 200
     body: dict[str, object] = {
         "status": "failing" if failing else "ok",

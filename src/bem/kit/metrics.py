@@ -84,6 +84,13 @@ class Metrics:
             "Elements stored by uploads (rate() gives elements per second).",
             registry=r,
         )
+        self.health = Gauge(
+            "bem_health_check_ok",
+            "1 when a readiness check passed at its last run, else 0.",
+            ["check"],
+            multiprocess_mode="min",
+            registry=r,
+        )
         build = Gauge(
             "bem_build_info",
             "Build information.",

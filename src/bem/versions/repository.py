@@ -56,13 +56,14 @@ async def write_batch(
     elements: list[dict[str, Any]],
     relations: list[dict[str, Any]],
 ) -> None:
-    """Payloads are shared between versions: insert only those not stored yet."""
+    """Payloads are shared between versions: insert only those not stored yet. Core inserts
+    on the tables (not the ORM classes) skip per-row ORM bookkeeping."""
     if payloads:
         await session.execute(insert_ignore(session, ElementPayload.__table__), payloads)
     if elements:
-        await session.execute(insert(VersionElement), elements)
+        await session.execute(insert(VersionElement.__table__), elements)
     if relations:
-        await session.execute(insert(Relation), relations)
+        await session.execute(insert(Relation.__table__), relations)
 
 
 async def elements_page(

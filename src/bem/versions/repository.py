@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import and_, func, insert, or_, select
+from sqlalchemy import Table, and_, func, insert, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bem.kit.db import insert_ignore
@@ -61,9 +61,9 @@ async def write_batch(
     if payloads:
         await session.execute(insert_ignore(session, ElementPayload.__table__), payloads)
     if elements:
-        await session.execute(insert(VersionElement.__table__), elements)
+        await session.execute(insert(cast(Table, VersionElement.__table__)), elements)
     if relations:
-        await session.execute(insert(Relation.__table__), relations)
+        await session.execute(insert(cast(Table, Relation.__table__)), relations)
 
 
 async def elements_page(

@@ -187,3 +187,23 @@ async def test_redis_stop_and_freeze_flip_readiness_and_recover(
         own_redis.start()
         await asyncio.sleep(0.2)
         assert (await ready_within(api))[0] == 200
+
+
+async def test_sigterm_marks_the_process_draining_before_the_server_stops(
+    sqlite_api: Api,
+) -> None:
+    from bem.kit.health import mark_draining_on_sigterm
+
+    server_handler_calls: list[int] = []
+    previous = signal.signal(
+        signal.SIGTERM, lambda signum, frame: server_handler_calls.append(signum)
+    )
+    try:
+        mark_draining_on_sigterm(sqlite_api.app)  # as at startup, over the server's handler
+        os.kill(os.getpid(), signal.SIGTERM)
+        await asyncio.sleep(0)
+        assert server_handler_calls == [signal.SIGTERM]  # the server still shuts down
+        status, body, _ = await ready_within(sqlite_api)
+        assert status == 503 and body["failing"] == ["draining"]
+    finally:
+        signal.signal(signal.SIGTERM, previous)

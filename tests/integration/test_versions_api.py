@@ -39,6 +39,11 @@ def generated() -> list[dict[str, Any]]:
     return list(element_documents(ifcgen.generate(60)))
 
 
+async def assert_nothing_stored(api: Api) -> None:
+    for table in ("versions", "version_elements", "element_payloads", "relations"):
+        assert await api.scalar(f"SELECT count(*) FROM {table}") == 0, table  # noqa: S608
+
+
 async def new_model(api: Api, headers: dict[str, str]) -> str:
     pid = (await api.client.post("/v1/projects", json={"name": "P"}, headers=headers)).json()["id"]
     r = await api.client.post(f"/v1/projects/{pid}/models", json={"name": "M"}, headers=headers)
@@ -190,8 +195,7 @@ async def test_bad_uploads_fail_cleanly(
     assert r.status_code == status, r.text
     assert r.headers["content-type"] == "application/problem+json"
     assert detail in r.text
-    for table in ("versions", "version_elements", "element_payloads", "relations"):
-        assert await api.scalar(f"SELECT count(*) FROM {table}") == 0, table  # noqa: S608
+    await assert_nothing_stored(api)
 
 
 async def test_failure_after_batches_were_written_leaves_nothing(api: Api) -> None:
@@ -203,8 +207,7 @@ async def test_failure_after_batches_were_written_leaves_nothing(api: Api) -> No
     docs.append(wall("0000000000000000000WZZ", type="0000000000000000000T99"))
     r = await upload(api, model_id, alice, ndjson(docs))
     assert r.status_code == 422 and "type 0000000000000000000T99" in r.text
-    for table in ("versions", "version_elements", "element_payloads", "relations"):
-        assert await api.scalar(f"SELECT count(*) FROM {table}") == 0, table  # noqa: S608
+    await assert_nothing_stored(api)
 
 
 async def test_large_ndjson_is_written_in_batches(api: Api) -> None:

@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import structlog
 from fastapi import Request
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bem.auth.models import AuditEvent
@@ -78,27 +76,3 @@ def record(
         target_type=target_type,
         target_id=str(target_id) if target_id is not None else None,
     )
-
-
-async def events(
-    session: AsyncSession,
-    *,
-    action: str | None,
-    actor_id: uuid.UUID | None,
-    since: datetime | None,
-    until: datetime | None,
-    before_id: int | None,
-    limit: int,
-) -> list[AuditEvent]:
-    stmt = select(AuditEvent)
-    if action is not None:
-        stmt = stmt.where(AuditEvent.action == action)
-    if actor_id is not None:
-        stmt = stmt.where(AuditEvent.actor_id == actor_id)
-    if since is not None:
-        stmt = stmt.where(AuditEvent.at >= since)
-    if until is not None:
-        stmt = stmt.where(AuditEvent.at < until)
-    if before_id is not None:
-        stmt = stmt.where(AuditEvent.id < before_id)
-    return list(await session.scalars(stmt.order_by(AuditEvent.id.desc()).limit(limit)))

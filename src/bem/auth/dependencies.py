@@ -17,7 +17,6 @@ from typing import Annotated, Any, Literal
 import structlog
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bem.auth import repository, service
@@ -28,8 +27,8 @@ from bem.config import Settings
 from bem.kit.db import SessionDep
 from bem.kit.errors import Forbidden, NotFound, Unauthorized, Unprocessable
 from bem.kit.security import TOKEN_PREFIX
-from bem.projects.models import Model
-from bem.versions.models import Version
+from bem.projects import repository as projects_repository
+from bem.versions import repository as versions_repository
 
 bearer = HTTPBearer(
     auto_error=False,
@@ -99,21 +98,18 @@ async def _project_of(session: AsyncSession, params: dict[str, Any]) -> uuid.UUI
         if "project_id" in params:
             return uuid.UUID(str(params["project_id"]))
         if "model_id" in params:
-            stmt = select(Model.project_id).where(Model.id == uuid.UUID(str(params["model_id"])))
-        elif "version_id" in params:
-            stmt = (
-                select(Model.project_id)
-                .join(Version, Version.model_id == Model.id)
-                .where(Version.id == uuid.UUID(str(params["version_id"])))
+            return await projects_repository.project_of_model(
+                session, uuid.UUID(str(params["model_id"]))
             )
-        else:
-            raise LookupError("a project permission on a route without a project in its path")
+        if "version_id" in params:
+            return await versions_repository.project_of_version(
+                session, uuid.UUID(str(params["version_id"]))
+            )
     except ValueError as exc:
         raise Unprocessable(
             "The id in the path is not a valid UUID.", slug="validation-error"
         ) from exc
-    result: uuid.UUID | None = await session.scalar(stmt)
-    return result
+    raise LookupError("a project permission on a route without a project in its path")
 
 
 async def _role(session: AsyncSession, project_id: uuid.UUID, user_id: uuid.UUID) -> Role | None:

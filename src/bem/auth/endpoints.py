@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, BackgroundTasks, Query, Request, Response, status
 
-from bem.auth import audit, service
+from bem.auth import audit, repository, service
 from bem.auth.audit import origin_of
 from bem.auth.dependencies import Access, allow
 from bem.auth.models import ApiToken, User
@@ -302,7 +302,7 @@ async def audit_log(
     values = decode_cursor(cursor, 1)
     if values is not None and not isinstance(values[0], int):
         raise InvalidCursor()
-    rows = await audit.events(
+    rows = await repository.audit_events(
         session,
         action=action,
         actor_id=actor_id,

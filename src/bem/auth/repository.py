@@ -6,7 +6,14 @@ from datetime import datetime
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bem.auth.models import ApiToken, OtpChallenge, RecoveryCode, RefreshToken, User
+from bem.auth.models import (
+    ApiToken,
+    AuditEvent,
+    OtpChallenge,
+    RecoveryCode,
+    RefreshToken,
+    User,
+)
 from bem.projects.models import Membership, Project
 
 
@@ -115,3 +122,28 @@ async def membership_role(
 
 async def project_exists(session: AsyncSession, project_id: uuid.UUID) -> bool:
     return await session.get(Project, project_id) is not None
+
+
+async def audit_events(
+    session: AsyncSession,
+    *,
+    action: str | None,
+    actor_id: uuid.UUID | None,
+    since: datetime | None,
+    until: datetime | None,
+    before_id: int | None,
+    limit: int,
+) -> list[AuditEvent]:
+    """Newest first; ``before_id`` is the keyset cursor."""
+    stmt = select(AuditEvent)
+    if action is not None:
+        stmt = stmt.where(AuditEvent.action == action)
+    if actor_id is not None:
+        stmt = stmt.where(AuditEvent.actor_id == actor_id)
+    if since is not None:
+        stmt = stmt.where(AuditEvent.at >= since)
+    if until is not None:
+        stmt = stmt.where(AuditEvent.at < until)
+    if before_id is not None:
+        stmt = stmt.where(AuditEvent.id < before_id)
+    return list(await session.scalars(stmt.order_by(AuditEvent.id.desc()).limit(limit)))

@@ -106,10 +106,6 @@ class TooManyRequests(Problem):
         super().__init__(detail, headers={"Retry-After": str(retry_after_s)})
 
 
-class ServiceUnavailable(Problem):
-    status, slug = 503, "service-unavailable"
-
-
 def problem_response(
     status: int,
     slug: str,

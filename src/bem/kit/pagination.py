@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import uuid
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Annotated, Any, Generic, TypeVar
 
 import orjson
@@ -50,6 +52,20 @@ def decode_cursor(cursor: str | None, arity: int) -> list[Any] | None:
     if not all(isinstance(v, str | int | float) for v in values):
         raise InvalidCursor()
     return values
+
+
+def decode_time_id_cursor(cursor: str | None) -> tuple[datetime, uuid.UUID] | None:
+    """The ``(created_at, id)`` position encoded by :func:`time_id_key`."""
+    if (values := decode_cursor(cursor, 2)) is None:
+        return None
+    try:
+        return datetime.fromisoformat(str(values[0])), uuid.UUID(str(values[1]))
+    except ValueError as exc:
+        raise InvalidCursor() from exc
+
+
+def time_id_key(row: Any) -> list[Any]:
+    return [row.created_at.isoformat(), str(row.id)]
 
 
 def page_of(

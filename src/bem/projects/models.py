@@ -8,8 +8,6 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from bem.kit.db import Base, UTCDateTime, utcnow
 
-ROLES = ("owner", "editor", "viewer")
-
 
 class Project(Base):
     __tablename__ = "projects"

@@ -81,3 +81,10 @@ async def owner_count(session: AsyncSession, project_id: uuid.UUID) -> int:
         .where(Membership.project_id == project_id, Membership.role == "owner")
     )
     return int(count or 0)
+
+
+async def project_of_model(session: AsyncSession, model_id: uuid.UUID) -> uuid.UUID | None:
+    result: uuid.UUID | None = await session.scalar(
+        select(Model.project_id).where(Model.id == model_id)
+    )
+    return result

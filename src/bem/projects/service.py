@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -13,7 +12,13 @@ from bem.auth.audit import Origin
 from bem.auth.dependencies import Principal
 from bem.auth.models import User
 from bem.kit.errors import Conflict, NotFound
-from bem.kit.pagination import InvalidCursor, decode_cursor, page_of
+from bem.kit.pagination import (
+    InvalidCursor,
+    decode_cursor,
+    decode_time_id_cursor,
+    page_of,
+    time_id_key,
+)
 from bem.projects import repository
 from bem.projects.models import Membership, Model, Project
 from bem.projects.schemas import ModelCreate, ProjectCreate, ProjectUpdate
@@ -38,15 +43,10 @@ async def get_project(session: AsyncSession, project_id: uuid.UUID) -> Project:
 async def list_projects(
     session: AsyncSession, principal: Principal, cursor: str | None, limit: int
 ) -> tuple[list[Project], str | None]:
-    after = None
-    if (values := decode_cursor(cursor, 2)) is not None:
-        try:
-            after = (datetime.fromisoformat(str(values[0])), uuid.UUID(str(values[1])))
-        except ValueError as exc:
-            raise InvalidCursor() from exc
+    after = decode_time_id_cursor(cursor)
     member = None if principal.user.is_admin else principal.user.id
     rows = await repository.list_projects(session, member, principal.project_id, after, limit + 1)
-    return page_of(rows, limit, lambda p: [p.created_at.isoformat(), str(p.id)])
+    return page_of(rows, limit, time_id_key)
 
 
 async def update_project(

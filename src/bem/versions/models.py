@@ -9,8 +9,6 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from bem.kit.db import Base, JSONDoc, UTCDateTime, utcnow
 
-VERSION_STATUSES = ("pending", "ready", "failed")
-
 
 class Version(Base):
     """An immutable snapshot of a model. ``seq`` is assigned when the version turns ready."""

@@ -91,3 +91,12 @@ async def element(
         )
     ).first()
     return (row[0], row[1]) if row else None
+
+
+async def project_of_version(session: AsyncSession, version_id: uuid.UUID) -> uuid.UUID | None:
+    result: uuid.UUID | None = await session.scalar(
+        select(Model.project_id)
+        .join(Version, Version.model_id == Model.id)
+        .where(Version.id == version_id)
+    )
+    return result

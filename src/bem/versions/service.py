@@ -19,7 +19,6 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import IO, Any
 
 import anyio.to_thread
@@ -30,7 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bem.auth.models import User
 from bem.kit.canonical import content_hash, normalize
 from bem.kit.errors import NotFound, Problem, Unprocessable
-from bem.kit.pagination import InvalidCursor, decode_cursor, page_of
+from bem.kit.pagination import decode_cursor, decode_time_id_cursor, page_of, time_id_key
 from bem.projects.models import Model
 from bem.versions import repository
 from bem.versions.models import Version
@@ -234,14 +233,9 @@ async def get_version(session: AsyncSession, version_id: uuid.UUID) -> Version:
 async def list_versions(
     session: AsyncSession, model: Model, cursor: str | None, limit: int
 ) -> tuple[list[Version], str | None]:
-    before = None
-    if (values := decode_cursor(cursor, 2)) is not None:
-        try:
-            before = (datetime.fromisoformat(str(values[0])), uuid.UUID(str(values[1])))
-        except ValueError as exc:
-            raise InvalidCursor() from exc
+    before = decode_time_id_cursor(cursor)
     rows = await repository.list_versions(session, model.id, before, limit + 1)
-    return page_of(rows, limit, lambda v: [v.created_at.isoformat(), str(v.id)])
+    return page_of(rows, limit, time_id_key)
 
 
 # ---- element reads ---------------------------------------------------------------------

@@ -41,6 +41,7 @@ from bem.kit.routes import api_routes
 from bem.kit.tracing import setup_tracing, trace_engine
 from bem.ops.endpoints import router as ops_router
 from bem.projects.endpoints import router as projects_router
+from bem.query.endpoints import router as query_router
 from bem.versions.endpoints import router as versions_router
 from bem.versions.schemas import ElementIn
 
@@ -215,6 +216,7 @@ def create_app(settings: Settings, *, span_exporter: SpanExporter | None = None)
     app.include_router(ops_router)
     app.include_router(projects_router)
     app.include_router(versions_router)
+    app.include_router(query_router)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

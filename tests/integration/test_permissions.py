@@ -39,6 +39,7 @@ SAMPLE_BODIES: dict[str, Any] = {
         {"global_id": STOREY, "ifc_class": "IfcBuildingStorey", "name": "L1"}
     ),
     "POST /v1/me/totp": None,
+    "POST /v1/versions/{version_id}/query": {"q": "IfcBuildingStorey"},
 }
 BODILESS = ("GET", "DELETE")
 

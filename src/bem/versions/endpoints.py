@@ -19,6 +19,7 @@ from bem.kit.pagination import CursorParam, LimitParam, Page
 from bem.kit.ratelimit import Concurrency, rate_limit
 from bem.kit.text import LongText, Text
 from bem.projects import service as projects
+from bem.query import service as query
 from bem.versions import service
 from bem.versions.models import Version
 from bem.versions.schemas import GLOBAL_ID_PATTERN, ElementOut, VersionOut
@@ -32,6 +33,21 @@ FieldsParam = Annotated[
         max_length=2000,
         description="Comma-separated parts of each element to return, e.g. "
         "`name,ifc_class,properties.Pset_WallCommon`; `global_id` is always included.",
+    ),
+]
+SelectorParam = Annotated[
+    str | None,
+    Query(
+        max_length=4000,
+        description="An IfcOpenShell selector, e.g. `IfcWall, Pset_WallCommon.FireRating=REI90` "
+        "(see docs/query.md). Omitted or blank: every element.",
+    ),
+]
+SortParam = Annotated[
+    str,
+    Query(
+        pattern=r"^-?(global_id|name|ifc_class)$",
+        description="`global_id`, `name` or `ifc_class`; prefix `-` for descending.",
     ),
 ]
 GlobalIdPath = Annotated[str, Path(pattern=GLOBAL_ID_PATTERN, description="IFC GlobalId")]
@@ -145,24 +161,26 @@ async def get_version(version_id: uuid.UUID, session: SessionDep, _: Read) -> Ve
     response_model=Page[ElementOut],
     responses={**problem_responses(400, 404), 304: {"description": "Not modified"}},
     tags=["elements"],
-    summary="Elements of a version, by GlobalId, cursor-paginated",
+    summary="Elements of a version, optionally filtered by a selector, cursor-paginated",
 )
 async def list_elements(
     version_id: uuid.UUID,
     request: Request,
     session: SessionDep,
     _: Read,
+    q: SelectorParam = None,
+    sort: SortParam = "global_id",
     cursor: CursorParam = None,
     limit: LimitParam = 100,
     fields: FieldsParam = None,
 ) -> Response:
     chosen = service.parse_fields(fields)
     version = await service.get_version(session, version_id)
-    key = orjson.dumps([str(version.id), version.status, cursor, limit, chosen])
+    key = orjson.dumps([str(version.id), version.status, q, sort, cursor, limit, chosen])
     etag = f'"{hashlib.sha256(key).hexdigest()[:32]}"'
     if cached := _not_modified(request, etag):
         return cached
-    page = await service.elements_page(session, version, cursor, limit, chosen)
+    page = await query.query_page(session, version, q, sort, cursor, limit, chosen)
     return _json(page, {"ETag": etag})
 
 

@@ -66,20 +66,6 @@ async def write_batch(
         await session.execute(insert(cast(Table, Relation.__table__)), relations)
 
 
-async def elements_page(
-    session: AsyncSession, version_id: uuid.UUID, after: str | None, limit: int
-) -> list[tuple[str, dict[str, Any]]]:
-    stmt = (
-        select(VersionElement.global_id, ElementPayload.doc)
-        .join(ElementPayload, ElementPayload.hash == VersionElement.payload_hash)
-        .where(VersionElement.version_id == version_id)
-    )
-    if after is not None:
-        stmt = stmt.where(VersionElement.global_id > after)
-    rows = await session.execute(stmt.order_by(VersionElement.global_id).limit(limit))
-    return [(gid, doc) for gid, doc in rows.all()]
-
-
 async def element(
     session: AsyncSession, version_id: uuid.UUID, global_id: str
 ) -> tuple[str, dict[str, Any]] | None:

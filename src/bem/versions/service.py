@@ -29,7 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bem.auth.models import User
 from bem.kit.canonical import content_hash, normalize
 from bem.kit.errors import NotFound, Problem, Unprocessable
-from bem.kit.pagination import decode_cursor, decode_time_id_cursor, page_of, time_id_key
+from bem.kit.pagination import decode_time_id_cursor, page_of, time_id_key
 from bem.projects.models import Model
 from bem.versions import repository
 from bem.versions.models import Version
@@ -274,22 +274,6 @@ def shape_element(gid: str, doc: dict[str, Any], fields: tuple[str, ...] | None)
         else:
             out.setdefault(top, {})
     return out
-
-
-async def elements_page(
-    session: AsyncSession,
-    version: Version,
-    cursor: str | None,
-    limit: int,
-    fields: tuple[str, ...] | None,
-) -> dict[str, Any]:
-    values = decode_cursor(cursor, 1)
-    rows = await repository.elements_page(
-        session, version.id, str(values[0]) if values else None, limit + 1
-    )
-    page, next_cursor = page_of(rows, limit, lambda row: [row[0]])
-    items = [shape_element(gid, doc, fields) for gid, doc in page]
-    return {"items": items, "next_cursor": next_cursor}
 
 
 async def get_element(

@@ -1,0 +1,417 @@
+"""Selector AST -> one SQL predicate over a version's elements, on PostgreSQL and SQLite.
+
+The predicate reads ``ve`` (``version_elements``) and ``p`` (``element_payloads``). User text
+only ever reaches the database as bound parameters; the SQL around it is fixed.
+
+Semantics follow ``ifcopenshell.util.selector`` facet by facet (see docs/query.md), including
+its quirks: a value compares by the *stored* value's JSON type (numbers numerically, strings
+as strings, booleans only to ``TRUE``/``FALSE`` or integers), ``!`` negates the whole facet, a
+list matches when any item does, and material/classification/location/group facets negate
+"any item matches" for every operator but ``=``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any
+
+from bem.query.selector import Comparison, Entity, Facet, Filter, Instance, Selector, Special
+
+ATTRIBUTES = {
+    "Name": "name",
+    "Description": "description",
+    "ObjectType": "object_type",
+    "Tag": "tag",
+    "PredefinedType": "predefined_type",
+    "GlobalId": None,
+}
+# Edges whose target is the "parent" in IfcOpenShell's decomposition (get_decomposition).
+DECOMPOSITION_KINDS = ("contained_in", "aggregated_by", "voids", "fills")
+TRUE, FALSE = "(1=1)", "(1=0)"
+
+
+class UnsupportedFacet(ValueError):
+    pass
+
+
+@cache
+def subclasses(ifc_class: str) -> tuple[str, ...]:
+    """``ifc_class`` and every subtype, in any of IFC2X3, IFC4 and IFC4X3 (case-insensitive)."""
+    import ifcopenshell.ifcopenshell_wrapper as wrapper
+
+    found: set[str] = set()
+    for schema_name in wrapper.schema_names():
+        if not schema_name.startswith("IFC"):
+            continue
+        try:
+            declaration = wrapper.schema_by_name(schema_name).declaration_by_name(ifc_class)
+        except RuntimeError:
+            continue  # not a class of this schema
+        root = declaration.as_entity()
+        stack: list[Any] = [root] if root is not None else []
+        while stack:
+            entity = stack.pop()
+            found.add(entity.name())
+            stack.extend(entity.subtypes())
+    return tuple(sorted(found))
+
+
+def compare_none(comparison: Comparison) -> bool:
+    """IfcOpenShell's ``compare(None, op, value)``, which is known before the query runs."""
+    value = comparison.value
+    result = isinstance(value, Special) and value.value is None
+    return not result if comparison.negated else result
+
+
+def _as_float(text: str) -> float | None:
+    try:
+        number = float(text)
+    except ValueError:
+        return None
+    return None if number != number else number  # NaN never compares equal
+
+
+def _as_int(text: str) -> int | None:
+    try:
+        return int(text)
+    except ValueError:
+        return None
+
+
+@dataclass
+class Json:
+    """A JSON value in SQL. ``pg`` is a jsonb expression; on SQLite ``kind`` is a
+    ``json_type``-style name (SQL NULL when missing), ``atom`` the SQL scalar and ``raw`` the
+    JSON text of an array or object."""
+
+    pg: str = ""
+    kind: str = ""
+    atom: str = ""
+    raw: str = ""
+
+
+@dataclass
+class Compiler:
+    dialect: str
+    params: dict[str, Any] = field(default_factory=dict)
+    _names: itertools.count[int] = field(default_factory=itertools.count)
+
+    @property
+    def pg(self) -> bool:
+        return self.dialect == "postgresql"
+
+    def param(self, value: Any) -> str:
+        name = f"bq{next(self._names)}"
+        self.params[name] = value
+        return f":{name}"
+
+    def alias(self, stem: str) -> str:
+        return f"{stem}{next(self._names)}"
+
+    # JSON access -----------------------------------------------------------------------
+    def field(self, doc: str, *keys: str) -> Json:
+        """A fixed path into a document column (keys are BEM's own field names)."""
+        if self.pg:
+            return Json(pg=doc + "".join(f"->'{k}'" for k in keys))
+        path = "'$." + ".".join(keys) + "'"
+        return Json(
+            kind=f"json_type({doc}, {path})",
+            atom=f"json_extract({doc}, {path})",
+            raw=f"json_extract({doc}, {path})",
+        )
+
+    def text_column(self, column: str) -> Json:
+        if self.pg:
+            return Json(pg=f"to_jsonb({column})")
+        return Json(kind="'text'", atom=column, raw=column)
+
+    def each(self, alias: str, container: Json, *, objects: bool = False) -> tuple[str, Json]:
+        """A FROM item over an array's items (or an object's values); ``alias.k`` is the key."""
+        if self.pg:
+            fn = "jsonb_each" if objects else "jsonb_array_elements"
+            columns = "(k, v)" if objects else "(v)"
+            return f"{fn}({container.pg}) AS {alias}{columns}", Json(pg=f"{alias}.v")
+        return (
+            f"json_each({container.raw}) AS {alias}",
+            Json(kind=f"{alias}.type", atom=f"{alias}.atom", raw=f"{alias}.value"),
+        )
+
+    def key(self, alias: str) -> str:
+        return f"{alias}.k" if self.pg else f"{alias}.key"
+
+    def regex(self, subject: str, pattern: re.Pattern[str]) -> str:
+        bound = self.param(f"^(?:{pattern.pattern})")
+        return f"({subject} ~ {bound})" if self.pg else f"({subject} REGEXP {bound})"
+
+    def _is(self, value: Json, kind: str) -> str:
+        """kind: string, number, boolean, true, false, null, array."""
+        if self.pg:
+            if kind in ("true", "false"):
+                return f"({value.pg} = '{kind}'::jsonb)"
+            return f"(jsonb_typeof({value.pg}) = '{kind}')"
+        sqlite_kinds = {
+            "string": "('text')",
+            "number": "('integer', 'real')",
+            "boolean": "('true', 'false')",
+        }.get(kind, f"('{kind}')")
+        return f"({value.kind} IN {sqlite_kinds})"
+
+    def _text(self, value: Json) -> str:
+        return f"({value.pg} #>> '{{}}')" if self.pg else value.atom
+
+    def _number(self, value: Json) -> str:
+        return f"({value.pg})::float8" if self.pg else value.atom
+
+    def _scalar(self, value: Json, operator: str, target: Any) -> str:
+        """IfcOpenShell's ``compare`` for one non-list value and an operator without ``!``."""
+        if isinstance(target, Special):
+            if target.value is None:
+                missing = f"({value.pg} IS NULL)" if self.pg else f"({value.kind} IS NULL)"
+                return f"({missing} OR {self._is(value, 'null')})"
+            return self._is(value, "true" if target.value else "false")
+        if isinstance(target, re.Pattern):
+            return f"({self._is(value, 'string')} AND {self.regex(self._text(value), target)})"
+        branches = []
+        sql_op = {">=": ">=", "<=": "<=", ">": ">", "<": "<"}.get(operator, "=")
+        number = _as_float(target)
+        if number is not None:
+            bound = self.param(number)
+            check = f"{self._number(value)} {sql_op} {bound}"
+            if self.pg:  # the cast must only see numbers
+                check = f"CASE WHEN {self._is(value, 'number')} THEN {check} ELSE FALSE END"
+                branches.append(f"({check})")
+            else:
+                branches.append(f"({self._is(value, 'number')} AND {check})")
+        integer = _as_int(target)
+        if integer is not None:
+            flag = f"(CASE WHEN {self._is(value, 'true')} THEN 1 ELSE 0 END)"
+            bound = self.param(integer)
+            branches.append(f"({self._is(value, 'boolean')} AND {flag} {sql_op} {bound})")
+        text = self.param(target)
+        if operator == "*=":
+            position = "strpos" if self.pg else "instr"
+            check = f"{position}({self._text(value)}, {text}) > 0"
+        else:
+            check = f"{self._text(value)} = {text}"
+        branches.append(f"({self._is(value, 'string')} AND {check})")
+        return "(" + " OR ".join(branches) + ")"
+
+    def compare(self, value: Json, comparison: Comparison, *, lists: bool = False) -> str:
+        """``compare(element_value, op, value)``; with ``lists``, the value may be a list
+        (property values), which matches when any item does."""
+        result = self._scalar(value, comparison.operator, comparison.value)
+        if lists:
+            alias = self.alias("li")
+            source, item = self.each(alias, value)
+            in_list = self._scalar(item, comparison.operator, comparison.value)
+            items = f"EXISTS (SELECT 1 FROM {source} WHERE {in_list})"
+            result = f"(CASE WHEN {self._is(value, 'array')} THEN {items} ELSE {result} END)"
+        result = f"COALESCE({result}, {FALSE})"
+        return f"(NOT {result})" if comparison.negated else result
+
+    # Facets ------------------------------------------------------------------------------
+    def facet(self, facet: Filter) -> str:
+        method = getattr(self, f"_facet_{facet.kind}")
+        result: str = method(facet)
+        return result
+
+    def _facet_attribute(self, facet: Filter) -> str:
+        if facet.name not in ATTRIBUTES:
+            supported = ", ".join(ATTRIBUTES)
+            raise UnsupportedFacet(
+                f"attribute {facet.name} is not stored; attributes you can filter on: {supported}"
+            )
+        key = ATTRIBUTES[facet.name]
+        value = self.text_column("ve.global_id") if key is None else self.field("p.doc", key)
+        return self.compare(value, facet.comparison)
+
+    def _facet_type(self, facet: Filter) -> str:
+        name = self.compare(self.field("p.doc", "type", "name"), facet.comparison)
+        gid = self.compare(self.field("p.doc", "type", "global_id"), facet.comparison)
+        return f"({name} OR {gid})"
+
+    def _any_item(self, array: str, keys: tuple[str, ...], comparison: Comparison) -> str:
+        alias = self.alias("it")
+        source, item = self.each(alias, self.field("p.doc", array))
+        checks = " OR ".join(self.compare(self._member(item, k), comparison) for k in keys)
+        return f"EXISTS (SELECT 1 FROM {source} WHERE {checks})"
+
+    def _member(self, item: Json, key: str) -> Json:
+        if self.pg:
+            return Json(pg=f"{item.pg}->'{key}'")
+        return Json(
+            kind=f"json_type({item.raw}, '$.{key}')",
+            atom=f"json_extract({item.raw}, '$.{key}')",
+            raw=f"json_extract({item.raw}, '$.{key}')",
+        )
+
+    def _any_or_none(self, array: str, keys: tuple[str, ...], comparison: Comparison) -> str:
+        """The material and classification facets: any item's fields, negated for every
+        operator but ``=``; an element without items compares as None."""
+        found = self._any_item(array, keys, comparison)
+        if comparison.op != "=":
+            found = f"(NOT {found})"
+        items = self.field("p.doc", array)
+        length = f"jsonb_array_length({items.pg})" if self.pg else f"json_array_length({items.raw})"
+        has_items = f"({length} > 0)"
+        fallback = TRUE if compare_none(comparison) else FALSE
+        return f"(CASE WHEN {has_items} THEN {found} ELSE {fallback} END)"
+
+    def _facet_material(self, facet: Filter) -> str:
+        return self._any_or_none("materials", ("name", "category"), facet.comparison)
+
+    def _facet_classification(self, facet: Filter) -> str:
+        return self._any_or_none("classification", ("name", "identification"), facet.comparison)
+
+    def _facet_group(self, facet: Filter) -> str:
+        equals = Comparison(op="=", value=facet.comparison.value)
+        found = self._any_item("groups", ("name", "global_id"), equals)
+        return found if facet.comparison.op == "=" else f"(NOT {found})"
+
+    def _key_match(self, column: str, key: Any) -> str:
+        if isinstance(key, re.Pattern):
+            return self.regex(column, key)
+        return f"({column} = {self.param(key)})"
+
+    def _facet_property(self, facet: Filter) -> str:
+        pset, prop, comparison = facet.pset, facet.prop, facet.comparison
+        if self.pg and isinstance(pset, str) and isinstance(prop, str):
+            a, b = self.param(pset), self.param(prop)
+            value = Json(
+                pg=f"COALESCE(p.doc->'properties'->{a}->{b}, p.doc->'quantities'->{a}->{b})"
+            )
+            return self.compare(value, comparison, lists=True)
+        candidates, matches = [], []
+        for section in ("properties", "quantities"):
+            ps, pr = self.alias("ps"), self.alias("pr")
+            sets, _ = self.each(ps, self.field("p.doc", section), objects=True)
+            pset_value = Json(pg=f"{ps}.v", raw=f"{ps}.value")
+            props, value = self.each(pr, pset_value, objects=True)
+            where = (
+                f"{self._key_match(self.key(ps), pset)} AND {self._key_match(self.key(pr), prop)}"
+            )
+            if isinstance(pset, re.Pattern) and isinstance(prop, str):
+                where += f" AND NOT {self._scalar(value, '=', Special(None))}"
+            base = f"SELECT 1 FROM {sets} CROSS JOIN {props} WHERE {where}"
+            candidates.append(f"EXISTS ({base})")
+            matches.append(f"EXISTS ({base} AND {self.compare(value, comparison, lists=True)})")
+        fallback = TRUE if compare_none(comparison) else FALSE
+        return (
+            f"(CASE WHEN ({' OR '.join(candidates)}) THEN ({' OR '.join(matches)}) "
+            f"ELSE {fallback} END)"
+        )
+
+    def _node_matches(self, alias_ve: str, alias_p: str, comparison: Comparison) -> str:
+        name = self.compare(self.field(f"{alias_p}.doc", "name"), comparison)
+        gid = self.compare(self.text_column(f"{alias_ve}.global_id"), comparison)
+        return f"({name} OR {gid})"
+
+    def _version_elements(self, alias_ve: str, alias_p: str) -> str:
+        return (
+            f"version_elements AS {alias_ve} JOIN element_payloads AS {alias_p} "
+            f"ON {alias_p}.hash = {alias_ve}.payload_hash"
+        )
+
+    def _facet_location(self, facet: Filter) -> str:
+        """The element's container (or, without one, its aggregate) or any aggregate above
+        it, up to but excluding the IfcProject, matches by Name or GlobalId."""
+        comparison = facet.comparison
+        equals = Comparison(op="=", value=comparison.value)
+        v, tree = ":bem_version", self.alias("tree")
+        ve2, p2 = self.alias("ve"), self.alias("p")
+        rel = self.alias("rel")
+        anchor = (
+            f"SELECT {ve2}.global_id FROM {self._version_elements(ve2, p2)} "
+            f"WHERE {ve2}.version_id = {v} AND {p2}.ifc_class <> 'IfcProject' "
+            f"AND {self._node_matches(ve2, p2, equals)}"
+        )
+        descend = (
+            f"SELECT {rel}.source FROM relations AS {rel} JOIN {tree} ON {rel}.target = {tree}.gid "
+            f"WHERE {rel}.version_id = {v} AND {rel}.kind = 'aggregated_by'"
+        )
+        subtree = f"WITH RECURSIVE {tree}(gid) AS ({anchor} UNION {descend}) SELECT gid FROM {tree}"
+        container = self.field("p.doc", "container", "global_id")
+        parent = self.field("p.doc", "parent")
+        parent_gid = self.field("p.doc", "parent", "global_id")
+        parent_class = self.field("p.doc", "parent", "ifc_class")
+        if self.pg:
+            start = f"COALESCE({container.pg} #>> '{{}}', {parent_gid.pg} #>> '{{}}')"
+            no_container = f"({container.pg} IS NULL OR jsonb_typeof({container.pg}) = 'null')"
+            parent_missing = f"(jsonb_typeof({parent.pg}) IS DISTINCT FROM 'object')"
+            project = f"({parent_class.pg} #>> '{{}}') = 'IfcProject'"
+        else:
+            start = f"COALESCE({container.atom}, {parent_gid.atom})"
+            no_container = f"({container.atom} IS NULL)"
+            parent_missing = f"({parent.kind} IS NOT 'object')"
+            project = f"{parent_class.atom} = 'IfcProject'"
+        empty_tree = f"({no_container} AND ({parent_missing} OR {project}))"
+        found = f"({start} IN ({subtree}))"
+        if comparison.op != "=":
+            found = f"(NOT {found})"
+        fallback = TRUE if compare_none(comparison) else FALSE
+        return f"(CASE WHEN {empty_tree} THEN {fallback} ELSE COALESCE({found}, {FALSE}) END)"
+
+    def _facet_parent(self, facet: Filter) -> str:
+        """Parents (relating objects of aggregation, containment, voids and fills) matching by
+        Name or GlobalId, and everything they decompose into, recursively."""
+        v, tree = ":bem_version", self.alias("tree")
+        ve2, p2, rel, rel2 = self.alias("ve"), self.alias("p"), self.alias("rel"), self.alias("rel")
+        kinds = ", ".join(f"'{k}'" for k in DECOMPOSITION_KINDS)
+        name = self.compare(self.field(f"{p2}.doc", "name"), facet.comparison)
+        gid = self.compare(self.text_column(f"{rel}.target"), facet.comparison)
+        anchor = (
+            f"SELECT DISTINCT {rel}.target FROM relations AS {rel} "
+            f"LEFT JOIN version_elements AS {ve2} "
+            f"ON {ve2}.version_id = {v} AND {ve2}.global_id = {rel}.target "
+            f"LEFT JOIN element_payloads AS {p2} ON {p2}.hash = {ve2}.payload_hash "
+            f"WHERE {rel}.version_id = {v} AND {rel}.kind IN ({kinds}) "
+            f"AND ({gid} OR COALESCE({name}, {FALSE}))"
+        )
+        descend = (
+            f"SELECT {rel2}.source FROM relations AS {rel2} "
+            f"JOIN {tree} ON {rel2}.target = {tree}.gid "
+            f"WHERE {rel2}.version_id = {v} AND {rel2}.kind IN ({kinds})"
+        )
+        subtree = f"WITH RECURSIVE {tree}(gid) AS ({anchor} UNION {descend}) SELECT gid FROM {tree}"
+        found = f"(ve.global_id IN ({subtree}))"
+        return found if facet.comparison.op == "=" else f"(NOT {found})"
+
+    # Structure ---------------------------------------------------------------------------
+    def entity(self, facet: Entity) -> str:
+        classes = subclasses(facet.ifc_class)
+        if not classes:
+            return FALSE
+        listed = ", ".join(self.param(c) for c in classes)
+        return f"(p.ifc_class IN ({listed}))"
+
+    def facet_list(self, facets: tuple[Facet, ...]) -> str:
+        """IfcOpenShell's sequential evaluation: the set starts empty; instances and entities
+        add (or with ``!`` remove); the first filter without a prior addition starts from
+        every element."""
+        current, started = FALSE, False
+        for facet in facets:
+            if isinstance(facet, Instance | Entity):
+                test = (
+                    f"(ve.global_id = {self.param(facet.global_id)})"
+                    if isinstance(facet, Instance)
+                    else self.entity(facet)
+                )
+                current = (
+                    f"({current} AND NOT {test})" if facet.negated else f"({current} OR {test})"
+                )
+                started = True
+                continue
+            if not started:
+                current, started = TRUE, True
+            current = f"({current} AND {self.facet(facet)})"
+        return current
+
+
+def compile_selector(selector: Selector, dialect: str) -> tuple[str, dict[str, Any]]:
+    """The SQL predicate and its parameters; ``:bem_version`` must be bound by the caller."""
+    compiler = Compiler(dialect=dialect)
+    lists = [compiler.facet_list(facets) for facets in selector.facet_lists]
+    return "(" + " OR ".join(lists) + ")", compiler.params

@@ -1,0 +1,94 @@
+"""Selector queries over a version: parse, compile, page."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.elements import TextClause
+
+from bem.kit.errors import Problem
+from bem.kit.pagination import InvalidCursor, decode_cursor, page_of
+from bem.query import repository
+from bem.query.compile import UnsupportedFacet, compile_selector
+from bem.query.selector import SelectorError, parse
+from bem.versions.models import Version
+from bem.versions.service import shape_element
+
+SORTS = ("global_id", "name", "ifc_class")
+
+
+class InvalidSelector(Problem):
+    status, slug = 400, "invalid-selector"
+
+
+def where_clause(session: AsyncSession, version: Version, q: str | None) -> TextClause | None:
+    """The compiled selector as a WHERE clause, or None for "every element"."""
+    if q is None or not q.strip():
+        return None
+    try:
+        selector = parse(q)
+        sql, params = compile_selector(selector, session.get_bind().dialect.name)
+    except SelectorError as exc:
+        raise InvalidSelector(
+            f"Selector error at position {exc.position}: {exc.message}.",
+            position=exc.position,
+            selector=q,
+        ) from exc
+    except UnsupportedFacet as exc:
+        raise InvalidSelector(f"{exc}.", selector=q) from exc
+    return repository.predicate(sql, params, version.id)
+
+
+def parse_sort(sort: str) -> tuple[str, bool]:
+    descending = sort.startswith("-")
+    key = sort.removeprefix("-")
+    if key not in SORTS:
+        raise Problem(
+            f"Unknown sort {sort!r}; choose from {', '.join(SORTS)} (prefix - for descending).",
+            slug="invalid-sort",
+        )
+    return key, descending
+
+
+async def run(session: AsyncSession, statement: Any) -> Any:
+    """Execute a selector statement; a pattern the database's regex engine refuses is a 400."""
+    try:
+        return await statement
+    except DBAPIError as exc:
+        if "regular expression" in str(exc.orig).lower():
+            await session.rollback()
+            raise InvalidSelector(
+                "The database cannot evaluate this regular expression (PostgreSQL uses POSIX "
+                "regular expressions)."
+            ) from exc
+        raise
+
+
+async def query_page(
+    session: AsyncSession,
+    version: Version,
+    q: str | None,
+    sort: str,
+    cursor: str | None,
+    limit: int,
+    fields: tuple[str, ...] | None,
+) -> dict[str, Any]:
+    key, descending = parse_sort(sort)
+    arity = 1 if key == "global_id" else 2
+    after = decode_cursor(cursor, arity)
+    if after is not None and not all(isinstance(v, str) for v in after):
+        raise InvalidCursor()
+    where = where_clause(session, version, q)
+    rows = await run(
+        session,
+        repository.select_elements(session, version.id, where, key, descending, after, limit + 1),
+    )
+    page, next_cursor = page_of(
+        rows, limit, lambda row: [row[1]] if arity == 1 else [row[0], row[1]]
+    )
+    return {
+        "items": [shape_element(gid, doc, fields) for _, gid, doc in page],
+        "next_cursor": next_cursor,
+    }

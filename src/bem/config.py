@@ -21,6 +21,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 RATE_LIMIT_RULES = {
     "auth": "10/minute",  # sign-in, refresh, logout: per client IP
     "upload": "60/hour",  # version uploads, per user or token
+    "export": "120/hour",  # takeoffs (JSON, CSV, XLSX), per user or token
 }
 DEV_SECRET_KEY = "dev-insecure-secret-key-change-me"  # noqa: S105 - the refused default
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./var/bem.db"
@@ -117,6 +118,7 @@ class Settings(BaseSettings):
     rate_limit_ip_ceiling: str = "1200/minute"
     rate_limit_rules: dict[str, str] = {}  # merged over RATE_LIMIT_RULES
     max_concurrent_uploads: Annotated[int, Field(ge=1, le=100)] = 2
+    max_concurrent_exports: Annotated[int, Field(ge=1, le=100)] = 2
     trusted_proxies: list[IPvAnyNetwork] = []  # whose X-Forwarded-For is believed
 
     # Request hygiene

@@ -410,8 +410,8 @@ class Compiler:
         return current
 
 
-def compile_selector(selector: Selector, dialect: str) -> tuple[str, dict[str, Any]]:
-    """The SQL predicate and its parameters; ``:bem_version`` must be bound by the caller."""
-    compiler = Compiler(dialect=dialect)
+def compile_selector(selector: Selector, compiler: Compiler) -> str:
+    """The SQL predicate; its parameters are in ``compiler.params`` (the caller binds
+    ``:bem_version``)."""
     lists = [compiler.facet_list(facets) for facets in selector.facet_lists]
-    return "(" + " OR ".join(lists) + ")", compiler.params
+    return "(" + " OR ".join(lists) + ")"

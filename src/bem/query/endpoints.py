@@ -1,16 +1,19 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Any
+from contextlib import nullcontext
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query, Request, Response
 
 from bem.auth.dependencies import Access, allow
 from bem.auth.permissions import PROJECT_READ
 from bem.kit.db import SessionDep
 from bem.kit.errors import problem_responses
 from bem.kit.pagination import Page
+from bem.kit.ratelimit import Concurrency, rate_limit
 from bem.query import service
+from bem.query import takeoff as takeoffs
 from bem.query.schemas import QueryIn
 from bem.versions import service as versions
 from bem.versions.schemas import ElementOut
@@ -32,4 +35,66 @@ async def query_elements(
     version = await versions.get_version(session, version_id)
     return await service.query_page(
         session, version, body.q, body.sort, body.cursor, body.limit, chosen
+    )
+
+
+EXPORT_TYPES = {
+    "csv": "text/csv; charset=utf-8",
+    "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+}
+
+
+@router.get(
+    "/versions/{version_id}/takeoff",
+    dependencies=[rate_limit("export")],
+    responses={
+        **problem_responses(400, 404, 429),
+        200: {"content": {t: {} for t in EXPORT_TYPES.values()}},
+    },
+    summary="Quantity takeoff: counts and quantity aggregates grouped by class, type, storey, "
+    "material or a property; as JSON, CSV or XLSX",
+)
+async def takeoff(
+    version_id: uuid.UUID,
+    request: Request,
+    session: SessionDep,
+    access: Read,
+    q: Annotated[str | None, Query(max_length=4000, description="A selector")] = None,
+    group_by: Annotated[
+        str | None,
+        Query(
+            max_length=600,
+            description="Up to 3 of `class`, `type`, `storey`, `material`, `Pset.Prop`; "
+            "default `class`.",
+        ),
+    ] = None,
+    measures: Annotated[
+        str | None,
+        Query(
+            max_length=3000,
+            description="`Qto_Set.Quantity[:sum|avg|min|max]`, comma-separated; "
+            "e.g. `Qto_WallBaseQuantities.NetVolume`.",
+        ),
+    ] = None,
+    format: Literal["json", "csv", "xlsx"] = "json",
+) -> Any:
+    version = await versions.get_version(session, version_id)
+    if format == "json":
+        return await service.takeoff(session, version, q, group_by, measures)
+    assert access.principal is not None
+    settings = request.app.state.settings
+    concurrency: Concurrency | None = request.app.state.concurrency
+    slot = (
+        concurrency.slot(f"export:{access.principal.user.id}", settings.max_concurrent_exports)
+        if concurrency is not None
+        else nullcontext()
+    )
+    async with slot:
+        result = await service.takeoff(session, version, q, group_by, measures)
+        body = takeoffs.to_csv(result) if format == "csv" else takeoffs.to_xlsx(result)
+    filename = f"takeoff-{version.id}.{format}"
+    return Response(
+        body,
+        media_type=EXPORT_TYPES[format],
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
     )

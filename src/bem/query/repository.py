@@ -75,3 +75,10 @@ async def select_elements(
     stmt = stmt.add_columns(column if column is not None else ve.c.global_id)
     rows = await session.execute(stmt.order_by(*order).limit(limit))
     return [(row[2], row[0], row[1]) for row in rows.all()]
+
+
+async def rows(
+    session: AsyncSession, sql: str, params: dict[str, Any], version_id: uuid.UUID
+) -> list[Any]:
+    result = await session.execute(predicate(sql, params, version_id))
+    return list(result.all())

@@ -11,7 +11,8 @@ from sqlalchemy.sql.elements import TextClause
 from bem.kit.errors import Problem
 from bem.kit.pagination import InvalidCursor, decode_cursor, page_of
 from bem.query import repository
-from bem.query.compile import UnsupportedFacet, compile_selector
+from bem.query import takeoff as takeoffs
+from bem.query.compile import Compiler, UnsupportedFacet, compile_selector
 from bem.query.selector import SelectorError, parse
 from bem.versions.models import Version
 from bem.versions.service import shape_element
@@ -23,13 +24,16 @@ class InvalidSelector(Problem):
     status, slug = 400, "invalid-selector"
 
 
-def where_clause(session: AsyncSession, version: Version, q: str | None) -> TextClause | None:
-    """The compiled selector as a WHERE clause, or None for "every element"."""
+def compiler_for(session: AsyncSession) -> Compiler:
+    return Compiler(dialect=session.get_bind().dialect.name)
+
+
+def compile_q(compiler: Compiler, q: str | None) -> str | None:
+    """The selector as SQL (parameters land in ``compiler``), or None for "every element"."""
     if q is None or not q.strip():
         return None
     try:
-        selector = parse(q)
-        sql, params = compile_selector(selector, session.get_bind().dialect.name)
+        return compile_selector(parse(q), compiler)
     except SelectorError as exc:
         raise InvalidSelector(
             f"Selector error at position {exc.position}: {exc.message}.",
@@ -38,7 +42,12 @@ def where_clause(session: AsyncSession, version: Version, q: str | None) -> Text
         ) from exc
     except UnsupportedFacet as exc:
         raise InvalidSelector(f"{exc}.", selector=q) from exc
-    return repository.predicate(sql, params, version.id)
+
+
+def where_clause(session: AsyncSession, version: Version, q: str | None) -> TextClause | None:
+    compiler = compiler_for(session)
+    sql = compile_q(compiler, q)
+    return None if sql is None else repository.predicate(sql, compiler.params, version.id)
 
 
 def parse_sort(sort: str) -> tuple[str, bool]:
@@ -92,3 +101,19 @@ async def query_page(
         "items": [shape_element(gid, doc, fields) for _, gid, doc in page],
         "next_cursor": next_cursor,
     }
+
+
+async def takeoff(
+    session: AsyncSession,
+    version: Version,
+    q: str | None,
+    group_by: str | None,
+    measures: str | None,
+) -> dict[str, Any]:
+    keys = takeoffs.parse_group_by(group_by)
+    wanted = takeoffs.parse_measures(measures)
+    compiler = compiler_for(session)
+    where = compile_q(compiler, q)
+    sql = takeoffs.statement(compiler, keys, wanted, where)
+    rows = await run(session, repository.rows(session, sql, compiler.params, version.id))
+    return {"version_id": str(version.id), **takeoffs.table(keys, wanted, rows)}

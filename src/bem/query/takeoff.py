@@ -1,0 +1,238 @@
+"""Quantity takeoff: group a version's (selected) elements and aggregate their quantities.
+
+Everything is one GROUP BY in SQL. Group keys: ``class``, ``type``, ``storey``, ``material``
+(an element with several materials counts once under each) or a property ``Pset.Prop``.
+Measures: ``Set.Name`` with ``:sum`` (default), ``:avg``, ``:min`` or ``:max``, read from
+quantity sets or property sets; values are SI as stored.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from bem.kit.errors import Problem
+from bem.query.compile import Compiler
+
+GROUPS = ("class", "type", "storey", "material")
+AGGREGATES = ("sum", "avg", "min", "max")
+MAX_GROUP_BY = 3
+MAX_MEASURES = 10
+MAX_ROWS = 10_000
+_NAME = re.compile(r"^[^.:,\x00-\x1f]{1,255}\.[^.:,\x00-\x1f]{1,255}$")
+STOREY = "IfcBuildingStorey"
+
+
+class InvalidTakeoff(Problem):
+    status, slug = 400, "invalid-takeoff"
+
+
+def unit_of(quantity: str) -> str | None:
+    """The SI unit a stored quantity is in, from its IFC name (Qto names say what they are)."""
+    name = quantity.lower()
+    for suffix, unit in (("volume", "m3"), ("area", "m2"), ("weight", "kg"), ("mass", "kg")):
+        if name.endswith(suffix):
+            return unit
+    lengths = ("length", "width", "height", "depth", "perimeter", "thickness", "span")
+    if name.endswith(lengths):
+        return "m"
+    return None
+
+
+@dataclass(frozen=True)
+class Measure:
+    pset: str
+    name: str
+    aggregate: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.aggregate}({self.pset}.{self.name})"
+
+
+def parse_group_by(text: str | None) -> list[str]:
+    keys = [k.strip() for k in (text or "class").split(",") if k.strip()]
+    if not 1 <= len(keys) <= MAX_GROUP_BY:
+        raise InvalidTakeoff(f"group_by takes 1 to {MAX_GROUP_BY} keys.")
+    for key in keys:
+        if key not in GROUPS and not _NAME.match(key):
+            raise InvalidTakeoff(
+                f"Cannot group by {key!r}; use {', '.join(GROUPS)} or a property as Pset.Prop."
+            )
+    return keys
+
+
+def parse_measures(text: str | None) -> list[Measure]:
+    measures = []
+    for item in (m.strip() for m in (text or "").split(",")):
+        if not item:
+            continue
+        path, _, aggregate = item.partition(":")
+        aggregate = aggregate or "sum"
+        if not _NAME.match(path) or aggregate not in AGGREGATES:
+            raise InvalidTakeoff(
+                f"Cannot measure {item!r}; write Qto_Set.Quantity[:{'|'.join(AGGREGATES)}]."
+            )
+        pset, _, name = path.partition(".")
+        measures.append(Measure(pset, name, aggregate))
+    if len(measures) > MAX_MEASURES:
+        raise InvalidTakeoff(f"At most {MAX_MEASURES} measures.")
+    return measures
+
+
+class TakeoffSql:
+    """SQL expressions for group keys and measures over ``ve``/``p`` (and ``mat`` for the
+    exploded materials), sharing the selector compiler's parameters."""
+
+    def __init__(self, compiler: Compiler) -> None:
+        self.c = compiler
+
+    def _text(self, doc: str, *keys: str) -> str:
+        value = self.c.field(doc, *keys)
+        return f"({value.pg} #>> '{{}}')" if self.c.pg else value.atom
+
+    def _section_value(self, pset: str, name: str, *, number: bool) -> str:
+        """A property or quantity value (quantity sets first), as text or as a number."""
+        a, b = self.c.param(pset), self.c.param(name)
+        if self.c.pg:
+            value = f"COALESCE(p.doc->'quantities'->{a}->{b}, p.doc->'properties'->{a}->{b})"
+            if number:
+                return f"(CASE WHEN jsonb_typeof({value}) = 'number' THEN ({value})::float8 END)"
+            return f"({value} #>> '{{}}')"
+        kinds = "('integer', 'real')" if number else "('integer', 'real', 'text', 'true', 'false')"
+        lookups = [
+            f"(SELECT pr.atom FROM json_each(p.doc, '$.{section}') AS ps "
+            f"CROSS JOIN json_each(ps.value) AS pr "
+            f"WHERE ps.key = {a} AND pr.key = {b} AND pr.type IN {kinds})"
+            for section in ("quantities", "properties")
+        ]
+        return f"COALESCE({', '.join(lookups)})"
+
+    def group(self, key: str) -> str:
+        if key == "class":
+            return "p.ifc_class"
+        if key == "type":
+            return self._text("p.doc", "type", "name")
+        if key == "material":
+            return "mat.name" if self.c.pg else "json_extract(mat.value, '$.name')"
+        if key == "storey":
+            return self.storey()
+        pset, _, name = key.partition(".")
+        return self._section_value(pset, name, number=False)
+
+    def storey(self) -> str:
+        """The storey an element is on: its container or aggregate when that is a storey,
+        else the storey its container (a space) belongs to."""
+        own = []
+        for ref in ("container", "parent"):
+            cls, name = self._text("p.doc", ref, "ifc_class"), self._text("p.doc", ref, "name")
+            own.append(f"CASE WHEN {cls} = '{STOREY}' THEN {name} END")
+        up_cls = self._text("cp.doc", "parent", "ifc_class")
+        up_name = self._text("cp.doc", "parent", "name")
+        return f"COALESCE({', '.join(own)}, CASE WHEN {up_cls} = '{STOREY}' THEN {up_name} END)"
+
+    def joins(self, keys: list[str]) -> str:
+        out = []
+        if "material" in keys:
+            # Each distinct material name of an element once (layer sets repeat materials).
+            out.append(
+                "LEFT JOIN LATERAL (SELECT DISTINCT m.v->>'name' AS name "
+                "FROM jsonb_array_elements(p.doc->'materials') AS m(v)) AS mat ON TRUE"
+                if self.c.pg
+                else "LEFT JOIN json_each(p.doc, '$.materials') AS mat ON NOT EXISTS "
+                "(SELECT 1 FROM json_each(p.doc, '$.materials') AS m WHERE m.id < mat.id "
+                "AND json_extract(m.value, '$.name') IS json_extract(mat.value, '$.name'))"
+            )
+        if "storey" in keys:
+            container = self._text("p.doc", "container", "global_id")
+            out.append(
+                f"LEFT JOIN version_elements AS cve ON cve.version_id = :bem_version "
+                f"AND cve.global_id = {container} "
+                f"LEFT JOIN element_payloads AS cp ON cp.hash = cve.payload_hash"
+            )
+        return " ".join(out)
+
+    def measure(self, measure: Measure) -> str:
+        value = self._section_value(measure.pset, measure.name, number=True)
+        return f"{measure.aggregate.upper()}({value})"
+
+
+def statement(
+    compiler: Compiler, keys: list[str], measures: list[Measure], where: str | None
+) -> str:
+    sql = TakeoffSql(compiler)
+    groups = [sql.group(k) for k in keys]
+    columns = [f"{g} AS g{i}" for i, g in enumerate(groups)]
+    columns.append("COUNT(*) AS n")
+    columns += [f"{sql.measure(m)} AS m{i}" for i, m in enumerate(measures)]
+    ordinals = ", ".join(str(i + 1) for i in range(len(groups)))
+    return (
+        f"SELECT {', '.join(columns)} FROM version_elements AS ve "
+        f"JOIN element_payloads AS p ON p.hash = ve.payload_hash {sql.joins(keys)} "
+        f"WHERE ve.version_id = :bem_version{f' AND {where}' if where else ''} "
+        f"GROUP BY {ordinals} ORDER BY {ordinals} LIMIT {MAX_ROWS + 1}"
+    )
+
+
+def table(keys: list[str], measures: list[Measure], rows: list[Any]) -> dict[str, Any]:
+    if len(rows) > MAX_ROWS:
+        raise InvalidTakeoff(f"The takeoff has more than {MAX_ROWS} groups; group more coarsely.")
+    columns: list[dict[str, Any]] = [{"name": k, "kind": "group"} for k in keys]
+    columns.append({"name": "count", "kind": "count"})
+    columns += [{"name": m.label, "kind": "measure", "unit": unit_of(m.name)} for m in measures]
+    out_rows = []
+    totals: dict[str, Any] = {"count": 0, **{m.label: None for m in measures}}
+    for row in rows:
+        values = list(row)
+        record = dict(zip(keys, values[: len(keys)], strict=True))
+        record["count"] = values[len(keys)]
+        totals["count"] += record["count"]
+        for m, value in zip(measures, values[len(keys) + 1 :], strict=True):
+            record[m.label] = float(value) if value is not None else None
+        out_rows.append(record)
+    for m in measures:
+        present = [r[m.label] for r in out_rows if r[m.label] is not None]
+        if present and m.aggregate == "sum":
+            totals[m.label] = sum(present)
+        elif present and m.aggregate in ("min", "max"):
+            totals[m.label] = min(present) if m.aggregate == "min" else max(present)
+    return {"columns": columns, "rows": out_rows, "totals": totals}
+
+
+def _header(column: dict[str, Any]) -> str:
+    return f"{column['name']} [{column['unit']}]" if column.get("unit") else str(column["name"])
+
+
+def _cell(value: Any) -> Any:
+    """Spreadsheet-safe: text that a spreadsheet would run as a formula is quoted."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
+
+
+def to_csv(result: dict[str, Any]) -> bytes:
+    out = io.StringIO()
+    writer = csv.writer(out)
+    names = [c["name"] for c in result["columns"]]
+    writer.writerow([_header(c) for c in result["columns"]])
+    for row in result["rows"]:
+        writer.writerow([_cell(row[n]) for n in names])
+    return out.getvalue().encode()
+
+
+def to_xlsx(result: dict[str, Any]) -> bytes:
+    import xlsxwriter
+
+    out = io.BytesIO()
+    book = xlsxwriter.Workbook(out, {"in_memory": True, "strings_to_formulas": False})
+    sheet = book.add_worksheet("Takeoff")
+    bold = book.add_format({"bold": True})
+    names = [c["name"] for c in result["columns"]]
+    sheet.write_row(0, 0, [_header(c) for c in result["columns"]], bold)
+    for i, row in enumerate(result["rows"], start=1):
+        sheet.write_row(i, 0, [row[n] for n in names])
+    book.close()
+    return out.getvalue()

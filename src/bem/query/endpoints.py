@@ -10,7 +10,7 @@ from bem.auth.dependencies import Access, allow
 from bem.auth.permissions import PROJECT_READ
 from bem.kit.db import SessionDep
 from bem.kit.errors import problem_responses
-from bem.kit.pagination import Page
+from bem.kit.pagination import CursorParam, LimitParam, Page
 from bem.kit.ratelimit import Concurrency, rate_limit
 from bem.query import service
 from bem.query import takeoff as takeoffs
@@ -98,3 +98,22 @@ async def takeoff(
         media_type=EXPORT_TYPES[format],
         headers={"Content-Disposition": f'attachment; filename="{filename}"'},
     )
+
+
+@router.get(
+    "/versions/{version_id}/diff/{other_version_id}",
+    responses=problem_responses(400, 404),
+    summary="What changed from this version to another version of the same model",
+)
+async def diff_versions(
+    version_id: uuid.UUID,
+    other_version_id: uuid.UUID,
+    session: SessionDep,
+    _: Read,
+    kind: Literal["added", "removed", "changed", "re_identified"] | None = None,
+    cursor: CursorParam = None,
+    limit: LimitParam = 100,
+) -> dict[str, Any]:
+    old = await versions.get_version(session, version_id)
+    new = await versions.get_version(session, other_version_id)
+    return await service.diff_versions(session, old, new, kind, cursor, limit)

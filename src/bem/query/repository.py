@@ -11,7 +11,9 @@ from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
+    Integer,
     Select,
+    String,
     TextClause,
     Uuid,
     bindparam,
@@ -23,6 +25,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import BindParameter
 
+from bem.query import diff
 from bem.versions.models import ElementPayload, VersionElement
 
 ve = VersionElement.__table__.alias("ve")
@@ -82,3 +85,36 @@ async def rows(
 ) -> list[Any]:
     result = await session.execute(predicate(sql, params, version_id))
     return list(result.all())
+
+
+def _diff_params(old: uuid.UUID, new: uuid.UUID) -> list[BindParameter[Any]]:
+    return [bindparam("old", old, type_=Uuid()), bindparam("new", new, type_=Uuid())]
+
+
+async def diff_summary(session: AsyncSession, old: uuid.UUID, new: uuid.UUID) -> dict[str, int]:
+    result = await session.execute(text(diff.SUMMARY).bindparams(*_diff_params(old, new)))
+    return {str(kind): int(count) for kind, count in result.all()}
+
+
+async def diff_page(
+    session: AsyncSession,
+    old: uuid.UUID,
+    new: uuid.UUID,
+    kind: str | None,
+    after: str,
+    limit: int,
+) -> list[Any]:
+    stmt = text(diff.PAGE).bindparams(
+        *_diff_params(old, new),
+        bindparam("kind", kind, type_=String()),
+        bindparam("after", after, type_=String()),
+        bindparam("limit", limit, type_=Integer()),
+    )
+    return list((await session.execute(stmt)).all())
+
+
+async def payload_docs(session: AsyncSession, hashes: set[str]) -> dict[str, dict[str, Any]]:
+    if not hashes:
+        return {}
+    rows = await session.execute(select(p.c.hash, p.c.doc).where(p.c.hash.in_(hashes)))
+    return {h: doc for h, doc in rows.all()}

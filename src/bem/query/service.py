@@ -8,8 +8,9 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import TextClause
 
-from bem.kit.errors import Problem
+from bem.kit.errors import NotFound, Problem
 from bem.kit.pagination import InvalidCursor, decode_cursor, page_of
+from bem.query import diff as diffs
 from bem.query import repository
 from bem.query import takeoff as takeoffs
 from bem.query.compile import Compiler, UnsupportedFacet, compile_selector
@@ -117,3 +118,48 @@ async def takeoff(
     sql = takeoffs.statement(compiler, keys, wanted, where)
     rows = await run(session, repository.rows(session, sql, compiler.params, version.id))
     return {"version_id": str(version.id), **takeoffs.table(keys, wanted, rows)}
+
+
+async def diff_versions(
+    session: AsyncSession,
+    old: Version,
+    new: Version,
+    kind: str | None,
+    cursor: str | None,
+    limit: int,
+) -> dict[str, Any]:
+    """Changes from ``old`` to ``new`` (two versions of one model)."""
+    if old.model_id != new.model_id:
+        # 404, not 403: the caller may not be allowed to learn that the other version exists.
+        raise NotFound(f"Version {new.id} is not a version of this model.")
+    values = decode_cursor(cursor, 1)
+    after = str(values[0]) if values else ""
+    summary = await repository.diff_summary(session, old.id, new.id)
+    counts = {k: summary.get(k, 0) for k in diffs.KINDS}
+    counts["unchanged"] = (
+        old.element_count - counts["removed"] - counts["changed"] - counts["re_identified"]
+    )
+    rows = await repository.diff_page(session, old.id, new.id, kind, after, limit + 1)
+    page, next_cursor = page_of(rows, limit, lambda row: [row.gid])
+    docs = await repository.payload_docs(
+        session, {h for row in page for h in (row.old_hash, row.new_hash) if h}
+    )
+    items = []
+    for row in page:
+        item: dict[str, Any] = {"kind": row.kind, "global_id": row.gid}
+        if row.kind == "re_identified":
+            item["new_global_id"] = row.new_gid
+        if row.kind == "changed":
+            changes = diffs.field_changes(docs[row.old_hash], docs[row.new_hash])
+            item["areas"] = diffs.areas(changes)
+            item["changes"] = changes
+        doc = docs[row.new_hash or row.old_hash]
+        item["name"], item["ifc_class"] = doc.get("name"), doc.get("ifc_class")
+        items.append(item)
+    return {
+        "old_version_id": str(old.id),
+        "new_version_id": str(new.id),
+        "summary": counts,
+        "items": items,
+        "next_cursor": next_cursor,
+    }

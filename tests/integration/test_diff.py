@@ -1,0 +1,110 @@
+"""Version diff: counts and entries against an independent computation over the documents."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from bem.ingest.ifc import element_documents
+from bem.kit.canonical import content_hash, normalize
+from bem.testing import ifcgen
+from tests.conftest import Api
+
+NEW_IDS = ["3NewGlobalId0000000001", "3NewGlobalId0000000002", "3NewGlobalId0000000003"]
+
+
+def models() -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[str]]:
+    v1 = ifcgen.generate(96)
+    old = list(element_documents(v1))
+    new = list(element_documents(ifcgen.mutate(v1, fraction=0.1)))
+    spaces = [d for d in new if d["ifc_class"] == "IfcSpace"][:3]
+    for doc, gid in zip(spaces, NEW_IDS, strict=True):
+        doc["global_id"] = gid  # nothing references a space: the same element, a new GlobalId
+    return old, new, [s["name"] for s in spaces]
+
+
+def by_gid(docs: list[dict[str, Any]]) -> dict[str, str]:
+    return {d["global_id"]: content_hash(normalize({**d, "global_id": None})) for d in docs}
+
+
+async def upload(api: Api, headers: dict[str, str], model_id: str, docs: list[Any]) -> str:
+    r = await api.client.post(
+        f"/v1/models/{model_id}/versions",
+        content=b"\n".join(orjson.dumps(d) for d in docs),
+        headers={**headers, "content-type": "application/x-ndjson"},
+    )
+    assert r.status_code == 201, r.text
+    return str(r.json()["id"])
+
+
+async def test_diff_counts_entries_and_re_identified(api: Api) -> None:
+    headers = await api.user("alice")
+    pid = (await api.client.post("/v1/projects", json={"name": "P"}, headers=headers)).json()["id"]
+    mid = (
+        await api.client.post(f"/v1/projects/{pid}/models", json={"name": "M"}, headers=headers)
+    ).json()["id"]
+    old, new, moved_names = models()
+    v1, v2 = await upload(api, headers, mid, old), await upload(api, headers, mid, new)
+
+    a, b = by_gid(old), by_gid(new)
+    gone, came = set(a) - set(b), set(b) - set(a)
+    re_identified = {g for g in gone if a[g] in {b[c] for c in came}}
+    expected = {
+        "added": len(came) - len(re_identified),
+        "removed": len(gone) - len(re_identified),
+        "changed": sum(1 for g in set(a) & set(b) if a[g] != b[g]),
+        "re_identified": len(re_identified),
+        "unchanged": sum(1 for g in set(a) & set(b) if a[g] == b[g]),
+    }
+    assert expected["re_identified"] == 3 and expected["changed"] > 0
+
+    items: list[dict[str, Any]] = []
+    params: dict[str, Any] = {"limit": 7}
+    while True:
+        r = await api.client.get(f"/v1/versions/{v1}/diff/{v2}", params=params, headers=headers)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        items += body["items"]
+        if not body["next_cursor"]:
+            break
+        params["cursor"] = body["next_cursor"]
+    assert body["summary"] == expected
+    assert len(items) == sum(v for k, v in expected.items() if k != "unchanged")
+    renamed = [i for i in items if i["kind"] == "re_identified"]
+    assert sorted(i["new_global_id"] for i in renamed) == NEW_IDS
+    assert sorted(i["name"] for i in renamed) == sorted(moved_names)
+
+    changed = {i["global_id"]: i for i in items if i["kind"] == "changed"}
+    fire = [
+        i
+        for i in changed.values()
+        if {"path": "properties.Pset_WallCommon.AcousticRating", "old": None, "new": "Rw 52"}
+        in i["changes"]
+    ]
+    assert fire and all("properties" in i["areas"] for i in fire)
+    assert any("container" in i["areas"] for i in changed.values())
+
+    only_added = await api.client.get(
+        f"/v1/versions/{v1}/diff/{v2}", params={"kind": "added", "limit": 1000}, headers=headers
+    )
+    assert {i["kind"] for i in only_added.json()["items"]} == {"added"}
+    assert len(only_added.json()["items"]) == expected["added"]
+
+
+async def test_diff_needs_versions_of_one_model(api: Api) -> None:
+    headers = await api.user("alice")
+    pid = (await api.client.post("/v1/projects", json={"name": "P"}, headers=headers)).json()["id"]
+    versions = []
+    for name in ("A", "B"):
+        mid = (
+            await api.client.post(
+                f"/v1/projects/{pid}/models", json={"name": name}, headers=headers
+            )
+        ).json()["id"]
+        versions.append(
+            await upload(api, headers, mid, list(element_documents(ifcgen.generate(5))))
+        )
+    r = await api.client.get(f"/v1/versions/{versions[0]}/diff/{versions[1]}", headers=headers)
+    assert r.status_code == 404
+    assert "not a version of this model" in r.json()["detail"]

@@ -12,10 +12,11 @@ from bem.kit.db import SessionDep
 from bem.kit.errors import problem_responses
 from bem.kit.pagination import CursorParam, LimitParam, Page
 from bem.kit.ratelimit import Concurrency, rate_limit
-from bem.query import service
+from bem.query import service, traversal
 from bem.query import takeoff as takeoffs
 from bem.query.schemas import QueryIn
 from bem.versions import service as versions
+from bem.versions.endpoints import GlobalIdPath
 from bem.versions.schemas import ElementOut
 
 router = APIRouter(prefix="/v1", tags=["query"], responses=problem_responses(401, 403, 422))
@@ -117,3 +118,46 @@ async def diff_versions(
     old = await versions.get_version(session, version_id)
     new = await versions.get_version(session, other_version_id)
     return await service.diff_versions(session, old, new, kind, cursor, limit)
+
+
+@router.get(
+    "/versions/{version_id}/tree",
+    responses=problem_responses(404),
+    summary="The spatial structure with element counts per node",
+)
+async def spatial_tree(version_id: uuid.UUID, session: SessionDep, _: Read) -> dict[str, Any]:
+    version = await versions.get_version(session, version_id)
+    return await traversal.tree(session, version)
+
+
+RelationKind = Literal[
+    "contained_in",
+    "aggregated_by",
+    "typed_by",
+    "voided_by",
+    "voids",
+    "filled_by",
+    "fills",
+    "connected_to",
+    "assigned_to_group",
+    "classified_as",
+]
+
+
+@router.get(
+    "/versions/{version_id}/elements/{global_id}/relations",
+    responses=problem_responses(400, 404),
+    summary="An element's neighbours in the relation graph, as nodes and edges",
+)
+async def element_relations(
+    version_id: uuid.UUID,
+    global_id: GlobalIdPath,
+    session: SessionDep,
+    _: Read,
+    kind: Annotated[list[RelationKind] | None, Query(max_length=10)] = None,
+    direction: Literal["out", "in", "both"] = "both",
+    depth: Annotated[int, Query(ge=1, le=traversal.MAX_DEPTH)] = 1,
+) -> dict[str, Any]:
+    version = await versions.get_version(session, version_id)
+    kinds = tuple(kind) if kind else None
+    return await traversal.neighbours(session, version, global_id, kinds, direction, depth)

@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import BindParameter
 
 from bem.query import diff
-from bem.versions.models import ElementPayload, VersionElement
+from bem.versions.models import ElementPayload, Relation, VersionElement
 
 ve = VersionElement.__table__.alias("ve")
 p = ElementPayload.__table__.alias("p")
@@ -118,3 +118,48 @@ async def payload_docs(session: AsyncSession, hashes: set[str]) -> dict[str, dic
         return {}
     rows = await session.execute(select(p.c.hash, p.c.doc).where(p.c.hash.in_(hashes)))
     return {h: doc for h, doc in rows.all()}
+
+
+async def elements_by_class(
+    session: AsyncSession, version_id: uuid.UUID, classes: tuple[str, ...]
+) -> list[tuple[str, dict[str, Any]]]:
+    stmt = elements_of(version_id, None).where(p.c.ifc_class.in_(classes))
+    return [(gid, doc) for gid, doc in (await session.execute(stmt)).all()]
+
+
+async def contained_counts(session: AsyncSession, version_id: uuid.UUID) -> dict[str, int]:
+    stmt = (
+        select(Relation.target, func.count())
+        .where(Relation.version_id == version_id, Relation.kind == "contained_in")
+        .group_by(Relation.target)
+    )
+    return {target: int(n) for target, n in (await session.execute(stmt)).all()}
+
+
+async def edges(
+    session: AsyncSession,
+    version_id: uuid.UUID,
+    nodes: set[str],
+    kinds: tuple[str, ...] | None,
+    outgoing: bool,
+) -> list[tuple[str, str, str]]:
+    """``(source, kind, target)`` edges leaving (or entering) ``nodes``."""
+    near = Relation.source if outgoing else Relation.target
+    stmt = select(Relation.source, Relation.kind, Relation.target).where(
+        Relation.version_id == version_id, near.in_(nodes)
+    )
+    if kinds:
+        stmt = stmt.where(Relation.kind.in_(kinds))
+    return [(s, k, t) for s, k, t in (await session.execute(stmt)).all()]
+
+
+async def summaries(
+    session: AsyncSession, version_id: uuid.UUID, gids: set[str]
+) -> dict[str, tuple[str | None, str]]:
+    """``global_id -> (name, ifc_class)`` for the elements of ``gids`` in the version."""
+    stmt = (
+        select(ve.c.global_id, p.c.name, p.c.ifc_class)
+        .select_from(ve.join(p, p.c.hash == ve.c.payload_hash))
+        .where(ve.c.version_id == version_id, ve.c.global_id.in_(gids))
+    )
+    return {gid: (name, cls) for gid, name, cls in (await session.execute(stmt)).all()}

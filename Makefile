@@ -40,6 +40,7 @@ openapi: $(VENV)/.dev
 bench: $(VENV)/.dev
 	$(BIN)/python bench/upload.py
 	$(BIN)/python bench/db_driver.py
+	$(BIN)/python bench/query.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -162,6 +162,7 @@ def fill(path: str, world: World, n: int, token_id: str) -> str:
         project_id=world.project_id,
         model_id=world.model_id,
         version_id=world.version_id,
+        other_version_id=world.version_id,
         global_id=STOREY,
         user_id=world.users["vic"],
         token_id=token_id,

@@ -226,7 +226,12 @@ class Compiler:
             )
         key = ATTRIBUTES[facet.name]
         value = self.text_column("ve.global_id") if key is None else self.field("p.doc", key)
-        return self.compare(value, facet.comparison)
+        result = self.compare(value, facet.comparison)
+        exact = self._exact(facet.comparison)
+        if key == "name" and exact is not None:
+            # Implied by the comparison (names are strings), and lets the name index lead.
+            result = f"(p.name = {self.param(exact)} AND {result})"
+        return result
 
     def _facet_type(self, facet: Filter) -> str:
         name = self.compare(self.field("p.doc", "type", "name"), facet.comparison)
@@ -304,6 +309,13 @@ class Compiler:
             f"ELSE {fallback} END)"
         )
 
+    @staticmethod
+    def _exact(comparison: Comparison) -> str | None:
+        """The string a plain ``=`` comparison needs, when an index can look it up."""
+        if comparison.op == "=" and isinstance(comparison.value, str):
+            return comparison.value
+        return None
+
     def _node_matches(self, alias_ve: str, alias_p: str, comparison: Comparison) -> str:
         name = self.compare(self.field(f"{alias_p}.doc", "name"), comparison)
         gid = self.compare(self.text_column(f"{alias_ve}.global_id"), comparison)
@@ -323,11 +335,23 @@ class Compiler:
         v, tree = ":bem_version", self.alias("tree")
         ve2, p2 = self.alias("ve"), self.alias("p")
         rel = self.alias("rel")
-        anchor = (
-            f"SELECT {ve2}.global_id FROM {self._version_elements(ve2, p2)} "
-            f"WHERE {ve2}.version_id = {v} AND {p2}.ifc_class <> 'IfcProject' "
-            f"AND {self._node_matches(ve2, p2, equals)}"
-        )
+        exact = self._exact(equals)
+        if exact is not None:  # two indexed lookups (by name, by GlobalId) instead of a scan
+            ve3, p3 = self.alias("ve"), self.alias("p")
+            anchor = (
+                f"SELECT {ve2}.global_id FROM {self._version_elements(ve2, p2)} "
+                f"WHERE {ve2}.version_id = {v} AND {p2}.ifc_class <> 'IfcProject' "
+                f"AND {p2}.name = {self.param(exact)} "
+                f"UNION SELECT {ve3}.global_id FROM {self._version_elements(ve3, p3)} "
+                f"WHERE {ve3}.version_id = {v} AND {p3}.ifc_class <> 'IfcProject' "
+                f"AND {ve3}.global_id = {self.param(exact)}"
+            )
+        else:
+            anchor = (
+                f"SELECT {ve2}.global_id FROM {self._version_elements(ve2, p2)} "
+                f"WHERE {ve2}.version_id = {v} AND {p2}.ifc_class <> 'IfcProject' "
+                f"AND {self._node_matches(ve2, p2, equals)}"
+            )
         descend = (
             f"SELECT {rel}.source FROM relations AS {rel} JOIN {tree} ON {rel}.target = {tree}.gid "
             f"WHERE {rel}.version_id = {v} AND {rel}.kind = 'aggregated_by'"

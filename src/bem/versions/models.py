@@ -52,7 +52,7 @@ class ElementPayload(Base):
 
     hash: Mapped[str] = mapped_column(String(64), primary_key=True)
     ifc_class: Mapped[str] = mapped_column(String(64), index=True)
-    name: Mapped[str | None] = mapped_column(Text)
+    name: Mapped[str | None] = mapped_column(Text, index=True)
     doc: Mapped[dict[str, Any]] = mapped_column(JSONDoc)
 
 

@@ -257,3 +257,25 @@ async def test_versions_of_other_projects_are_invisible(api: Api) -> None:
     assert (
         await api.client.get(f"/v1/versions/{vid}/elements/bad", headers=alice)
     ).status_code == 422
+
+
+@pytest.mark.postgres
+async def test_large_uploads_refresh_planner_statistics(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bem.versions import service
+    from tests.conftest import make_api, settings_for
+
+    monkeypatch.setattr(service, "ANALYZE_AFTER_ELEMENTS", 10)
+    async with make_api(settings_for(postgres_url)) as api:
+        alice = await api.user("alice")
+        model_id = await new_model(api, alice)
+        before = await api.scalar(
+            "SELECT last_analyze FROM pg_stat_user_tables WHERE relname = 'version_elements'"
+        )
+        docs = list(element_documents(ifcgen.generate(12)))
+        assert (await upload(api, model_id, alice, ndjson(docs))).status_code == 201
+        after = await api.scalar(
+            "SELECT last_analyze FROM pg_stat_user_tables WHERE relname = 'version_elements'"
+        )
+        assert before is None and after is not None

@@ -1,15 +1,20 @@
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, func, insert, or_, select
+import structlog
+from sqlalchemy import Table, and_, func, insert, or_, select, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bem.kit.db import insert_ignore
 from bem.projects.models import Model
 from bem.versions.models import ElementPayload, Relation, Version, VersionElement
+
+log = structlog.get_logger()
 
 
 async def lock_model(session: AsyncSession, model_id: uuid.UUID) -> None:
@@ -86,3 +91,18 @@ async def project_of_version(session: AsyncSession, version_id: uuid.UUID) -> uu
         .where(Version.id == version_id)
     )
     return result
+
+
+async def refresh_statistics(session: AsyncSession) -> None:
+    """Update PostgreSQL's planner statistics for the element tables (SQLite: nothing)."""
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    started = time.perf_counter()
+    try:
+        await session.execute(text("ANALYZE version_elements, element_payloads, relations"))
+        await session.commit()
+    except DBAPIError as exc:  # e.g. not the tables' owner: autovacuum will get there later
+        await session.rollback()
+        log.warning("statistics_refresh_failed", error=str(exc.orig))
+        return
+    log.info("statistics_refreshed", duration_ms=round((time.perf_counter() - started) * 1000, 1))

@@ -28,14 +28,12 @@ import ifcopenshell.util.selector
 import orjson
 
 from bem.app import create_app
-from bem.auth.models import User
-from bem.auth.service import issue_token
 from bem.config import Settings
 from bem.ingest.ifc import element_documents
 from bem.kit import migrate
 from bem.testing import ifcgen
 from report import write_report
-from upload import SERVER, _gid
+from upload import SERVER, _gid, admin_headers
 
 SELECTORS = [
     "",  # no selector: the plain element list, for reference
@@ -126,13 +124,7 @@ async def measure(size: int, docs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 async def _measure(app: Any, client: httpx.AsyncClient, docs: list[dict[str, Any]]) -> Any:
-    async with app.state.sessions() as session:
-        user = User(email="bench@example.com", name="bench", is_admin=True)
-        session.add(user)
-        await session.flush()
-        _, token = await issue_token(session, user, "bench", ["admin"])
-        await session.commit()
-    headers = {"Authorization": f"Bearer {token}"}
+    headers = await admin_headers(app)
     pid = (await client.post("/v1/projects", json={"name": "B"}, headers=headers)).json()["id"]
     mid = (
         await client.post(f"/v1/projects/{pid}/models", json={"name": "M"}, headers=headers)

@@ -67,18 +67,23 @@ async def _chunks(path: Path) -> AsyncIterator[bytes]:
             yield chunk
 
 
+async def admin_headers(app: Any) -> dict[str, str]:
+    """Authorization headers of a new admin's API token, for benchmarks."""
+    async with app.state.sessions() as session:
+        user = User(email="bench@example.com", name="bench", is_admin=True)
+        session.add(user)
+        await session.flush()
+        _, token = await issue_token(session, user, "bench", ["admin"])
+        await session.commit()
+    return {"Authorization": f"Bearer {token}"}
+
+
 async def measure(database_url: str, body: Path, size: int, body_bytes: int) -> dict[str, Any]:
     settings = Settings(profile="test", database_url=database_url, log_level="WARNING")
     await asyncio.to_thread(migrate.upgrade, settings)
     app = create_app(settings)
     async with app.router.lifespan_context(app):
-        async with app.state.sessions() as session:
-            user = User(email="bench@example.com", name="bench", is_admin=True)
-            session.add(user)
-            await session.flush()
-            _, token = await issue_token(session, user, "bench", ["admin"])
-            await session.commit()
-        headers = {"Authorization": f"Bearer {token}"}
+        headers = await admin_headers(app)
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://b") as client:
             pid = (await client.post("/v1/projects", json={"name": "b"}, headers=headers)).json()

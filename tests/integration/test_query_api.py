@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import ifcopenshell
 import orjson
 import pytest
 
@@ -15,10 +16,15 @@ TABLES = ("versions", "version_elements", "element_payloads", "relations", "user
 
 
 async def loaded(api: Api, n: int = 60) -> tuple[dict[str, str], str]:
+    """Alice's headers and the id of a version holding ``ifcgen.generate(n)``."""
+    return await upload_model(api, ifcgen.generate(n))
+
+
+async def upload_model(api: Api, model: ifcopenshell.file) -> tuple[dict[str, str], str]:
     headers = await api.user("alice")
     pid = (await api.client.post("/v1/projects", json={"name": "P"}, headers=headers)).json()["id"]
     r = await api.client.post(f"/v1/projects/{pid}/models", json={"name": "M"}, headers=headers)
-    body = b"\n".join(orjson.dumps(d) for d in element_documents(ifcgen.generate(n)))
+    body = b"\n".join(orjson.dumps(d) for d in element_documents(model))
     r = await api.client.post(
         f"/v1/models/{r.json()['id']}/versions",
         content=body,

@@ -17,14 +17,13 @@ from typing import Any
 
 import ifcopenshell
 import ifcopenshell.util.selector
-import orjson
 import pytest
 from hypothesis import HealthCheck, given, reject, settings
 from hypothesis import strategies as st
 
-from bem.ingest.ifc import element_documents
 from bem.testing import ifcgen
 from tests.conftest import Api, make_api, postgres_clone, settings_for
+from tests.integration.test_query_api import upload_model
 
 MODEL_SIZE = 300
 
@@ -59,20 +58,6 @@ class Served:
         return {e.GlobalId for e in elements if e.is_a("IfcProduct")}
 
 
-async def _load(api: Api, ifc: ifcopenshell.file) -> tuple[dict[str, str], str]:
-    headers = await api.user("alice")
-    pid = (await api.client.post("/v1/projects", json={"name": "P"}, headers=headers)).json()["id"]
-    r = await api.client.post(f"/v1/projects/{pid}/models", json={"name": "M"}, headers=headers)
-    body = b"\n".join(orjson.dumps(d) for d in element_documents(ifc))
-    r = await api.client.post(
-        f"/v1/models/{r.json()['id']}/versions",
-        content=body,
-        headers={**headers, "content-type": "application/x-ndjson"},
-    )
-    assert r.status_code == 201, r.text
-    return headers, str(r.json()["id"])
-
-
 @pytest.fixture(
     scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 )
@@ -93,7 +78,7 @@ def served(
     context = make_api(settings_for(next(urls)))
     try:
         api = runner.run(context.__aenter__())
-        headers, version_id = runner.run(_load(api, ifc))
+        headers, version_id = runner.run(upload_model(api, ifc))
         yield Served(runner, api, headers, version_id, ifc)
         runner.run(context.__aexit__(None, None, None))
     finally:

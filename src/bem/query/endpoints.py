@@ -17,7 +17,7 @@ from bem.query import takeoff as takeoffs
 from bem.query.schemas import QueryIn
 from bem.versions import service as versions
 from bem.versions.endpoints import GlobalIdPath
-from bem.versions.schemas import ElementOut
+from bem.versions.schemas import ElementOut, RelationKind
 
 router = APIRouter(prefix="/v1", tags=["query"], responses=problem_responses(401, 403, 422))
 Read = Annotated[Access, allow(PROJECT_READ)]
@@ -128,20 +128,6 @@ async def diff_versions(
 async def spatial_tree(version_id: uuid.UUID, session: SessionDep, _: Read) -> dict[str, Any]:
     version = await versions.get_version(session, version_id)
     return await traversal.tree(session, version)
-
-
-RelationKind = Literal[
-    "contained_in",
-    "aggregated_by",
-    "typed_by",
-    "voided_by",
-    "voids",
-    "filled_by",
-    "fills",
-    "connected_to",
-    "assigned_to_group",
-    "classified_as",
-]
 
 
 @router.get(

@@ -13,7 +13,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictStr, Wi
 from bem.kit.text import NO_CONTROL, LongText, Name, Text, no_control_chars
 
 GLOBAL_ID_PATTERN = r"^[0-9A-Za-z_$]{22}$"
-RELATION_KINDS = (
+RelationKind = Literal[
     "contained_in",
     "aggregated_by",
     "typed_by",
@@ -24,7 +24,7 @@ RELATION_KINDS = (
     "connected_to",
     "assigned_to_group",
     "classified_as",
-)
+]
 ELEMENT_FIELDS = (
     "global_id",
     "ifc_class",
@@ -189,7 +189,7 @@ class Classification(Strict):
 
 
 class RelationIn(Strict):
-    kind: Literal[RELATION_KINDS]  # type: ignore[valid-type]
+    kind: RelationKind
     target: GlobalId
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -32,6 +33,14 @@ from bem.kit.db import utcnow
 
 PG_URL = os.environ.get("BEM_TEST_DATABASE_URL", "postgresql://127.0.0.1:5432/test")
 REQUIRE_SERVICES = os.environ.get("BEM_REQUIRE_SERVICES") == "1"
+# Imported files, by content; shared by the whole run and removed at its end.
+SOURCES = Path(tempfile.mkdtemp(prefix="bem-test-sources-"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _remove_sources() -> Iterator[None]:
+    yield
+    shutil.rmtree(SOURCES, ignore_errors=True)
 
 
 def _dsn(url: str, database: str | None = None) -> str:
@@ -59,7 +68,7 @@ def _pg_available() -> str | None:
 
 def settings_for(database_url: str, **overrides: Any) -> Settings:
     """Test settings; rate limiting is off unless a test turns it on (its own tests do)."""
-    values: dict[str, Any] = {"rate_limit_enabled": False, **overrides}
+    values: dict[str, Any] = {"rate_limit_enabled": False, "storage_dir": SOURCES, **overrides}
     return Settings(profile="test", database_url=database_url, log_json=True, **values)
 
 

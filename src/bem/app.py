@@ -24,8 +24,12 @@ from bem.auth.dependencies import allow, permission_of
 from bem.auth.endpoints import router as auth_router
 from bem.auth.permissions import PUBLIC
 from bem.auth.sessions import rate_identity
-from bem.config import Settings
+from bem.config import JobQueueKind, Settings
+from bem.ingest.endpoints import router as imports_router
 from bem.ingest.ndjson import JSON_TYPES, NDJSON_TYPES
+from bem.jobs.endpoints import router as jobs_router
+from bem.jobs.queue import ArqQueue, JobQueue, LocalQueue
+from bem.jobs.worker import HANDLERS, job_context
 from bem.kit import migrate
 from bem.kit.context import RequestContextMiddleware
 from bem.kit.db import create_engine, session_factory
@@ -38,6 +42,7 @@ from bem.kit.logging import get_logger
 from bem.kit.metrics import Metrics, MetricsMiddleware
 from bem.kit.ratelimit import Concurrency, Limiter, RateLimitMiddleware
 from bem.kit.routes import api_routes
+from bem.kit.storage import SourceStore
 from bem.kit.tracing import setup_tracing, trace_engine
 from bem.ops.endpoints import router as ops_router
 from bem.projects.endpoints import router as projects_router
@@ -46,6 +51,7 @@ from bem.versions.endpoints import router as versions_router
 from bem.versions.schemas import ElementIn
 
 log = get_logger("bem.app")
+MULTIPART_OVERHEAD = 1024 * 1024  # form fields and part headers around an imported file
 
 DESCRIPTION = """
 BEM keeps every upload of a building model as an immutable **version** and serves its
@@ -109,6 +115,17 @@ def _mount_docs(app: FastAPI) -> None:
         )
 
 
+async def _job_queue(settings: Settings, app: FastAPI) -> JobQueue:
+    """arq on Redis when configured (``bem worker`` runs the jobs), else this process."""
+    if settings.job_queue is JobQueueKind.redis:
+        return ArqQueue(settings)
+    local = LocalQueue(
+        job_context(settings, app.state.sessions), HANDLERS, settings.local_job_concurrency
+    )
+    await local.start()
+    return local
+
+
 def create_app(settings: Settings, *, span_exporter: SpanExporter | None = None) -> FastAPI:
     """The app; ``span_exporter`` replaces the OTLP exporter (tests use an in-memory one)."""
 
@@ -120,11 +137,13 @@ def create_app(settings: Settings, *, span_exporter: SpanExporter | None = None)
         if app.state.tracer_provider is not None:
             trace_engine(engine, app.state.tracer_provider)
         app.state.started_at = time.time()
+        app.state.job_queue = await _job_queue(settings, app)
         mark_draining_on_sigterm(app)
         log.info("startup", profile=settings.profile.value, version=__version__)
         try:
             yield
         finally:
+            await app.state.job_queue.close()
             await engine.dispose()
             if app.state.tracer_provider is not None:
                 app.state.tracer_provider.shutdown()
@@ -141,6 +160,7 @@ def create_app(settings: Settings, *, span_exporter: SpanExporter | None = None)
         redoc_url=None,
     )
     app.state.settings = settings
+    app.state.store = SourceStore(settings.storage_dir)
     if settings.sentry_dsn is not None:
         init_error_tracking(
             settings.sentry_dsn.get_secret_value(), __version__, settings.profile.value
@@ -159,8 +179,15 @@ def create_app(settings: Settings, *, span_exporter: SpanExporter | None = None)
     upload_rule = BodyRule(
         re.compile(r"/v1/models/[^/]+/versions"), (*JSON_TYPES, *NDJSON_TYPES), max_bytes=None
     )
+    import_rule = BodyRule(
+        re.compile(r"/v1/models/[^/]+/imports"),
+        ("multipart/form-data",),
+        max_bytes=settings.max_import_bytes + MULTIPART_OVERHEAD,
+    )
     app.add_middleware(
-        BodyGuardMiddleware, max_bytes=settings.max_request_body_bytes, rules=(upload_rule,)
+        BodyGuardMiddleware,
+        max_bytes=settings.max_request_body_bytes,
+        rules=(upload_rule, import_rule),
     )
     if settings.rate_limit_enabled:
         limiter = Limiter(
@@ -216,6 +243,8 @@ def create_app(settings: Settings, *, span_exporter: SpanExporter | None = None)
     app.include_router(ops_router)
     app.include_router(projects_router)
     app.include_router(versions_router)
+    app.include_router(imports_router)
+    app.include_router(jobs_router)
     app.include_router(query_router)
 
     def openapi() -> dict[str, Any]:

@@ -240,7 +240,7 @@ async def _demo(settings: Settings, size: int, if_empty: bool) -> str:
                 source_name="demo.ndjson",
                 batch_size=settings.upload_batch_size,
             )
-            version = await versions.create_version(session, owner, model, body, source, meta)
+            version = await versions.create_version(session, owner.id, model, body, source, meta)
             return (
                 f"Demo project {project.id}: model {model.id}, version {version.id} "
                 f"with {version.element_count} elements."

@@ -44,6 +44,11 @@ class Signup(StrEnum):
     invite = "invite"
 
 
+class JobQueueKind(StrEnum):
+    local = "local"  # in-process runner (embedded default)
+    redis = "redis"  # arq on BEM_REDIS_URL, consumed by `bem worker`
+
+
 class Profile(StrEnum):
     development = "development"
     test = "test"
@@ -144,6 +149,18 @@ class Settings(BaseSettings):
     max_line_bytes: Annotated[int, Field(ge=1024)] = 4 * 1024 * 1024
     upload_batch_size: Annotated[int, Field(ge=1, le=50_000)] = 2000
 
+    # File imports (IFC, IFCZIP, DXF, NDJSON, JSON) as background jobs
+    storage_dir: Path = Path("var/sources")  # original files; a shared volume across hosts
+    job_queue: JobQueueKind = JobQueueKind.local
+    job_max_attempts: Annotated[int, Field(ge=1, le=20)] = 3
+    job_timeout_s: Annotated[int, Field(ge=5, le=86_400)] = 1800
+    worker_concurrency: Annotated[int, Field(ge=1, le=64)] = 2  # jobs per bem worker
+    local_job_concurrency: Annotated[int, Field(ge=1, le=16)] = 1  # jobs per API process
+    max_import_bytes: Annotated[int, Field(ge=1024)] = 2 * 1024 * 1024 * 1024
+    max_import_elements: Annotated[int, Field(ge=1)] = 2_000_000
+    dxf_layer_map: dict[str, str] = {}  # layer glob -> IFC class, e.g. {"A-WALL*": "IfcWall"}
+    dxf_default_class: str = Field(default="IfcBuildingElementProxy", pattern=r"^Ifc[A-Za-z]+$")
+
     @model_validator(mode="after")
     def _production_rules(self) -> Self:
         if self.profile is Profile.production:
@@ -173,6 +190,17 @@ class Settings(BaseSettings):
                 parse_limit(value)
             except ValueError as exc:
                 raise ValueError(f"{field}: {value!r} is not a rate like '10/minute'") from exc
+        return self
+
+    @model_validator(mode="after")
+    def _jobs(self) -> Self:
+        if self.job_queue is JobQueueKind.redis and self.redis_url is None:
+            raise ValueError("job_queue: 'redis' needs BEM_REDIS_URL")
+        for pattern, ifc_class in self.dxf_layer_map.items():
+            if not re.fullmatch(r"Ifc[A-Za-z]+", ifc_class):
+                raise ValueError(
+                    f"dxf_layer_map: {pattern!r} maps to {ifc_class!r}, not an IFC class"
+                )
         return self
 
     @model_validator(mode="after")

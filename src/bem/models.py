@@ -1,6 +1,7 @@
 """Every table, imported in one place so Alembic and tests see the whole schema."""
 
 from bem.auth.models import ApiToken, AuditEvent, OtpChallenge, RecoveryCode, RefreshToken, User
+from bem.jobs.models import Job
 from bem.projects.models import Membership, Model, Project
 from bem.versions.models import ElementPayload, Relation, Version, VersionElement
 
@@ -8,6 +9,7 @@ __all__ = [
     "ApiToken",
     "AuditEvent",
     "ElementPayload",
+    "Job",
     "Membership",
     "Model",
     "OtpChallenge",

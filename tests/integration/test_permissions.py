@@ -18,6 +18,7 @@ from bem.auth.permissions import Permission, Role, Scope, expand
 from bem.auth.sessions import issue_access_token
 from bem.kit.routes import api_routes
 from tests.conftest import Api
+from tests.integration.test_imports import wait_for
 
 STOREY = "0000000000000000000S01"
 
@@ -40,6 +41,11 @@ SAMPLE_BODIES: dict[str, Any] = {
     ),
     "POST /v1/me/totp": None,
     "POST /v1/versions/{version_id}/query": {"q": "IfcBuildingStorey"},
+    # A multipart file upload: (file name, content).
+    "POST /v1/models/{model_id}/imports": (
+        "storey.ndjson",
+        orjson.dumps({"global_id": STOREY, "ifc_class": "IfcBuildingStorey"}),
+    ),
 }
 BODILESS = ("GET", "DELETE")
 
@@ -60,6 +66,7 @@ class World:
     model_id: str
     version_id: str
     users: dict[str, uuid.UUID] = field(default_factory=dict)
+    job_id: str = ""
 
 
 ROLES = {"alice": Role.owner, "ed": Role.editor, "vic": Role.viewer}
@@ -163,6 +170,7 @@ def fill(path: str, world: World, n: int, token_id: str) -> str:
         model_id=world.model_id,
         version_id=world.version_id,
         other_version_id=world.version_id,
+        job_id=world.job_id,
         global_id=STOREY,
         user_id=world.users["vic"],
         token_id=token_id,
@@ -183,6 +191,15 @@ async def test_every_route_declares_a_permission_and_enforces_it(api: Api) -> No
     other = await api.client.post("/v1/projects", json={"name": "Other"}, headers=owner)
     everyone = await callers(api, uuid.UUID(other.json()["id"]))
     shared = await make_world(api, owner, users)
+    # The shared world reads a version imported from a file, so it has a source to download.
+    shared.job_id = (
+        await api.client.post(
+            f"/v1/models/{shared.model_id}/imports",
+            files={"file": SAMPLE_BODIES["POST /v1/models/{model_id}/imports"]},
+            headers=owner,
+        )
+    ).json()["id"]
+    shared.version_id = (await wait_for(api, owner, shared.job_id))["version_id"]
 
     mismatches, n = [], 0
     for route in routes:
@@ -207,7 +224,9 @@ async def test_every_route_declares_a_permission_and_enforces_it(api: Api) -> No
                 path = fill(route.path, world, n, token_id)
                 body = SAMPLE_BODIES.get(key)
                 kwargs: dict[str, Any] = {"headers": dict(caller.headers)}
-                if isinstance(body, bytes):
+                if isinstance(body, tuple):
+                    kwargs["files"] = {"file": body}
+                elif isinstance(body, bytes):
                     kwargs["content"] = body
                     kwargs["headers"]["content-type"] = "application/x-ndjson"
                 elif isinstance(body, dict):

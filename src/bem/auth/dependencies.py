@@ -24,6 +24,7 @@ from bem.auth.models import User
 from bem.auth.permissions import Permission, Role, Scope, expand
 from bem.auth.sessions import verify_access_token
 from bem.config import Settings
+from bem.jobs import repository as jobs_repository
 from bem.kit.db import SessionDep
 from bem.kit.errors import Forbidden, NotFound, Unauthorized, Unprocessable
 from bem.kit.security import TOKEN_PREFIX
@@ -101,6 +102,8 @@ async def _project_of(session: AsyncSession, params: dict[str, Any]) -> uuid.UUI
             return await projects_repository.project_of_model(
                 session, uuid.UUID(str(params["model_id"]))
             )
+        if "job_id" in params:
+            return await jobs_repository.project_of_job(session, uuid.UUID(str(params["job_id"])))
         if "version_id" in params:
             return await versions_repository.project_of_version(
                 session, uuid.UUID(str(params["version_id"]))

@@ -8,7 +8,7 @@ each document happens downstream, in one place.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from typing import IO, Any
 
 import orjson
 
@@ -116,3 +116,18 @@ async def iter_body(
             "(one element per line).",
             accepted=[*JSON_TYPES, *NDJSON_TYPES],
         )
+
+
+def iter_ndjson_file(
+    file: IO[bytes], *, max_line_bytes: int
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """The same as :func:`iter_ndjson`, over a stored file (imports)."""
+    line_no = 0
+    while line := file.readline(max_line_bytes + 1):
+        line_no += 1
+        if len(line) > max_line_bytes and not line.endswith(b"\n"):
+            raise PayloadTooLarge(
+                f"line {line_no} exceeds {max_line_bytes} bytes", limit=max_line_bytes
+            )
+        if line.strip():
+            yield f"line {line_no}", _parse_line(line, line_no)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import base64
 import hashlib
 import uuid
 from contextlib import nullcontext
@@ -7,16 +8,18 @@ from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Path, Query, Request, Response, status
+from fastapi.responses import FileResponse
 
 from bem.auth.dependencies import Access, allow
 from bem.auth.permissions import PROJECT_EDIT, PROJECT_READ
 from bem.config import Settings
 from bem.ingest.ndjson import JSON_TYPES, NDJSON_TYPES, iter_body, media_type
 from bem.kit.db import SessionDep
-from bem.kit.errors import problem_responses
+from bem.kit.errors import NotFound, problem_responses
 from bem.kit.metrics import Metrics
 from bem.kit.pagination import CursorParam, LimitParam, Page
 from bem.kit.ratelimit import Concurrency, rate_limit
+from bem.kit.storage import SourceStore
 from bem.kit.text import LongText, Text
 from bem.projects import service as projects
 from bem.query import service as query
@@ -123,7 +126,7 @@ async def create_version(
     async with slot:
         try:
             version = await service.create_version(
-                session, access.principal.user, model, documents, source, meta
+                session, access.principal.user.id, model, documents, source, meta
             )
         except Exception:
             metrics.uploads.labels("failed").inc()
@@ -154,6 +157,55 @@ async def list_versions(
 @router.get("/versions/{version_id}", response_model=VersionOut, responses=problem_responses(404))
 async def get_version(version_id: uuid.UUID, session: SessionDep, _: Read) -> Version:
     return await service.get_version(session, version_id)
+
+
+SOURCE_MEDIA_TYPES = {
+    "ifc": "application/x-step",
+    "ifczip": "application/zip",
+    "dxf": "image/vnd.dxf",
+    "ndjson": "application/x-ndjson",
+    "json": "application/json",
+}
+
+
+@router.get(
+    "/versions/{version_id}/source",
+    response_class=FileResponse,
+    responses={
+        200: {
+            "description": "The original file, byte for byte",
+            "content": {t: {} for t in dict.fromkeys(SOURCE_MEDIA_TYPES.values())},
+            "headers": {
+                "Repr-Digest": {"description": "sha-256 of the file (RFC 9530)"},
+                "ETag": {"description": "The file's SHA-256, quoted"},
+            },
+        },
+        304: {"description": "Not modified"},
+        **problem_responses(404),
+    },
+    summary="Download the file a version was imported from",
+)
+async def get_source(
+    version_id: uuid.UUID, request: Request, session: SessionDep, _: Read
+) -> Response:
+    version = await service.get_version(session, version_id)
+    store: SourceStore = request.app.state.store
+    key = version.source_key
+    if key is None or version.source_sha256 is None or not store.exists(key):
+        raise NotFound(
+            f"Version {version_id} has no stored source file; only file imports "
+            "(POST /v1/models/{model_id}/imports) keep the original."
+        )
+    etag = f'"{version.source_sha256}"'
+    if cached := _not_modified(request, etag):
+        return cached
+    digest = base64.b64encode(bytes.fromhex(version.source_sha256)).decode()
+    return FileResponse(
+        store.path(key),
+        filename=version.source_name or f"{version_id}.{version.source_format}",
+        media_type=SOURCE_MEDIA_TYPES.get(version.source_format, "application/octet-stream"),
+        headers={"ETag": etag, "Repr-Digest": f"sha-256=:{digest}:"},
+    )
 
 
 @router.get(

@@ -4,7 +4,16 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import CheckConstraint, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from bem.kit.db import Base, JSONDoc, UTCDateTime, utcnow
@@ -33,7 +42,11 @@ class Version(Base):
     source_format: Mapped[str] = mapped_column(String(16))
     source_schema: Mapped[str | None] = mapped_column(String(16))
     source_sha256: Mapped[str | None] = mapped_column(String(64))
-    source_bytes: Mapped[int | None] = mapped_column(Integer)
+    source_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    # Where the original file is kept (kit/storage), for GET /versions/{id}/source.
+    source_key: Mapped[str | None] = mapped_column(String(128))
+    # The project's units as authored; element values are stored in SI (DOMAIN.md).
+    units: Mapped[dict[str, Any] | None] = mapped_column(JSONDoc)
     element_count: Mapped[int] = mapped_column(Integer, default=0)
     stats: Mapped[dict[str, Any]] = mapped_column(JSONDoc, default=dict)
     created_by: Mapped[uuid.UUID | None] = mapped_column(

@@ -237,6 +237,10 @@ class VersionOut(BaseModel):
     source_schema: str | None
     source_sha256: str | None
     source_bytes: int | None
+    units: dict[str, Any] | None = Field(
+        description="The source file's units per quantity kind, as declared, with the factor "
+        "that took its values to SI (`to_si`). Element values are always SI."
+    )
     element_count: int
     stats: dict[str, Any]
     created_by: uuid.UUID | None

@@ -17,16 +17,15 @@ import hashlib
 import tempfile
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 import anyio.to_thread
 import orjson
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bem.auth.models import User
 from bem.kit.canonical import content_hash, normalize
 from bem.kit.errors import NotFound, Problem, Unprocessable
 from bem.kit.pagination import decode_time_id_cursor, page_of, time_id_key
@@ -44,13 +43,39 @@ SPOOL_IN_MEMORY_BYTES = 8 * 1024 * 1024
 ANALYZE_AFTER_ELEMENTS = 5000
 
 
+# Called with a phase ("extract": documents validated, "store": elements written), a count
+# and, when known, the total.
+OnProgress = Callable[[str, int, int | None], Awaitable[None]]
+PROGRESS_EVERY = 500
+
+
 @dataclass
 class UploadMeta:
     source_format: str
     message: str | None = None
     source_name: str | None = None
+    source_schema: str | None = None
+    source_key: str | None = None
+    units: dict[str, Any] | None = None
     max_elements: int = 2_000_000
     batch_size: int = 2000
+    on_progress: OnProgress | None = None
+
+
+class SourceInfo(Protocol):
+    """The uploaded bytes' digest and size, read once the body has been consumed."""
+
+    @property
+    def sha256(self) -> str: ...
+
+    @property
+    def size(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class StoredSource:
+    sha256: str
+    size: int
 
 
 @dataclass
@@ -74,6 +99,10 @@ class SourceHasher:
             self.digest.update(chunk)
             self.size += len(chunk)
             yield chunk
+
+    @property
+    def sha256(self) -> str:
+        return self.digest.hexdigest()
 
 
 def _field_errors(exc: ValidationError) -> list[dict[str, Any]]:
@@ -105,6 +134,8 @@ async def _spool(
             )
         spool.index[element.global_id] = (element.name, element.ifc_class)
         spool.file.write(orjson.dumps(element.model_dump(mode="json")) + b"\n")
+        if meta.on_progress is not None and len(spool.index) % PROGRESS_EVERY == 0:
+            await meta.on_progress("extract", len(spool.index), None)
 
 
 def _resolve(ref: Any, index: dict[str, tuple[str | None, str]], gid: str, key: str) -> Any:
@@ -180,10 +211,10 @@ def _batches(file: IO[bytes], size: int) -> Iterator[list[bytes]]:
 
 async def create_version(
     session: AsyncSession,
-    user: User,
+    user_id: uuid.UUID | None,
     model: Model,
     documents: AsyncIterator[tuple[str, dict[str, Any]]],
-    source: SourceHasher,
+    source: SourceInfo,
     meta: UploadMeta,
 ) -> Version:
     # Hold no database connection while a (possibly slow) client streams the body in.
@@ -200,15 +231,18 @@ async def create_version(
             message=meta.message,
             source_name=meta.source_name,
             source_format=meta.source_format,
-            source_sha256=source.digest.hexdigest(),
+            source_schema=meta.source_schema,
+            source_sha256=source.sha256,
             source_bytes=source.size,
-            created_by=user.id,
+            source_key=meta.source_key,
+            units=meta.units,
+            created_by=user_id,
         )
         session.add(version)
         await session.flush()
 
         classes: Counter[str] = Counter()
-        relation_count = 0
+        relation_count = stored = 0
         for lines in _batches(file, meta.batch_size):
             payloads, elements, relations, batch_classes = await anyio.to_thread.run_sync(
                 _build_batch, lines, spool.index, version.id
@@ -216,6 +250,9 @@ async def create_version(
             await repository.write_batch(session, payloads, elements, relations)
             classes.update(batch_classes)
             relation_count += len(relations)
+            stored += len(elements)
+            if meta.on_progress is not None:
+                await meta.on_progress("store", stored, len(spool.index))
 
     await repository.lock_model(session, model.id)
     version.parent_id = await repository.latest_ready_id(session, model.id)

@@ -1,0 +1,81 @@
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+import anyio.to_thread
+from fastapi import APIRouter, File, Form, Request, Response, UploadFile, status
+from redis.exceptions import RedisError
+
+from bem.auth.dependencies import Access, allow
+from bem.auth.permissions import PROJECT_EDIT
+from bem.config import Settings
+from bem.ingest.formats import HEAD_BYTES, Format, detect, ifc_member
+from bem.jobs import service as jobs
+from bem.jobs.queue import JobQueue
+from bem.jobs.schemas import JobOut
+from bem.kit.db import SessionDep
+from bem.kit.errors import Problem, problem_responses
+from bem.kit.ratelimit import rate_limit
+from bem.kit.storage import SourceStore
+from bem.kit.text import LongText
+from bem.projects import service as projects
+
+router = APIRouter(prefix="/v1", tags=["imports"], responses=problem_responses(401, 403, 422))
+
+
+@router.post(
+    "/models/{model_id}/imports",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=JobOut,
+    responses=problem_responses(404, 413, 415, 429, 503),
+    dependencies=[rate_limit("upload")],
+    summary="Import a file (IFC, IFCZIP, DXF, NDJSON, JSON) as a new version, in the background",
+)
+async def create_import(
+    model_id: uuid.UUID,
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    access: Annotated[Access, allow(PROJECT_EDIT)],
+    file: Annotated[UploadFile, File(description="The model file; its extension names the format")],
+    message: Annotated[LongText | None, Form(description="What changed")] = None,
+) -> JobOut:
+    """Answers 202 with a job; follow it at `GET /v1/jobs/{id}` (the `Location` header). The
+    format comes from the file name's extension and must agree with the content."""
+    settings: Settings = request.app.state.settings
+    store: SourceStore = request.app.state.store
+    queue: JobQueue = request.app.state.job_queue
+    assert access.principal is not None
+    await projects.get_model(session, model_id)
+    name = file.filename or ""
+    fmt = detect(name, await file.read(HEAD_BYTES))
+    if fmt is Format.ifczip:
+        await anyio.to_thread.run_sync(ifc_member, file.file, settings.max_import_bytes)
+    key, size = await anyio.to_thread.run_sync(store.put, file.file)
+    job = await jobs.create_job(
+        session,
+        kind="import",
+        model_id=model_id,
+        created_by=access.principal.user.id,
+        params={
+            "sha256": key,
+            "size": size,
+            "format": fmt.value,
+            "source_name": name[-255:] or None,
+            "message": message,
+        },
+        max_attempts=settings.job_max_attempts,
+    )
+    try:
+        await queue.enqueue(job.id)
+    except (RedisError, OSError) as exc:
+        await jobs.refuse(session, job, "The job queue is unavailable.")
+        raise Problem(
+            "The job queue is unavailable; try again shortly.",
+            status=503,
+            slug="queue-unavailable",
+            headers={"Retry-After": "30"},
+        ) from exc
+    response.headers["Location"] = f"/v1/jobs/{job.id}"
+    return JobOut.of(job)

@@ -1,0 +1,65 @@
+"""The import job: a stored file becomes a version, all or nothing."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from itertools import islice
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio.to_thread
+
+from bem.ingest.formats import Format
+from bem.ingest.sources import open_source
+from bem.jobs.models import Job
+from bem.jobs.service import JobContext, JobResult, Progress
+from bem.kit.errors import NotFound
+from bem.projects.models import Model
+from bem.versions import service as versions
+
+T = TypeVar("T")
+CHUNK = 200
+
+
+async def in_thread(items: Iterator[T], chunk: int = CHUNK) -> AsyncIterator[T]:
+    """Pull a synchronous iterator (IfcOpenShell, ezdxf) in a worker thread, ``chunk`` items
+    at a time, so the event loop stays responsive."""
+    while batch := await anyio.to_thread.run_sync(lambda: list(islice(items, chunk))):
+        for item in batch:
+            yield item
+
+
+async def run_import(ctx: JobContext, job: Job, progress: Progress) -> JobResult:
+    params: dict[str, Any] = job.params
+    settings = ctx.settings
+    async with ctx.sessions() as session:
+        model = await session.get(Model, job.model_id)
+        if model is None:
+            raise NotFound("The model of this import no longer exists.")
+        with tempfile.TemporaryDirectory(prefix="bem-import-") as workdir:
+            opened = await anyio.to_thread.run_sync(
+                open_source,
+                ctx.store.path(params["sha256"]),
+                Format(params["format"]),
+                Path(workdir),
+                settings,
+            )
+            progress.total = opened.total
+            await progress("extract", 0, opened.total)
+            meta = versions.UploadMeta(
+                source_format=params["format"],
+                message=params.get("message"),
+                source_name=params.get("source_name"),
+                source_schema=opened.schema,
+                source_key=params["sha256"],
+                units=opened.units,
+                max_elements=settings.max_import_elements,
+                batch_size=settings.upload_batch_size,
+                on_progress=progress,
+            )
+            source = versions.StoredSource(sha256=params["sha256"], size=params["size"])
+            version = await versions.create_version(
+                session, job.created_by, model, in_thread(opened.documents), source, meta
+            )
+    return JobResult(version.id, version.element_count)

@@ -1,0 +1,213 @@
+"""Creating, reading and running jobs. The same ``execute`` runs under arq (``bem worker``),
+the in-process runner (embedded default) and ``bem import``."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import structlog
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bem.config import Settings
+from bem.jobs import repository
+from bem.jobs.models import Job
+from bem.kit.db import utcnow
+from bem.kit.errors import NotFound, Problem
+from bem.kit.storage import SourceStore
+
+log = structlog.get_logger("bem.jobs")
+tracer = trace.get_tracer("bem.jobs")
+
+# A running job whose row has not changed for this long has lost its worker.
+STALE_AFTER = timedelta(seconds=120)
+PROGRESS_INTERVAL_S = 0.5
+RETRY_DELAY_S = 5.0
+
+# Called with (phase, done, total) as a job advances; the CLI draws its progress bar with it.
+Watch = Callable[[str, int, int | None], None]
+
+
+@dataclass
+class JobContext:
+    """What job functions get: configuration, a session factory and the file store."""
+
+    settings: Settings
+    sessions: async_sessionmaker[AsyncSession]
+    store: SourceStore
+    watch: Watch | None = None
+
+
+class RetryLater(Exception):
+    """Raised to the queue adapter: run this job again after ``delay_s``."""
+
+    def __init__(self, delay_s: float) -> None:
+        super().__init__(f"retry in {delay_s}s")
+        self.delay_s = delay_s
+
+
+@dataclass
+class Progress:
+    """Records a job's progress on its row, at most every ``PROGRESS_INTERVAL_S``.
+
+    SQLite has one writer: while the version is being written (phase ``store``) the job row
+    cannot be updated, so on SQLite the stored progress stays at the end of extraction and
+    only the in-process ``watch`` sees the store phase."""
+
+    ctx: JobContext
+    job_id: uuid.UUID
+    total: int | None = None
+    _last: float = field(default=0.0)
+
+    async def __call__(self, phase: str, done: int, total: int | None) -> None:
+        if total is not None:
+            self.total = total
+        if self.ctx.watch is not None:
+            self.ctx.watch(phase, done, self.total)
+        now = time.monotonic()
+        if now - self._last < PROGRESS_INTERVAL_S:
+            return
+        if phase == "store" and self.ctx.settings.is_sqlite:
+            return
+        self._last = now
+        async with self.ctx.sessions() as session:
+            await repository.set_progress(session, self.job_id, phase, done, self.total)
+
+
+@dataclass(frozen=True)
+class JobResult:
+    version_id: uuid.UUID
+    elements: int
+
+
+Handler = Callable[[JobContext, Job, Progress], Awaitable[JobResult]]
+
+
+async def create_job(
+    session: AsyncSession,
+    *,
+    kind: str,
+    model_id: uuid.UUID,
+    created_by: uuid.UUID | None,
+    params: dict[str, Any],
+    max_attempts: int,
+) -> Job:
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)  # the worker continues this request's trace
+    request_id = structlog.contextvars.get_contextvars().get("request_id")
+    job = Job(
+        kind=kind,
+        status="queued",
+        model_id=model_id,
+        created_by=created_by,
+        params={**params, "trace": carrier, "request_id": request_id},
+        max_attempts=max_attempts,
+        done=0,
+        attempts=0,
+        updated_at=utcnow(),
+    )
+    session.add(job)
+    await session.commit()
+    return job
+
+
+async def refuse(session: AsyncSession, job: Job, detail: str) -> None:
+    """A job that never reached the queue: failed at once, so nothing waits for it."""
+    await repository.finish(
+        session, job.id, status="failed", error={"type": "queue-unavailable", "detail": detail}
+    )
+
+
+async def get_job(session: AsyncSession, job_id: uuid.UUID) -> Job:
+    job = await session.get(Job, job_id)
+    if job is None:
+        raise NotFound(f"Job {job_id} does not exist.")
+    return job
+
+
+async def _fail(ctx: JobContext, job_id: uuid.UUID, slug: str, detail: str) -> None:
+    async with ctx.sessions() as session:
+        await repository.finish(
+            session, job_id, status="failed", error={"type": slug, "detail": detail}
+        )
+
+
+async def execute(
+    ctx: JobContext, handlers: Mapping[str, Handler], job_id: uuid.UUID, *, takeover: bool
+) -> None:
+    """Claim the job and run it. Bad input fails it for good; anything else is retried
+    (``RetryLater``) until ``max_attempts``. ``takeover`` claims a job still marked running
+    (the queue knows its previous worker is gone); otherwise only a stale one."""
+    running_before = utcnow() if takeover else utcnow() - STALE_AFTER
+    async with ctx.sessions() as session:
+        if not await repository.claim(session, job_id, running_before):
+            log.info("job.not_claimed", job_id=str(job_id))
+            return
+        job = await session.get(Job, job_id)
+    assert job is not None
+    structlog.contextvars.bind_contextvars(
+        job_id=str(job.id), job_kind=job.kind, request_id=job.params.get("request_id")
+    )
+    if job.attempts > job.max_attempts:
+        last = (job.error or {}).get("detail", "the worker stopped during the job")
+        await _fail(ctx, job.id, "gave-up", f"Gave up after {job.max_attempts} attempts: {last}")
+        log.error("job.gave_up", attempts=job.max_attempts)
+        return
+    token = otel_context.attach(propagate.extract(job.params.get("trace") or {}))
+    started = time.monotonic()
+    try:
+        with tracer.start_as_current_span(
+            f"job {job.kind}", attributes={"bem.job.id": str(job.id)}
+        ):
+            log.info("job.start", attempt=job.attempts)
+            result = await handlers[job.kind](ctx, job, Progress(ctx, job.id))
+    except Problem as exc:
+        await _fail(ctx, job.id, exc.slug, exc.detail)
+        log.warning("job.failed", problem=exc.slug, detail=exc.detail)
+    except asyncio.CancelledError:
+        async with ctx.sessions() as session:
+            await repository.requeue(
+                session,
+                job.id,
+                {"type": "interrupted", "detail": "The worker stopped during the job."},
+            )
+        log.warning("job.interrupted")
+        raise
+    except Exception as exc:  # the job boundary: record, then retry or give up
+        log.exception("job.error", attempt=job.attempts)
+        detail = f"Attempt {job.attempts} failed unexpectedly ({type(exc).__name__})."
+        if job.attempts < job.max_attempts:
+            async with ctx.sessions() as session:
+                await repository.requeue(
+                    session, job.id, {"type": "internal-error", "detail": detail}
+                )
+            raise RetryLater(RETRY_DELAY_S) from exc
+        await _fail(ctx, job.id, "internal-error", detail)
+    else:
+        async with ctx.sessions() as session:
+            await repository.finish(
+                session,
+                job.id,
+                status="succeeded",
+                version_id=result.version_id,
+                error=None,
+                phase="store",
+                done=result.elements,
+                total=result.elements,
+            )
+        log.info(
+            "job.succeeded",
+            version_id=str(result.version_id),
+            elements=result.elements,
+            seconds=round(time.monotonic() - started, 3),
+        )
+    finally:
+        otel_context.detach(token)
+        structlog.contextvars.unbind_contextvars("job_id", "job_kind")

@@ -1,0 +1,66 @@
+"""``bem worker``: arq consuming the Redis queue, running the same job functions as the
+in-process runner.
+
+A job interrupted by SIGTERM is put back (arq retries cancelled jobs at once). A worker that
+dies without notice holds its job until arq's in-progress lock expires, ``job_timeout_s`` +
+10 s after it started; then another worker takes it over (``takeover=True``) and retries it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from arq import Retry
+from arq.connections import RedisSettings
+from arq.worker import Worker, func
+
+from bem.config import Settings
+from bem.ingest.tasks import run_import
+from bem.jobs.queue import ARQ_FUNCTION, queue_name
+from bem.jobs.service import Handler, JobContext, RetryLater, execute
+from bem.kit.db import create_engine, session_factory
+from bem.kit.storage import SourceStore
+
+HANDLERS: dict[str, Handler] = {"import": run_import}
+
+
+def job_context(settings: Settings, sessions: Any) -> JobContext:
+    return JobContext(settings=settings, sessions=sessions, store=SourceStore(settings.storage_dir))
+
+
+async def run_job(ctx: dict[str, Any], job_id: str) -> None:
+    try:
+        await execute(ctx["bem"], HANDLERS, uuid.UUID(job_id), takeover=True)
+    except RetryLater as retry:
+        raise Retry(defer=retry.delay_s) from retry
+
+
+def build_worker(settings: Settings, *, burst: bool = False) -> Worker:
+    assert settings.redis_url is not None, "bem worker needs BEM_REDIS_URL"
+
+    async def startup(ctx: dict[str, Any]) -> None:
+        engine = create_engine(settings)
+        ctx["engine"] = engine
+        ctx["bem"] = job_context(settings, session_factory(engine))
+
+    async def shutdown(ctx: dict[str, Any]) -> None:
+        if "engine" in ctx:
+            await ctx["engine"].dispose()
+
+    return Worker(
+        functions=[
+            # One arq try more than ours, so our own bookkeeping records the final failure.
+            func(run_job, name=ARQ_FUNCTION, max_tries=settings.job_max_attempts + 1)
+        ],
+        redis_settings=RedisSettings.from_dsn(settings.redis_url.get_secret_value()),
+        queue_name=queue_name(settings),
+        on_startup=startup,
+        on_shutdown=shutdown,
+        job_timeout=settings.job_timeout_s,
+        max_jobs=settings.worker_concurrency,
+        keep_result=0,
+        burst=burst,
+        poll_delay=0.2,
+        handle_signals=True,
+    )

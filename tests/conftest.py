@@ -21,6 +21,7 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+import redis
 from sqlalchemy.engine import make_url
 
 from bem.app import create_app
@@ -33,6 +34,7 @@ from bem.kit.db import utcnow
 
 PG_URL = os.environ.get("BEM_TEST_DATABASE_URL", "postgresql://127.0.0.1:5432/test")
 REQUIRE_SERVICES = os.environ.get("BEM_REQUIRE_SERVICES") == "1"
+REDIS_URL = os.environ.get("BEM_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 # Imported files, by content; shared by the whole run and removed at its end.
 SOURCES = Path(tempfile.mkdtemp(prefix="bem-test-sources-"))
 
@@ -87,6 +89,19 @@ def postgres_template() -> Iterator[str]:
         yield name
     finally:
         asyncio.run(_pg_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="session")
+def shared_redis() -> str:
+    """The shared Redis; tests keep to their own key prefix."""
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_timeout=1).ping()
+    except redis.RedisError as exc:
+        reason = f"Redis not reachable at {REDIS_URL}: {exc!r}"
+        if REQUIRE_SERVICES:
+            pytest.fail(f"BEM_REQUIRE_SERVICES=1 but {reason}")
+        pytest.skip(reason)
+    return REDIS_URL
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,4 @@
-"""The ``bem`` command: serve, migrate, demo, users, openapi."""
+"""The ``bem`` command: serve, worker, migrate, import, demo, users, tokens, openapi."""
 
 from __future__ import annotations
 
@@ -267,6 +267,127 @@ def demo(
 ) -> None:
     """Load a generated demo model (visible to admins)."""
     err.print(asyncio.run(_demo(settings_or_exit(), size, if_empty)))
+
+
+@cli.command()
+def worker(
+    burst: Annotated[bool, typer.Option(help="Exit once the queue is empty")] = False,
+) -> None:
+    """Run background jobs from the Redis queue (arq). Needs BEM_REDIS_URL; the API must run
+    with BEM_JOB_QUEUE=redis to send jobs here."""
+    from bem.jobs.worker import build_worker
+
+    settings = settings_or_exit(server=True)
+    if settings.redis_url is None:
+        err.print("bem worker needs BEM_REDIS_URL (the queue lives in Redis).")
+        raise typer.Exit(2)
+    build_worker(settings, burst=burst).run()
+
+
+async def _find_project(session: AsyncSession, ref: str) -> Any:
+    from bem.projects import repository as projects_repo
+    from bem.projects.models import Project
+
+    try:
+        found = await session.get(Project, uuid.UUID(ref))
+    except ValueError:
+        named = await projects_repo.projects_named(session, ref)
+        if len(named) > 1:
+            err.print(f"{len(named)} projects are named {ref!r}; pass the project's id.")
+            raise typer.Exit(1) from None
+        found = named[0] if named else None
+    if found is None:
+        err.print(f"No project {ref!r}.")
+        raise typer.Exit(1)
+    return found
+
+
+async def _import(
+    settings: Settings, path: Path, project_ref: str, model_name: str, message: str | None
+) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from bem.ingest.service import create_import_job, store_source
+    from bem.jobs.models import Job
+    from bem.jobs.service import RetryLater, execute
+    from bem.jobs.worker import HANDLERS, job_context
+    from bem.kit.db import create_engine, session_factory
+    from bem.kit.errors import Problem
+    from bem.kit.storage import SourceStore
+    from bem.projects import repository as projects_repo
+    from bem.projects import service as projects
+    from bem.projects.schemas import ModelCreate
+
+    engine = create_engine(settings)
+    sessions = session_factory(engine)
+    try:
+        async with sessions() as session:
+            project = await _find_project(session, project_ref)
+            model = await projects_repo.model_by_name(session, project.id, model_name)
+            if model is None:
+                model = await projects.create_model(
+                    session, project.id, ModelCreate(name=model_name)
+                )
+            store = SourceStore(settings.storage_dir)
+            try:
+                with path.open("rb") as file:
+                    source = store_source(store, path.name, file, settings.max_import_bytes)
+            except Problem as exc:
+                err.print(f"[red]Refused:[/] {exc.detail}")
+                return 1
+            job = await create_import_job(
+                session,
+                settings,
+                model_id=model.id,
+                created_by=None,
+                source=source,
+                filename=path.name,
+                message=message,
+            )
+        columns = (
+            "{task.description}",
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+        )
+        with Progress(*columns, console=err, transient=False) as bar:
+            task = bar.add_task("extract", total=None)
+
+            def watch(phase: str, done: int, total: int | None) -> None:
+                bar.update(task, description=phase, completed=done, total=total)
+
+            ctx = job_context(settings, sessions)
+            ctx.watch = watch
+            while True:
+                try:
+                    await execute(ctx, HANDLERS, job.id, takeover=False)
+                    break
+                except RetryLater as retry:
+                    await asyncio.sleep(retry.delay_s)
+        async with sessions() as session:
+            done = await session.get(Job, job.id)
+        assert done is not None
+        if done.status != "succeeded":
+            error = done.error or {}
+            err.print(f"[red]Import failed ({error.get('type')}):[/] {error.get('detail')}")
+            return 1
+        err.print(f"Imported {path.name} into {project.name} / {model.name}: version")
+        typer.echo(str(done.version_id))
+        return 0
+    finally:
+        await engine.dispose()
+
+
+@cli.command("import")
+def import_file(
+    path: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
+    project: Annotated[str, typer.Option(help="Project name or id")],
+    model: Annotated[str, typer.Option(help="Model name (created if missing)")],
+    message: Annotated[str | None, typer.Option(help="What changed")] = None,
+) -> None:
+    """Import an IFC, IFCZIP, DXF, NDJSON or JSON file as a new version, in this process,
+    with a progress bar. Prints the version id."""
+    raise typer.Exit(asyncio.run(_import(settings_or_exit(), path, project, model, message)))
 
 
 @cli.command()

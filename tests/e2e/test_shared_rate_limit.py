@@ -11,9 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import PG_URL, _dsn, _pg_execute
+from tests.conftest import PG_URL, REDIS_URL, _dsn, _pg_execute
 from tests.helpers import bem, bem_server
-from tests.integration.test_ratelimit import REDIS_URL
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 

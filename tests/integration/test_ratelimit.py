@@ -4,7 +4,6 @@ and the documented behaviour when Redis goes away (per-process limits, never unl
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 import subprocess
 import time
@@ -19,8 +18,6 @@ from bem.kit import ratelimit
 from tests.conftest import REQUIRE_SERVICES, make_api, settings_for
 from tests.helpers import free_port
 
-REDIS_URL = os.environ.get("BEM_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-
 
 def limited(database_url: str, **overrides: object) -> object:
     values: dict[str, object] = {
@@ -32,18 +29,6 @@ def limited(database_url: str, **overrides: object) -> object:
         **overrides,
     }
     return settings_for(database_url, **values)
-
-
-@pytest.fixture(scope="module")
-def shared_redis() -> str:
-    try:
-        redis.Redis.from_url(REDIS_URL, socket_timeout=1).ping()
-    except redis.RedisError as exc:
-        reason = f"Redis not reachable at {REDIS_URL}: {exc!r}"
-        if REQUIRE_SERVICES:
-            pytest.fail(f"BEM_REQUIRE_SERVICES=1 but {reason}")
-        pytest.skip(reason)
-    return REDIS_URL
 
 
 async def test_the_n_plus_first_request_gets_429_with_headers(sqlite_url: str) -> None:

@@ -10,7 +10,7 @@ from redis.exceptions import RedisError
 from bem.auth.dependencies import Access, allow
 from bem.auth.permissions import PROJECT_EDIT
 from bem.config import Settings
-from bem.ingest.formats import HEAD_BYTES, Format, detect, ifc_member
+from bem.ingest.service import create_import_job, store_source
 from bem.jobs import service as jobs
 from bem.jobs.queue import JobQueue
 from bem.jobs.schemas import JobOut
@@ -49,23 +49,17 @@ async def create_import(
     assert access.principal is not None
     await projects.get_model(session, model_id)
     name = file.filename or ""
-    fmt = detect(name, await file.read(HEAD_BYTES))
-    if fmt is Format.ifczip:
-        await anyio.to_thread.run_sync(ifc_member, file.file, settings.max_import_bytes)
-    key, size = await anyio.to_thread.run_sync(store.put, file.file)
-    job = await jobs.create_job(
+    source = await anyio.to_thread.run_sync(
+        store_source, store, name, file.file, settings.max_import_bytes
+    )
+    job = await create_import_job(
         session,
-        kind="import",
+        settings,
         model_id=model_id,
         created_by=access.principal.user.id,
-        params={
-            "sha256": key,
-            "size": size,
-            "format": fmt.value,
-            "source_name": name[-255:] or None,
-            "message": message,
-        },
-        max_attempts=settings.job_max_attempts,
+        source=source,
+        filename=name,
+        message=message,
     )
     try:
         await queue.enqueue(job.id)

@@ -1,7 +1,8 @@
 """``bem worker``: arq consuming the Redis queue, running the same job functions as the
 in-process runner.
 
-A job interrupted by SIGTERM is put back (arq retries cancelled jobs at once). A worker that
+On SIGTERM running jobs get ``BEM_SHUTDOWN_TIMEOUT`` to finish; any still running are then
+cancelled and put back (arq retries cancelled jobs at once). A worker that
 dies without notice holds its job until arq's in-progress lock expires, ``job_timeout_s`` +
 10 s after it started; then another worker takes it over (``takeover=True``) and retries it.
 """
@@ -36,7 +37,7 @@ async def run_job(ctx: dict[str, Any], job_id: str) -> None:
         raise Retry(defer=retry.delay_s) from retry
 
 
-def build_worker(settings: Settings, *, burst: bool = False) -> Worker:
+def build_worker(settings: Settings, *, burst: bool = False, signals: bool = True) -> Worker:
     assert settings.redis_url is not None, "bem worker needs BEM_REDIS_URL"
 
     async def startup(ctx: dict[str, Any]) -> None:
@@ -62,5 +63,8 @@ def build_worker(settings: Settings, *, burst: bool = False) -> Worker:
         keep_result=0,
         burst=burst,
         poll_delay=0.2,
-        handle_signals=True,
+        handle_signals=signals,
+        # SIGTERM: take no new jobs, let running ones finish within the shutdown bound, then
+        # cancel them (they go back to the queue and the next worker retries them at once).
+        job_completion_wait=int(settings.shutdown_timeout),
     )

@@ -88,3 +88,8 @@ async def project_of_model(session: AsyncSession, model_id: uuid.UUID) -> uuid.U
         select(Model.project_id).where(Model.id == model_id)
     )
     return result
+
+
+async def projects_named(session: AsyncSession, name: str) -> list[Project]:
+    rows = await session.scalars(select(Project).where(Project.name == name).limit(10))
+    return list(rows)

@@ -1,0 +1,58 @@
+"""Accepting a file for import: the checks that need no parsing, storage, and the job."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from typing import IO
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bem.config import Settings
+from bem.ingest.formats import HEAD_BYTES, Format, detect, ifc_member
+from bem.jobs import service as jobs
+from bem.jobs.models import Job
+from bem.kit.errors import PayloadTooLarge
+from bem.kit.storage import SourceStore
+
+
+def store_source(
+    store: SourceStore, filename: str, file: IO[bytes], max_bytes: int
+) -> tuple[Format, str, int]:
+    """Detect the format (extension + first bytes), vet archives, then keep the file.
+    Synchronous: run it in a thread from async code. Returns (format, key, size)."""
+    if file.seek(0, os.SEEK_END) > max_bytes:
+        raise PayloadTooLarge(f"The file exceeds {max_bytes} bytes.", limit=max_bytes)
+    file.seek(0)
+    fmt = detect(filename, file.read(HEAD_BYTES))
+    if fmt is Format.ifczip:
+        ifc_member(file, max_bytes)
+    key, size = store.put(file)
+    return fmt, key, size
+
+
+async def create_import_job(
+    session: AsyncSession,
+    settings: Settings,
+    *,
+    model_id: uuid.UUID,
+    created_by: uuid.UUID | None,
+    source: tuple[Format, str, int],
+    filename: str,
+    message: str | None,
+) -> Job:
+    fmt, key, size = source
+    return await jobs.create_job(
+        session,
+        kind="import",
+        model_id=model_id,
+        created_by=created_by,
+        params={
+            "sha256": key,
+            "size": size,
+            "format": fmt.value,
+            "source_name": filename[-255:] or None,
+            "message": message,
+        },
+        max_attempts=settings.job_max_attempts,
+    )

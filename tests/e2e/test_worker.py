@@ -1,0 +1,143 @@
+"""Imports through the production queue: arq on Redis, consumed by ``bem worker``, on
+PostgreSQL. A worker killed mid-import loses nothing: its job is retried and succeeds once,
+and no partial version is ever visible."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from bem.config import Settings
+from bem.jobs.worker import build_worker
+from bem.testing import ifcgen
+from tests.conftest import SOURCES, Api, make_api, settings_for
+from tests.integration.test_imports import ifc_bytes, model_of, submit, wait_for
+
+
+def queued_settings(postgres_url: str, redis_url: str, **overrides: Any) -> Settings:
+    return settings_for(
+        postgres_url,
+        redis_url=redis_url,
+        job_queue="redis",
+        redis_key_prefix=f"bemtest{uuid.uuid4().hex[:8]}",
+        **overrides,
+    )
+
+
+async def test_worker_runs_queued_imports(postgres_url: str, shared_redis: str) -> None:
+    settings = queued_settings(postgres_url, shared_redis)
+    model = ifcgen.generate(40)
+    async with make_api(settings) as api:
+        headers, mid = await model_of(api)
+        r = await submit(api, headers, mid, "m.ifc", ifc_bytes(model))
+        assert r.status_code == 202 and r.json()["status"] == "queued"
+        assert await api.app.state.job_queue.depth() == 1
+        worker = build_worker(settings, burst=True, signals=False)
+        try:
+            await worker.async_run()
+        finally:
+            await worker.close()
+        job = await wait_for(api, headers, r.json()["id"])
+        assert job["status"] == "succeeded" and job["attempts"] == 1, job
+        assert await api.app.state.job_queue.depth() == 0
+        version = (
+            await api.client.get(f"/v1/versions/{job['version_id']}", headers=headers)
+        ).json()
+        assert version["element_count"] == len(model.by_type("IfcProduct"))
+
+
+@contextmanager
+def worker_process(env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bem", "worker"], env=env, stdout=out, stderr=out
+        )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+
+
+def worker_env(settings: Settings, tmp_path: Path) -> dict[str, str]:
+    assert settings.redis_url is not None
+    return {
+        **os.environ,
+        "BEM_DATABASE_URL": settings.database_url_value,
+        "BEM_REDIS_URL": settings.redis_url.get_secret_value(),
+        "BEM_REDIS_KEY_PREFIX": settings.redis_key_prefix,
+        "BEM_JOB_QUEUE": "redis",
+        "BEM_STORAGE_DIR": str(SOURCES),
+        "BEM_JOB_TIMEOUT_S": str(settings.job_timeout_s),
+        "BEM_LOG_JSON": "false",
+    }
+
+
+async def job_row(api: Api, job_id: str) -> tuple[str, int, int]:
+    status = await api.scalar(f"SELECT status FROM jobs WHERE id = '{job_id}'")  # noqa: S608
+    done = await api.scalar(f"SELECT done FROM jobs WHERE id = '{job_id}'")  # noqa: S608
+    attempts = await api.scalar(f"SELECT attempts FROM jobs WHERE id = '{job_id}'")  # noqa: S608
+    return status, done, attempts
+
+
+async def test_killed_worker_job_is_retried_and_succeeds_once(
+    postgres_url: str, shared_redis: str, tmp_path: Path
+) -> None:
+    # A short job timeout: arq hands a dead worker's job to another once its in-progress
+    # lock (timeout + 10 s) expires.
+    settings = queued_settings(postgres_url, shared_redis, job_timeout_s=12)
+    model = ifcgen.generate(3000)
+    products = len(model.by_type("IfcProduct"))
+    env = worker_env(settings, tmp_path)
+    log = tmp_path / "worker.log"
+    async with make_api(settings) as api:
+        headers, mid = await model_of(api)
+        r = await submit(api, headers, mid, "big.ifc", ifc_bytes(model))
+        job_id = r.json()["id"]
+        with worker_process(env, log) as first:
+            for _ in range(600):  # until the import is under way
+                status, done, _ = await job_row(api, job_id)
+                if status == "running" and done > 0:
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                raise AssertionError(f"the job never started: {log.read_text()[-3000:]}")
+            first.send_signal(signal.SIGKILL)
+            first.wait(timeout=10)
+        status, _, attempts = await job_row(api, job_id)
+        assert (status, attempts) == ("running", 1)
+        versions = f"SELECT count(*) FROM versions v JOIN models m ON m.id = v.model_id WHERE m.id = '{mid}'"  # noqa: S608, E501
+        assert await api.scalar(versions) == 0  # the killed transaction left nothing
+
+        with worker_process(env, log):
+            for _ in range(1200):
+                status, _, attempts = await job_row(api, job_id)
+                if status in ("succeeded", "failed"):
+                    break
+                await asyncio.sleep(0.05)
+        job = (await api.client.get(f"/v1/jobs/{job_id}", headers=headers)).json()
+        assert job["status"] == "succeeded", (job, log.read_text()[-3000:])
+        assert job["attempts"] == 2
+        assert await api.scalar(versions) == 1
+        version = (
+            await api.client.get(f"/v1/versions/{job['version_id']}", headers=headers)
+        ).json()
+        assert version["element_count"] == products
+        orphans = (
+            "SELECT count(*) FROM version_elements ve "
+            "LEFT JOIN versions v ON v.id = ve.version_id WHERE v.id IS NULL"
+        )
+        assert await api.scalar(orphans) == 0

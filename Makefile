@@ -41,6 +41,7 @@ bench: $(VENV)/.dev
 	$(BIN)/python bench/upload.py
 	$(BIN)/python bench/db_driver.py
 	$(BIN)/python bench/query.py
+	$(BIN)/python bench/ingest.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -119,9 +119,8 @@ async def _job_queue(settings: Settings, app: FastAPI) -> JobQueue:
     """arq on Redis when configured (``bem worker`` runs the jobs), else this process."""
     if settings.job_queue is JobQueueKind.redis:
         return ArqQueue(settings)
-    local = LocalQueue(
-        job_context(settings, app.state.sessions), HANDLERS, settings.local_job_concurrency
-    )
+    ctx = job_context(settings, app.state.sessions, app.state.tracer_provider)
+    local = LocalQueue(ctx, HANDLERS, settings.local_job_concurrency)
     await local.start()
     return local
 

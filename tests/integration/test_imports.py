@@ -123,6 +123,34 @@ async def test_ifc_import_agrees_with_ifcopenshell(api: Api) -> None:
         assert {m["name"] for m in doc["materials"]} == names
 
 
+@pytest.mark.parametrize(
+    ("schema", "identifier"), [("IFC2X3", "IFC2X3"), ("IFC4X3", "IFC4X3_ADD2")]
+)
+async def test_every_supported_schema_imports(
+    sqlite_api: Api, schema: str, identifier: str
+) -> None:
+    api = sqlite_api
+    model = ifcgen.small(schema, millimetres=True)
+    headers, mid = await model_of(api)
+    job = await imported(api, headers, mid, f"{schema}.ifc", ifc_bytes(model))
+    assert job["status"] == "succeeded", job
+    version = (await api.client.get(f"/v1/versions/{job['version_id']}", headers=headers)).json()
+    assert version["source_schema"] == identifier
+    assert version["units"]["length"] == {"unit": "MILLIMETRE", "to_si": 0.001}
+    stored = await all_elements(api, headers, job["version_id"])
+    for element in model.by_type("IfcProduct"):
+        doc = stored[element.GlobalId]
+        assert doc["ifc_class"] == element.is_a()
+        assert (doc["container"] or {}).get("global_id") == _gid(util.get_container(element))
+        assert (doc["type"] or {}).get("global_id") == _gid(util.get_type(element))
+        assert doc["properties"] == _plain(util.get_psets(element, psets_only=True))
+        quantities = _plain(util.get_psets(element, qtos_only=True))
+        if quantities:  # millimetres in the file, metres in BEM
+            assert doc["quantities"] == {"Qto_WallBaseQuantities": {"Length": 4.0}}
+    first = next(d for d in stored.values() if d["name"] == "W0")
+    assert first["properties"]["Pset_WallCommon"] == {"FireRating": "REI90", "IsExternal": True}
+
+
 async def test_source_download_is_byte_identical(sqlite_api: Api) -> None:
     api = sqlite_api
     content = ifc_bytes(ifcgen.generate(20))
@@ -392,3 +420,30 @@ async def test_jobs_are_private_to_the_project(sqlite_api: Api) -> None:
     assert r.status_code == 404
     r = await submit(api, mallory, mid, "b.ifc", ifc_bytes(ifcgen.generate(10)))
     assert r.status_code == 404
+
+
+async def test_a_stopped_server_resumes_its_jobs(database_url: str) -> None:
+    """Shutting down cancels running imports and marks them queued (nothing written); the
+    next start picks them up and they succeed."""
+    settings = settings_for(database_url)
+    model = ifcgen.generate(1500)
+    async with make_api(settings) as api:
+        headers, mid = await model_of(api)
+        r = await submit(api, headers, mid, "m.ifc", ifc_bytes(model))
+        job_id = r.json()["id"]
+        for _ in range(400):
+            job = (await api.client.get(f"/v1/jobs/{job_id}", headers=headers)).json()
+            if job["status"] == "running":
+                break
+            await asyncio.sleep(0.025)
+        await asyncio.sleep(0.2)  # well into extraction, far from done
+        user = api.users["alice"]
+    # The context is gone: the lifespan cancelled the job.
+    async with make_api(settings) as api:
+        api.users["alice"] = user
+        api.tokens["alice"] = headers["Authorization"].removeprefix("Bearer ")
+        job = await wait_for(api, headers, job_id)
+        assert job["status"] == "succeeded", job
+        assert job["attempts"] == 2
+        assert job["error"] is None
+        assert await api.scalar("SELECT count(*) FROM versions") == 1

@@ -71,3 +71,33 @@ async def test_incoming_traceparent_is_continued(
 
 async def test_tracing_is_off_by_default(sqlite_api: Api) -> None:
     assert sqlite_api.app.state.tracer_provider is None
+
+
+async def test_an_import_job_continues_the_request_trace(
+    traced: tuple[Api, InMemorySpanExporter, io.StringIO],
+) -> None:
+    from bem.testing import ifcgen
+    from tests.integration.test_imports import ifc_bytes, model_of, submit, wait_for
+
+    api, exporter, logs = traced
+    headers, mid = await model_of(api)
+    exporter.clear()
+    r = await submit(
+        api, {**headers, "X-Request-ID": "import-1"}, mid, "m.ifc", ifc_bytes(ifcgen.generate(10))
+    )
+    assert r.status_code == 202
+    assert (await wait_for(api, headers, r.json()["id"]))["status"] == "succeeded"
+    spans = exporter.get_finished_spans()
+    (request,) = [
+        s
+        for s in spans
+        if s.kind.name == "SERVER" and s.attributes.get("bem.request_id") == "import-1"
+    ]
+    (job,) = [s for s in spans if s.name == "job import"]
+    assert job.context.trace_id == request.context.trace_id
+    assert job.attributes["bem.job.id"] == r.json()["id"]
+    lines = [orjson.loads(line) for line in logs.getvalue().splitlines() if line.startswith("{")]
+    job_lines = [line for line in lines if line.get("job_id") == r.json()["id"]]
+    assert job_lines and all(line["request_id"] == "import-1" for line in job_lines)
+    assert {line["event"] for line in job_lines} >= {"job.start", "job.succeeded"}
+    assert all(line["trace_id"] == format(job.context.trace_id, "032x") for line in job_lines)

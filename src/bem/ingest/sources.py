@@ -31,15 +31,15 @@ class Opened:
 
 def _ifc(path: Path) -> Opened:
     model = ifc.open_model(path)
-    units = ifc.Units.of(model)
+    ctx = ifc.ModelContext.of(model)
     total = len(model.by_type("IfcProduct"))
 
     def documents() -> Documents:
         # Entities die with their file object: the generator keeps ``model`` alive.
         for e in model.by_type("IfcProduct"):
-            yield f"{e.is_a()} #{e.id()} ({e.GlobalId})", ifc.element_document(e, units)
+            yield f"{e.is_a()} #{e.id()} ({e.GlobalId})", ifc.element_document(e, ctx)
 
-    return Opened(documents(), total, str(model.schema_identifier), units.declared)
+    return Opened(documents(), total, str(model.schema_identifier), ctx.units.declared)
 
 
 def _dxf(path: Path, settings: Settings) -> Opened:

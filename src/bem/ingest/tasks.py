@@ -19,13 +19,17 @@ from bem.projects.models import Model
 from bem.versions import service as versions
 
 T = TypeVar("T")
-CHUNK = 200
+CHUNK = 1000
 
 
 async def in_thread(items: Iterator[T], chunk: int = CHUNK) -> AsyncIterator[T]:
     """Pull a synchronous iterator (IfcOpenShell, ezdxf) in a worker thread, ``chunk`` items
     at a time, so the event loop stays responsive."""
-    while batch := await anyio.to_thread.run_sync(lambda: list(islice(items, chunk))):
+    # abandon_on_cancel: a cancelled job stops waiting at once (the thread finishes its chunk
+    # and is dropped); anyio's default would hold the cancellation until the thread returns.
+    while batch := await anyio.to_thread.run_sync(
+        lambda: list(islice(items, chunk)), abandon_on_cancel=True
+    ):
         for item in batch:
             yield item
 
@@ -44,6 +48,7 @@ async def run_import(ctx: JobContext, job: Job, progress: Progress) -> JobResult
                 Format(params["format"]),
                 Path(workdir),
                 settings,
+                abandon_on_cancel=True,
             )
             progress.total = opened.total
             await progress("extract", 0, opened.total)

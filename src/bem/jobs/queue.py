@@ -14,6 +14,7 @@ from typing import Protocol
 import structlog
 from arq.connections import ArqRedis
 from redis.asyncio import ConnectionPool
+from sqlalchemy.exc import SQLAlchemyError
 
 from bem.config import Settings
 from bem.jobs import repository
@@ -96,8 +97,13 @@ class LocalQueue:
         self._spawn(job_id, takeover=False)
 
     async def start(self) -> None:
-        async with self.ctx.sessions() as session:
-            left = await repository.unfinished(session, utcnow() - STALE_AFTER)
+        try:
+            async with self.ctx.sessions() as session:
+                left = await repository.unfinished(session, utcnow() - STALE_AFTER)
+        except SQLAlchemyError as exc:
+            # Start anyway (readiness reports the database); they resume at the next start.
+            log.warning("jobs.resume_failed", error=str(exc).splitlines()[0])
+            return
         for job_id in left:
             self._spawn(job_id, takeover=False)
         if left:

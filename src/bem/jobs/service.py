@@ -24,7 +24,6 @@ from bem.kit.errors import NotFound, Problem
 from bem.kit.storage import SourceStore
 
 log = structlog.get_logger("bem.jobs")
-tracer = trace.get_tracer("bem.jobs")
 
 # A running job whose row has not changed for this long has lost its worker.
 STALE_AFTER = timedelta(seconds=120)
@@ -42,6 +41,7 @@ class JobContext:
     settings: Settings
     sessions: async_sessionmaker[AsyncSession]
     store: SourceStore
+    tracer: trace.Tracer = field(default_factory=lambda: trace.get_tracer("bem.jobs"))
     watch: Watch | None = None
 
 
@@ -163,7 +163,7 @@ async def execute(
     token = otel_context.attach(propagate.extract(job.params.get("trace") or {}))
     started = time.monotonic()
     try:
-        with tracer.start_as_current_span(
+        with ctx.tracer.start_as_current_span(
             f"job {job.kind}", attributes={"bem.job.id": str(job.id)}
         ):
             log.info("job.start", attempt=job.attempts)

@@ -16,18 +16,24 @@ from arq import Retry
 from arq.connections import RedisSettings
 from arq.worker import Worker, func
 
+from bem import __version__
 from bem.config import Settings
 from bem.ingest.tasks import run_import
 from bem.jobs.queue import ARQ_FUNCTION, queue_name
 from bem.jobs.service import Handler, JobContext, RetryLater, execute
 from bem.kit.db import create_engine, session_factory
 from bem.kit.storage import SourceStore
+from bem.kit.tracing import trace_engine, tracer_provider
 
 HANDLERS: dict[str, Handler] = {"import": run_import}
 
 
-def job_context(settings: Settings, sessions: Any) -> JobContext:
-    return JobContext(settings=settings, sessions=sessions, store=SourceStore(settings.storage_dir))
+def job_context(settings: Settings, sessions: Any, provider: Any = None) -> JobContext:
+    """``provider``: the OpenTelemetry tracer provider job spans go to (none: tracing off)."""
+    ctx = JobContext(settings=settings, sessions=sessions, store=SourceStore(settings.storage_dir))
+    if provider is not None:
+        ctx.tracer = provider.get_tracer("bem.jobs")
+    return ctx
 
 
 async def run_job(ctx: dict[str, Any], job_id: str) -> None:
@@ -43,11 +49,24 @@ def build_worker(settings: Settings, *, burst: bool = False, signals: bool = Tru
     async def startup(ctx: dict[str, Any]) -> None:
         engine = create_engine(settings)
         ctx["engine"] = engine
-        ctx["bem"] = job_context(settings, session_factory(engine))
+        provider = None
+        if settings.tracing_enabled:
+            provider = tracer_provider(
+                service="bem-worker",
+                version=__version__,
+                environment=settings.profile.value,
+                endpoint=settings.otlp_endpoint,
+                sample_ratio=settings.tracing_sample_ratio,
+            )
+            trace_engine(engine, provider)
+        ctx["tracer_provider"] = provider
+        ctx["bem"] = job_context(settings, session_factory(engine), provider)
 
     async def shutdown(ctx: dict[str, Any]) -> None:
         if "engine" in ctx:
             await ctx["engine"].dispose()
+        if ctx.get("tracer_provider") is not None:
+            ctx["tracer_provider"].shutdown()
 
     return Worker(
         functions=[

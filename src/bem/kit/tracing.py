@@ -23,8 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 EXPORT_TIMEOUT_S = 5
 
 
-def setup_tracing(
-    app: FastAPI,
+def tracer_provider(
     *,
     service: str,
     version: str,
@@ -33,6 +32,8 @@ def setup_tracing(
     sample_ratio: float,
     exporter: SpanExporter | None = None,
 ) -> TracerProvider:
+    """A provider exporting to ``exporter`` or OTLP, with Redis and outgoing HTTP traced (the
+    API and ``bem worker`` both start from this)."""
     resource = Resource.create(
         {
             "service.name": service,
@@ -50,11 +51,17 @@ def setup_tracing(
 
         otlp = OTLPSpanExporter(endpoint=endpoint, timeout=EXPORT_TIMEOUT_S)
         provider.add_span_processor(BatchSpanProcessor(otlp))
+    RedisInstrumentor().instrument(tracer_provider=provider)
+    HTTPXClientInstrumentor().instrument(tracer_provider=provider)
+    return provider
+
+
+def setup_tracing(app: FastAPI, **options: Any) -> TracerProvider:
+    """:func:`tracer_provider` plus a server span per request."""
+    provider = tracer_provider(**options)
     FastAPIInstrumentor.instrument_app(
         app, tracer_provider=provider, excluded_urls="/health/live,/health/ready,/metrics"
     )
-    RedisInstrumentor().instrument(tracer_provider=provider)
-    HTTPXClientInstrumentor().instrument(tracer_provider=provider)
     return provider
 
 

@@ -8,13 +8,16 @@ override), materials (layer sets through the wall type, single materials elsewhe
 classification references and a fire-compartment group. Same ``n`` and ``seed`` give the
 same file, GlobalIds included. ``mutate()`` turns a model into a realistic next version.
 
-Units are SI (metres), so quantities need no conversion.
+Units are SI (metres), so quantities need no conversion. ``small(schema)`` is a tiny model in
+any schema BEM reads, in metres or millimetres.
 """
 
 from __future__ import annotations
 
 import random
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import ifcopenshell
@@ -335,3 +338,58 @@ def mutate(model: ifcopenshell.file, seed: int = 1, fraction: float = 0.05) -> i
     if added:
         ifcopenshell.api.spatial.assign_container(f, products=added, relating_structure=storeys[0])
     return b.finish()
+
+
+@contextmanager
+def _owner_history(f: ifcopenshell.file) -> Iterator[None]:
+    """IFC2X3 needs an owner history on every rooted entity: a user and an application."""
+    import ifcopenshell.api.owner.settings as owner
+
+    org = f.createIfcOrganization(Name="BEM")
+    user = f.createIfcPersonAndOrganization(f.createIfcPerson(FamilyName="Tester"), org)
+    app = f.createIfcApplication(org, "1", "BEM tests", "bem")
+    saved = owner.get_user, owner.get_application
+    owner.get_user, owner.get_application = (lambda _f: user), (lambda _f: app)
+    try:
+        yield
+    finally:
+        owner.get_user, owner.get_application = saved
+
+
+def small(schema: str = "IFC4", *, millimetres: bool = False) -> ifcopenshell.file:
+    """A storey of three walls with a type (whose property set the first wall overrides), a
+    material and quantities, in any schema BEM reads (IFC2X3, IFC4, IFC4X3)."""
+    f = ifcopenshell.api.project.create_file(version=schema)
+    with _owner_history(f) if schema == "IFC2X3" else nullcontext():
+        project = ifcopenshell.api.root.create_entity(f, ifc_class="IfcProject", name="Small")
+        prefix = "MILLI" if millimetres else None
+        unit = ifcopenshell.api.unit.add_si_unit(f, unit_type="LENGTHUNIT", prefix=prefix)
+        ifcopenshell.api.unit.assign_unit(f, units=[unit])
+        parent = project
+        for ifc_class, name in (
+            ("IfcSite", "Site"),
+            ("IfcBuilding", "B"),
+            ("IfcBuildingStorey", "L1"),
+        ):
+            child = ifcopenshell.api.root.create_entity(f, ifc_class=ifc_class, name=name)
+            ifcopenshell.api.aggregate.assign_object(f, products=[child], relating_object=parent)
+            parent = child
+        wall_type = ifcopenshell.api.root.create_entity(f, ifc_class="IfcWallType", name="WT")
+        pset = ifcopenshell.api.pset.add_pset(f, product=wall_type, name="Pset_WallCommon")
+        ifcopenshell.api.pset.edit_pset(
+            f, pset=pset, properties={"FireRating": "REI60", "IsExternal": True}
+        )
+        concrete = ifcopenshell.api.material.add_material(f, name="Concrete")
+        length = 4000.0 if millimetres else 4.0
+        walls = []
+        for i in range(3):
+            wall = ifcopenshell.api.root.create_entity(f, ifc_class="IfcWall", name=f"W{i}")
+            ifcopenshell.api.spatial.assign_container(f, products=[wall], relating_structure=parent)
+            ifcopenshell.api.type.assign_type(f, related_objects=[wall], relating_type=wall_type)
+            ifcopenshell.api.material.assign_material(f, products=[wall], material=concrete)
+            qto = ifcopenshell.api.pset.add_qto(f, product=wall, name="Qto_WallBaseQuantities")
+            ifcopenshell.api.pset.edit_qto(f, qto=qto, properties={"Length": length})
+            walls.append(wall)
+        own = ifcopenshell.api.pset.add_pset(f, product=walls[0], name="Pset_WallCommon")
+        ifcopenshell.api.pset.edit_pset(f, pset=own, properties={"FireRating": "REI90"})
+    return f

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -27,7 +26,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-# Imported lazily: the IfcOpenShell-alone process must not pay for BEM's imports.
+from report import peak_rss_mib  # bench/ is on sys.path when run as a script
+
+# BEM is imported lazily: the IfcOpenShell-alone process must not pay for BEM's imports.
 
 
 INVERSES = (
@@ -39,10 +40,6 @@ INVERSES = (
     "ConnectedFrom",
     "HasAssignments",
 )
-
-
-def peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def read_with_ifcopenshell(path: Path) -> dict[str, Any]:
@@ -77,12 +74,12 @@ def read_with_ifcopenshell(path: Path) -> dict[str, Any]:
 
 
 async def run_import(database_url: str, path: Path, storage: Path) -> dict[str, Any]:
+    import bem.models  # noqa: F401 - every table, so foreign keys resolve
     from bem.config import Settings
     from bem.ingest.service import create_import_job, store_source
+    from bem.jobs.handlers import HANDLERS, job_context
     from bem.jobs.models import Job
     from bem.jobs.service import execute
-    from bem.jobs.worker import HANDLERS, job_context
-    from bem.kit import migrate
     from bem.kit.db import create_engine, session_factory
     from bem.kit.storage import SourceStore
     from bem.projects.models import Model, Project
@@ -90,7 +87,6 @@ async def run_import(database_url: str, path: Path, storage: Path) -> dict[str, 
     settings = Settings(
         profile="test", database_url=database_url, storage_dir=storage, log_level="WARNING"
     )
-    await asyncio.to_thread(migrate.upgrade, settings)
     engine = create_engine(settings)
     sessions = session_factory(engine)
     try:
@@ -139,8 +135,10 @@ def child(*args: str) -> dict[str, Any]:
 
 
 async def main(sizes: list[int]) -> None:
+    from bem.config import Settings
+    from bem.kit import migrate
     from bem.testing import ifcgen
-    from report import write_report  # bench/ is on sys.path when run as a script
+    from report import write_report
     from upload import SERVER, drop, pg_database
 
     results = []
@@ -154,6 +152,8 @@ async def main(sizes: list[int]) -> None:
                 raise SystemExit(f"PostgreSQL is not reachable at {SERVER}")
             try:
                 url = SERVER.rsplit("/", 1)[0] + f"/{name}"
+                # Migrated here: the measured process carries no Alembic.
+                await asyncio.to_thread(migrate.upgrade, Settings(profile="test", database_url=url))
                 storage = Path(tmp) / f"sources-{uuid.uuid4().hex[:6]}"
                 imported = child("--import", url, str(path), str(storage))
             finally:

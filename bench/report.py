@@ -9,6 +9,16 @@ from pathlib import Path
 from typing import Any
 
 
+def peak_rss_mib() -> float:
+    """This process's peak resident memory (VmHWM). Not ``ru_maxrss``: on Linux a child
+    inherits its parent's ``ru_maxrss`` at fork, so a benchmark child spawned by a parent
+    that held a large model would report the parent's peak."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
 def write_report(name: str, data: dict[str, Any]) -> None:
     report = {
         "benchmark": name,

@@ -13,7 +13,6 @@ import asyncio
 import hashlib
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -34,7 +33,7 @@ from bem.config import Settings
 from bem.ingest.ifc import element_documents
 from bem.kit import migrate
 from bem.testing import ifcgen
-from report import write_report  # bench/ is on sys.path when run as a script
+from report import peak_rss_mib, write_report  # bench/ is on sys.path when run as a script
 
 SERVER = os.environ.get("BEM_TEST_DATABASE_URL", "postgresql://127.0.0.1:5432/test")
 CHUNK = 256 * 1024
@@ -55,10 +54,6 @@ def write_body(path: Path, size: int, base: list[dict[str, Any]]) -> int:
                 doc["name"] = f"{doc['name']} #{i}"
             out.write(orjson.dumps(doc) + b"\n")
     return path.stat().st_size
-
-
-def max_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 async def _chunks(path: Path) -> AsyncIterator[bytes]:
@@ -90,7 +85,7 @@ async def measure(database_url: str, body: Path, size: int, body_bytes: int) -> 
             model = await client.post(
                 f"/v1/projects/{pid['id']}/models", json={"name": "m"}, headers=headers
             )
-            rss_before = max_rss_mib()
+            rss_before = peak_rss_mib()
             seconds = []
             for _ in range(2):  # the second upload of the same model stores no new payloads
                 started = time.perf_counter()
@@ -109,8 +104,8 @@ async def measure(database_url: str, body: Path, size: int, body_bytes: int) -> 
         "seconds": round(elapsed, 2),
         "elements_per_s": round(size / elapsed),
         "repeat_upload_seconds": round(repeat, 2),
-        "peak_rss_mib": round(max_rss_mib(), 1),
-        "peak_rss_growth_mib": round(max_rss_mib() - rss_before, 1),
+        "peak_rss_mib": round(peak_rss_mib(), 1),
+        "peak_rss_growth_mib": round(peak_rss_mib() - rss_before, 1),
     }
 
 

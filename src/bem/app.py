@@ -28,8 +28,8 @@ from bem.config import JobQueueKind, Settings
 from bem.ingest.endpoints import router as imports_router
 from bem.ingest.ndjson import JSON_TYPES, NDJSON_TYPES
 from bem.jobs.endpoints import router as jobs_router
+from bem.jobs.handlers import HANDLERS, job_context
 from bem.jobs.queue import ArqQueue, JobQueue, LocalQueue
-from bem.jobs.worker import HANDLERS, job_context
 from bem.kit import migrate
 from bem.kit.context import RequestContextMiddleware
 from bem.kit.db import create_engine, session_factory

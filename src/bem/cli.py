@@ -308,9 +308,9 @@ async def _import(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     from bem.ingest.service import create_import_job, store_source
+    from bem.jobs.handlers import HANDLERS, job_context
     from bem.jobs.models import Job
     from bem.jobs.service import RetryLater, execute
-    from bem.jobs.worker import HANDLERS, job_context
     from bem.kit.db import create_engine, session_factory
     from bem.kit.errors import Problem
     from bem.kit.storage import SourceStore

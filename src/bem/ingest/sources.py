@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from bem.config import Settings
-from bem.ingest import dxf, ifc
+from bem.ingest import ifc
 from bem.ingest.formats import BadSource, Format, extract_ifc
 from bem.ingest.ndjson import iter_json, iter_ndjson_file
 from bem.kit.errors import PayloadTooLarge
@@ -43,6 +43,8 @@ def _ifc(path: Path) -> Opened:
 
 
 def _dxf(path: Path, settings: Settings) -> Opened:
+    from bem.ingest import dxf  # ezdxf costs ~35 MiB; only DXF imports load it
+
     drawing = dxf.open_drawing(path)
     _, declared = dxf.drawing_units(drawing)
     layers = dxf.LayerMap(settings.dxf_layer_map, settings.dxf_default_class)

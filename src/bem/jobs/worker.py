@@ -18,22 +18,11 @@ from arq.worker import Worker, func
 
 from bem import __version__
 from bem.config import Settings
-from bem.ingest.tasks import run_import
+from bem.jobs.handlers import HANDLERS, job_context
 from bem.jobs.queue import ARQ_FUNCTION, queue_name
-from bem.jobs.service import Handler, JobContext, RetryLater, execute
+from bem.jobs.service import RetryLater, execute
 from bem.kit.db import create_engine, session_factory
-from bem.kit.storage import SourceStore
 from bem.kit.tracing import trace_engine, tracer_provider
-
-HANDLERS: dict[str, Handler] = {"import": run_import}
-
-
-def job_context(settings: Settings, sessions: Any, provider: Any = None) -> JobContext:
-    """``provider``: the OpenTelemetry tracer provider job spans go to (none: tracing off)."""
-    ctx = JobContext(settings=settings, sessions=sessions, store=SourceStore(settings.storage_dir))
-    if provider is not None:
-        ctx.tracer = provider.get_tracer("bem.jobs")
-    return ctx
 
 
 async def run_job(ctx: dict[str, Any], job_id: str) -> None:

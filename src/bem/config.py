@@ -158,6 +158,8 @@ class Settings(BaseSettings):
     local_job_concurrency: Annotated[int, Field(ge=1, le=16)] = 1  # jobs per API process
     max_import_bytes: Annotated[int, Field(ge=1024)] = 2 * 1024 * 1024 * 1024
     max_import_elements: Annotated[int, Field(ge=1)] = 2_000_000
+    # Bounding box (and volume/area without quantity sets) from IFC geometry: slow, so off.
+    import_geometry: bool = False
     dxf_layer_map: dict[str, str] = {}  # layer glob -> IFC class, e.g. {"A-WALL*": "IfcWall"}
     dxf_default_class: str = Field(default="IfcBuildingElementProxy", pattern=r"^Ifc[A-Za-z]+$")
 

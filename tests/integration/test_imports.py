@@ -151,6 +151,55 @@ async def test_every_supported_schema_imports(
     assert first["properties"]["Pset_WallCommon"] == {"FireRating": "REI90", "IsExternal": True}
 
 
+def with_geometry(f: ifcopenshell.file) -> ifcopenshell.file:
+    """Give every wall a 4 x 0.2 x 3 m body, and add one wall without quantity sets."""
+    import ifcopenshell.api.context
+    import ifcopenshell.api.geometry
+    import numpy as np
+
+    model = ifcopenshell.api.context.add_context(f, context_type="Model")
+    body = ifcopenshell.api.context.add_context(
+        f, context_type="Model", context_identifier="Body", target_view="MODEL_VIEW", parent=model
+    )
+    bare = ifcopenshell.api.root.create_entity(f, ifc_class="IfcWall", name="Bare")
+    for i, wall in enumerate(f.by_type("IfcWall")):
+        shape = ifcopenshell.api.geometry.add_wall_representation(
+            f, context=body, length=4, height=3, thickness=0.2
+        )
+        ifcopenshell.api.geometry.assign_representation(f, product=wall, representation=shape)
+        placement = np.eye(4)
+        placement[0][3] = 10.0 * i
+        ifcopenshell.api.geometry.edit_object_placement(f, product=wall, matrix=placement)
+    assert bare.Representation is not None
+    return f
+
+
+async def test_geometry_summary_when_enabled(sqlite_url: str) -> None:
+    content = ifc_bytes(with_geometry(ifcgen.small("IFC4", millimetres=True)))
+    async with make_api(settings_for(sqlite_url, import_geometry=True)) as api:
+        headers, mid = await model_of(api)
+        job = await imported(api, headers, mid, "solid.ifc", content)
+        assert job["status"] == "succeeded", job
+        walls = {
+            e["name"]: e
+            for e in (await all_elements(api, headers, job["version_id"])).values()
+            if e["ifc_class"] == "IfcWall"
+        }
+    for name, wall in walls.items():
+        (low, high) = wall["geometry"]["bbox"]
+        assert [round(h - lo, 6) for lo, h in zip(low, high, strict=True)] == [4.0, 0.2, 3.0]
+        if name != "Bare":  # elements with quantity sets keep their quantities only
+            assert "volume" not in wall["geometry"] or wall["geometry"]["volume"] is None
+    assert walls["Bare"]["geometry"]["volume"] == pytest.approx(2.4)
+    assert walls["Bare"]["geometry"]["area"] == pytest.approx(26.8)
+    # Off by default: no geometry.
+    async with make_api(settings_for(sqlite_url)) as api:
+        headers, mid = await model_of(api, "bob")
+        job = await imported(api, headers, mid, "solid.ifc", content)
+        docs = await all_elements(api, headers, job["version_id"])
+        assert all(d["geometry"] is None for d in docs.values())
+
+
 async def test_source_download_is_byte_identical(sqlite_api: Api) -> None:
     api = sqlite_api
     content = ifc_bytes(ifcgen.generate(20))

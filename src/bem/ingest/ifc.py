@@ -261,10 +261,16 @@ class ModelContext:
     units: Units
     edges: dict[int, set[tuple[str, str]]] = field(default_factory=dict)
     groups: dict[int, list[Entity]] = field(default_factory=dict)
+    shapes: Any = None  # ifcopenshell.geom settings when geometry summaries are on
 
     @classmethod
-    def of(cls, model: ifcopenshell.file) -> ModelContext:
+    def of(cls, model: ifcopenshell.file, *, geometry: bool = False) -> ModelContext:
         ctx = cls(model, Units.of(model))
+        if geometry:
+            import ifcopenshell.geom  # loads OpenCASCADE: only when asked
+
+            ctx.shapes = ifcopenshell.geom.settings()
+            ctx.shapes.set("use-world-coords", True)
         for ifc_class, side_a, side_b, kind_a, kind_b in EDGE_RELATIONSHIPS:
             for rel in model.by_type(ifc_class):
                 a, b = getattr(rel, side_a), getattr(rel, side_b)
@@ -289,6 +295,31 @@ def _property_and_quantity_sets(
         definition = model.by_id(values["id"])
         (quantities if definition.is_a("IfcElementQuantity") else properties)[name] = values
     return properties, quantities
+
+
+def _geometry(element: Entity, shapes: Any, *, has_quantities: bool) -> dict[str, Any] | None:
+    """Bounding box from the body geometry (IfcOpenShell returns metres), plus volume and area
+    for elements without quantity sets. An element whose shape cannot be built has none."""
+    import ifcopenshell.geom
+    import ifcopenshell.util.shape
+
+    if not getattr(element, "Representation", None):
+        return None
+    try:
+        shape = ifcopenshell.geom.create_shape(shapes, element)
+    except RuntimeError:
+        return None
+    vertices = ifcopenshell.util.shape.get_vertices(shape.geometry)
+    if not len(vertices):
+        return None
+    out: dict[str, Any] = {
+        "bbox": [vertices.min(axis=0).tolist(), vertices.max(axis=0).tolist()],
+    }
+    if not has_quantities:
+        volume = float(ifcopenshell.util.shape.get_volume(shape.geometry))
+        out["volume"] = volume if volume > 0 else None  # open meshes have no volume
+        out["area"] = float(ifcopenshell.util.shape.get_area(shape.geometry))
+    return out
 
 
 def element_document(element: Entity, ctx: ModelContext) -> dict[str, Any]:
@@ -317,7 +348,9 @@ def element_document(element: Entity, ctx: ModelContext) -> dict[str, Any]:
             {"kind": kind, "target": target}
             for kind, target in sorted(ctx.edges.get(element.id(), ()))
         ],
-        "geometry": None,
+        "geometry": _geometry(element, ctx.shapes, has_quantities=bool(quantities))
+        if ctx.shapes is not None
+        else None,
     }
 
 

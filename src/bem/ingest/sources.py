@@ -29,9 +29,9 @@ class Opened:
     units: dict[str, Any] | None = None
 
 
-def _ifc(path: Path) -> Opened:
+def _ifc(path: Path, settings: Settings) -> Opened:
     model = ifc.open_model(path)
-    ctx = ifc.ModelContext.of(model)
+    ctx = ifc.ModelContext.of(model, geometry=settings.import_geometry)
     total = len(model.by_type("IfcProduct"))
 
     def documents() -> Documents:
@@ -79,9 +79,9 @@ def open_source(path: Path, fmt: Format, workdir: Path, settings: Settings) -> O
     if fmt is Format.ifczip:
         unpacked = workdir / "model.ifc"
         extract_ifc(path, unpacked, settings.max_import_bytes)
-        return _ifc(unpacked)
+        return _ifc(unpacked, settings)
     if fmt is Format.ifc:
-        return _ifc(path)
+        return _ifc(path, settings)
     if fmt is Format.dxf:
         return _dxf(path, settings)
     if fmt is Format.ndjson:

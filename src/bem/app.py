@@ -119,7 +119,7 @@ async def _job_queue(settings: Settings, app: FastAPI) -> JobQueue:
     """arq on Redis when configured (``bem worker`` runs the jobs), else this process."""
     if settings.job_queue is JobQueueKind.redis:
         return ArqQueue(settings)
-    ctx = job_context(settings, app.state.sessions, app.state.tracer_provider)
+    ctx = job_context(settings, app.state.sessions, app.state.tracer_provider, app.state.metrics)
     local = LocalQueue(ctx, HANDLERS, settings.local_job_concurrency)
     await local.start()
     return local

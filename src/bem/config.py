@@ -156,6 +156,8 @@ class Settings(BaseSettings):
     job_timeout_s: Annotated[int, Field(ge=5, le=86_400)] = 1800
     worker_concurrency: Annotated[int, Field(ge=1, le=64)] = 2  # jobs per bem worker
     local_job_concurrency: Annotated[int, Field(ge=1, le=16)] = 1  # jobs per API process
+    # bem worker serves its Prometheus metrics on BEM_HOST at this port; unset: not served
+    worker_metrics_port: Annotated[int, Field(ge=1, le=65535)] | None = None
     max_import_bytes: Annotated[int, Field(ge=1024)] = 2 * 1024 * 1024 * 1024
     max_import_elements: Annotated[int, Field(ge=1)] = 2_000_000
     # Bounding box (and volume/area without quantity sets) from IFC geometry: slow, so off.

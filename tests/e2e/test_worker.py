@@ -15,11 +15,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from bem.config import Settings
 from bem.jobs.worker import build_worker
 from bem.testing import ifcgen
 from tests.conftest import SOURCES, Api, make_api, settings_for
+from tests.helpers import free_port
 from tests.integration.test_imports import ifc_bytes, model_of, submit, wait_for
+from tests.integration.test_metrics import sample
 
 
 def queued_settings(postgres_url: str, redis_url: str, **overrides: Any) -> Settings:
@@ -122,12 +126,18 @@ async def test_killed_worker_job_is_retried_and_succeeds_once(
         versions = f"SELECT count(*) FROM versions v JOIN models m ON m.id = v.model_id WHERE m.id = '{mid}'"  # noqa: S608, E501
         assert await api.scalar(versions) == 0  # the killed transaction left nothing
 
-        with worker_process(env, log):
+        metrics_port = free_port()
+        with worker_process({**env, "BEM_WORKER_METRICS_PORT": str(metrics_port)}, log):
             for _ in range(1200):
                 status, _, attempts = await job_row(api, job_id)
                 if status in ("succeeded", "failed"):
                     break
                 await asyncio.sleep(0.05)
+            # The worker serves its own job metrics.
+            async with httpx.AsyncClient(timeout=5) as client:
+                metrics = (await client.get(f"http://127.0.0.1:{metrics_port}/metrics")).text
+        assert sample(metrics, "bem_jobs_total", kind="import", outcome="succeeded") == 1
+        assert sample(metrics, "bem_import_elements_total") == products
         job = (await api.client.get(f"/v1/jobs/{job_id}", headers=headers)).json()
         assert job["status"] == "succeeded", (job, log.read_text()[-3000:])
         assert job["attempts"] == 2

@@ -34,7 +34,12 @@ async def ready_within(api: Api, seconds: float = 2.0) -> tuple[int, dict[str, o
 async def test_ready_names_every_check(sqlite_api: Api) -> None:
     status, body, _ = await ready_within(sqlite_api)
     assert status == 200
-    assert body["checks"] == {"database": "ok", "migrations": "ok", "draining": "ok"}
+    assert body["checks"] == {
+        "database": "ok",
+        "migrations": "ok",
+        "draining": "ok",
+        "job_queue": "ok",
+    }
 
     sqlite_api.app.state.draining = True
     status, body, _ = await ready_within(sqlite_api)
@@ -61,6 +66,7 @@ async def test_detail_is_for_admins(sqlite_api: Api) -> None:
     assert detail["checks"]["database"]["latency_ms"] >= 0
     assert {"size", "checkedout", "overflow"} <= set(detail["database_pool"])
     assert detail["version"] and detail["uptime_s"] >= 0
+    assert detail["jobs"] == {"queue": "local", "queued": 0, "oldest_queued_age_s": 0.0}
 
 
 class OwnPostgres:
@@ -167,15 +173,17 @@ async def test_redis_stop_and_freeze_flip_readiness_and_recover(
     sqlite_url: str,
     own_redis: OwnRedis,  # noqa: F811 - the fixture
 ) -> None:
-    async with make_api(settings_for(sqlite_url, redis_url=own_redis.url)) as api:
+    # The job queue lives in the same Redis: readiness names both.
+    settings = settings_for(sqlite_url, redis_url=own_redis.url, job_queue="redis")
+    async with make_api(settings) as api:
         status, body, _ = await ready_within(api)
-        assert status == 200 and body["checks"]["redis"] == "ok"
+        assert status == 200 and body["checks"]["redis"] == body["checks"]["job_queue"] == "ok"
 
         assert own_redis.proc is not None
         own_redis.proc.send_signal(signal.SIGSTOP)  # frozen: connections hang
         try:
             status, body, elapsed = await ready_within(api)
-            assert status == 503 and body["failing"] == ["redis"] and elapsed < 2.0
+            assert status == 503 and body["failing"] == ["job_queue", "redis"] and elapsed < 2.0
             assert (await api.client.get("/health/live")).status_code == 200
         finally:
             own_redis.proc.send_signal(signal.SIGCONT)
@@ -183,7 +191,7 @@ async def test_redis_stop_and_freeze_flip_readiness_and_recover(
 
         own_redis.stop()
         status, body, elapsed = await ready_within(api)
-        assert status == 503 and body["failing"] == ["redis"] and elapsed < 2.0
+        assert status == 503 and body["failing"] == ["job_queue", "redis"] and elapsed < 2.0
         own_redis.start()
         await asyncio.sleep(0.2)
         assert (await ready_within(api))[0] == 200

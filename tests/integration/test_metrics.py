@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import uuid
 
 from tests.conftest import Api, make_api, settings_for
 
@@ -91,3 +92,43 @@ async def test_metrics_can_be_restricted(sqlite_url: str) -> None:
         assert (await api.client.get("/metrics")).status_code == 403  # the client is 127.0.0.1
     async with make_api(settings_for(sqlite_url, metrics_networks=["127.0.0.0/8"])) as api:
         assert (await api.client.get("/metrics")).status_code == 200
+
+
+async def test_jobs_are_counted_and_the_queue_is_measured(sqlite_api: Api) -> None:
+    from bem.testing import ifcgen
+    from tests.integration.test_imports import ifc_bytes, imported, model_of
+
+    api = sqlite_api
+    headers, mid = await model_of(api)
+    model = ifcgen.generate(12)
+    assert (await imported(api, headers, mid, "m.ifc", ifc_bytes(model)))["status"] == "succeeded"
+    assert (await imported(api, headers, mid, "bad.ifc", b"ISO-10303-21;\n"))["status"] == "failed"
+    text = (await api.client.get("/metrics")).text
+    assert sample(text, "bem_jobs_total", kind="import", outcome="succeeded") == 1
+    assert sample(text, "bem_jobs_total", kind="import", outcome="rejected") == 1
+    assert sample(text, "bem_job_duration_seconds_count", kind="import") == 2
+    assert sample(text, "bem_import_elements_total") == len(model.by_type("IfcProduct"))
+    assert sample(text, "bem_jobs_queued") == 0
+    assert "bem_job_oldest_queued_age_seconds 0.0" in text
+
+    # A job nobody runs: waiting, and getting older.
+    from datetime import timedelta
+
+    from bem.jobs.models import Job
+    from bem.kit.db import utcnow
+
+    async with api.app.state.sessions() as session:
+        session.add(
+            Job(
+                kind="import",
+                status="queued",
+                model_id=uuid.UUID(mid),
+                params={},
+                created_at=utcnow() - timedelta(minutes=5),
+                updated_at=utcnow(),
+            )
+        )
+        await session.commit()
+    text = (await api.client.get("/metrics")).text
+    assert sample(text, "bem_jobs_queued") == 1
+    assert 299 < sample(text, "bem_job_oldest_queued_age_seconds") < 400

@@ -48,6 +48,7 @@ async def create_import(
     queue: JobQueue = request.app.state.job_queue
     assert access.principal is not None
     await projects.get_model(session, model_id)
+    await session.commit()  # hold no database connection while the file is copied
     name = file.filename or ""
     source = await anyio.to_thread.run_sync(
         store_source, store, name, file.file, settings.max_import_bytes

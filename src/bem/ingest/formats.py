@@ -130,5 +130,6 @@ def extract_ifc(path: Path, target: Path, max_bytes: int) -> None:
                         slug="archive-bomb",
                     )
                 out.write(chunk)
-    except (zipfile.BadZipFile, EOFError) as exc:
-        raise BadSource(f"The .ifczip is damaged ({exc}).", slug="malformed-file") from exc
+    except (zipfile.BadZipFile, EOFError, NotImplementedError, RuntimeError) as exc:
+        # damaged data, an unsupported compression method, an encrypted member
+        raise BadSource(f"The .ifczip cannot be unpacked ({exc}).", slug="malformed-file") from exc

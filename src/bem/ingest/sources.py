@@ -37,7 +37,17 @@ def _ifc(path: Path, settings: Settings) -> Opened:
     def documents() -> Documents:
         # Entities die with their file object: the generator keeps ``model`` alive.
         for e in model.by_type("IfcProduct"):
-            yield f"{e.is_a()} #{e.id()} ({e.GlobalId})", ifc.element_document(e, ctx)
+            where = f"{e.is_a()} #{e.id()}"
+            try:
+                doc = ifc.element_document(e, ctx)
+            except (RuntimeError, AttributeError, TypeError, ValueError, IndexError) as exc:
+                # IfcOpenShell parses leniently; broken entities surface here. Re-running the
+                # job would fail the same way, so this is bad input, not a retry.
+                raise BadSource(
+                    f"{where}: the element cannot be read ({type(exc).__name__}: {exc})",
+                    slug="malformed-file",
+                ) from exc
+            yield f"{where} ({e.GlobalId})", doc
 
     return Opened(documents(), total, str(model.schema_identifier), ctx.units.declared)
 

@@ -89,6 +89,11 @@ class LocalQueue:
                 await execute(self.ctx, self.handlers, job_id, takeover=takeover)
         except RetryLater as retry:
             self._spawn(job_id, takeover=False, delay_s=retry.delay_s)
+        except SQLAlchemyError:
+            # The database failed under the job's own bookkeeping: try again later. The row
+            # may still say running; it is taken over once stale.
+            log.exception("job.database_error", job_id=str(job_id))
+            self._spawn(job_id, takeover=False, delay_s=STALE_AFTER.total_seconds())
         finally:
             if not started:
                 self.waiting -= 1

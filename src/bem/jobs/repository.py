@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bem.jobs.models import Job
@@ -89,3 +89,15 @@ async def project_of_job(session: AsyncSession, job_id: uuid.UUID) -> uuid.UUID 
         select(Model.project_id).join(Job, Job.model_id == Model.id).where(Job.id == job_id)
     )
     return result
+
+
+async def waiting(session: AsyncSession) -> tuple[int, datetime | None]:
+    """How many jobs wait to run, and when the oldest of them was created."""
+    count, oldest = (
+        await session.execute(
+            select(func.count(), func.min(Job.created_at)).where(Job.status == "queued")
+        )
+    ).one()
+    if oldest is not None and oldest.tzinfo is None:  # SQLite returns aggregates naive
+        oldest = oldest.replace(tzinfo=UTC)
+    return int(count), oldest

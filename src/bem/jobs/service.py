@@ -21,6 +21,7 @@ from bem.jobs import repository
 from bem.jobs.models import Job
 from bem.kit.db import utcnow
 from bem.kit.errors import NotFound, Problem
+from bem.kit.metrics import Metrics
 from bem.kit.storage import SourceStore
 
 log = structlog.get_logger("bem.jobs")
@@ -42,7 +43,15 @@ class JobContext:
     sessions: async_sessionmaker[AsyncSession]
     store: SourceStore
     tracer: trace.Tracer = field(default_factory=lambda: trace.get_tracer("bem.jobs"))
+    metrics: Metrics | None = None
     watch: Watch | None = None
+
+    def count(self, kind: str, outcome: str, seconds: float | None = None) -> None:
+        if self.metrics is None:
+            return
+        self.metrics.jobs.labels(kind, outcome).inc()
+        if seconds is not None:
+            self.metrics.job_duration.labels(kind).observe(seconds)
 
 
 class RetryLater(Exception):
@@ -158,6 +167,7 @@ async def execute(
     if job.attempts > job.max_attempts:
         last = (job.error or {}).get("detail", "the worker stopped during the job")
         await _fail(ctx, job.id, "gave-up", f"Gave up after {job.max_attempts} attempts: {last}")
+        ctx.count(job.kind, "failed")
         log.error("job.gave_up", attempts=job.max_attempts)
         return
     token = otel_context.attach(propagate.extract(job.params.get("trace") or {}))
@@ -170,6 +180,7 @@ async def execute(
             result = await handlers[job.kind](ctx, job, Progress(ctx, job.id))
     except Problem as exc:
         await _fail(ctx, job.id, exc.slug, exc.detail)
+        ctx.count(job.kind, "rejected", time.monotonic() - started)  # bad input, not ours
         log.warning("job.failed", problem=exc.slug, detail=exc.detail)
     except asyncio.CancelledError:
         async with ctx.sessions() as session:
@@ -178,6 +189,7 @@ async def execute(
                 job.id,
                 {"type": "interrupted", "detail": "The worker stopped during the job."},
             )
+        ctx.count(job.kind, "interrupted")
         log.warning("job.interrupted")
         raise
     except Exception as exc:  # the job boundary: record, then retry or give up
@@ -188,8 +200,10 @@ async def execute(
                 await repository.requeue(
                     session, job.id, {"type": "internal-error", "detail": detail}
                 )
+            ctx.count(job.kind, "retried")
             raise RetryLater(RETRY_DELAY_S) from exc
         await _fail(ctx, job.id, "internal-error", detail)
+        ctx.count(job.kind, "failed", time.monotonic() - started)
     else:
         async with ctx.sessions() as session:
             await repository.finish(
@@ -202,6 +216,9 @@ async def execute(
                 done=result.elements,
                 total=result.elements,
             )
+        ctx.count(job.kind, "succeeded", time.monotonic() - started)
+        if ctx.metrics is not None and job.kind == "import":
+            ctx.metrics.import_elements.inc(result.elements)
         log.info(
             "job.succeeded",
             version_id=str(result.version_id),

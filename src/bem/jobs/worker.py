@@ -15,6 +15,7 @@ from typing import Any
 from arq import Retry
 from arq.connections import RedisSettings
 from arq.worker import Worker, func
+from prometheus_client import start_http_server
 
 from bem import __version__
 from bem.config import Settings
@@ -22,6 +23,7 @@ from bem.jobs.handlers import HANDLERS, job_context
 from bem.jobs.queue import ARQ_FUNCTION, queue_name
 from bem.jobs.service import RetryLater, execute
 from bem.kit.db import create_engine, session_factory
+from bem.kit.metrics import Metrics
 from bem.kit.tracing import trace_engine, tracer_provider
 
 
@@ -49,13 +51,20 @@ def build_worker(settings: Settings, *, burst: bool = False, signals: bool = Tru
             )
             trace_engine(engine, provider)
         ctx["tracer_provider"] = provider
-        ctx["bem"] = job_context(settings, session_factory(engine), provider)
+        metrics = Metrics(__version__)
+        if settings.worker_metrics_port is not None:
+            ctx["metrics_server"], _ = start_http_server(
+                settings.worker_metrics_port, addr=settings.host, registry=metrics.registry
+            )
+        ctx["bem"] = job_context(settings, session_factory(engine), provider, metrics)
 
     async def shutdown(ctx: dict[str, Any]) -> None:
         if "engine" in ctx:
             await ctx["engine"].dispose()
         if ctx.get("tracer_provider") is not None:
             ctx["tracer_provider"].shutdown()
+        if ctx.get("metrics_server") is not None:
+            ctx["metrics_server"].shutdown()
 
     return Worker(
         functions=[

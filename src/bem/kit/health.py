@@ -2,7 +2,8 @@
 own timeout, so the answer comes within 2 s even when one hangs) and the details behind them.
 
 Readiness fails when the database does not answer, Redis (when configured) does not answer,
-the database schema is not at the migration head, or the process is draining after SIGTERM.
+the job queue does not answer, the database schema is not at the migration head, or the
+process is draining after SIGTERM.
 """
 
 from __future__ import annotations
@@ -50,6 +51,10 @@ async def _redis(app: FastAPI) -> None:
     await app.state.redis.ping()
 
 
+async def _job_queue(app: FastAPI) -> None:
+    await app.state.job_queue.depth()  # arq: a Redis round trip; in-process: always answers
+
+
 async def _draining(app: FastAPI) -> None:
     if app.state.draining:
         raise NotReady("shutting down")
@@ -63,6 +68,8 @@ def checks_for(app: FastAPI) -> dict[str, Callable[[FastAPI], Awaitable[None]]]:
     }
     if app.state.redis is not None:
         checks["redis"] = _redis
+    if getattr(app.state, "job_queue", None) is not None:
+        checks["job_queue"] = _job_queue
     return checks
 
 

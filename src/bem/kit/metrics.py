@@ -24,6 +24,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 # Resolves 5-100 ms (the SLO is p95 < 100 ms) and still sees slow outliers.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# Imports take from under a second to many minutes.
+JOB_BUCKETS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
@@ -82,6 +84,37 @@ class Metrics:
         self.upload_elements = Counter(
             "bem_upload_elements_total",
             "Elements stored by uploads (rate() gives elements per second).",
+            registry=r,
+        )
+        self.jobs = Counter(
+            "bem_jobs_total",
+            "Job runs by kind and outcome: succeeded, rejected (bad input), failed (gave up "
+            "after errors), retried, interrupted.",
+            ["kind", "outcome"],
+            registry=r,
+        )
+        self.job_duration = Histogram(
+            "bem_job_duration_seconds",
+            "Duration of job runs that finished (succeeded or failed), by kind.",
+            ["kind"],
+            buckets=JOB_BUCKETS,
+            registry=r,
+        )
+        self.import_elements = Counter(
+            "bem_import_elements_total",
+            "Elements stored by file imports (rate() gives elements per second).",
+            registry=r,
+        )
+        self.jobs_waiting = Gauge(
+            "bem_jobs_queued",
+            "Jobs waiting to run (read from the jobs table at scrape time).",
+            multiprocess_mode="livemax",
+            registry=r,
+        )
+        self.oldest_job_age = Gauge(
+            "bem_job_oldest_queued_age_seconds",
+            "Age of the oldest job waiting to run; 0 when none waits.",
+            multiprocess_mode="livemax",
             registry=r,
         )
         self.health = Gauge(

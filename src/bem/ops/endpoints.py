@@ -2,22 +2,47 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import ipaddress
 import time
 from typing import Annotated, Any
 
+import structlog
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST
+from sqlalchemy.exc import SQLAlchemyError
 
 from bem import __version__
 from bem.auth.dependencies import Access, allow
 from bem.auth.permissions import ADMIN, PUBLIC
 from bem.config import Settings
+from bem.jobs import repository as jobs
+from bem.kit.db import utcnow
 from bem.kit.errors import Forbidden, Unauthorized, problem_responses
 from bem.kit.health import pool_stats, run_checks
 
 router = APIRouter(tags=["health"], responses=problem_responses(401, 403))
+log = structlog.get_logger("bem.ops")
+QUERY_TIMEOUT_S = 1.0
+
+
+async def _jobs_waiting(request: Request) -> dict[str, Any]:
+    """Jobs waiting in the jobs table (the truth, whichever queue carries them), also set on
+    the queue gauges. A database that does not answer leaves the gauges as they were."""
+    app = request.app
+    settings: Settings = app.state.settings
+    out: dict[str, Any] = {"queue": settings.job_queue.value}
+    try:
+        async with app.state.sessions() as session:
+            count, oldest = await asyncio.wait_for(jobs.waiting(session), QUERY_TIMEOUT_S)
+    except (SQLAlchemyError, TimeoutError) as exc:
+        log.warning("jobs.stats_unavailable", error=type(exc).__name__)
+        return {**out, "error": "the jobs table did not answer"}
+    age = max((utcnow() - oldest).total_seconds(), 0.0) if oldest is not None else 0.0
+    app.state.metrics.jobs_waiting.set(count)
+    app.state.metrics.oldest_job_age.set(age)
+    return {**out, "queued": count, "oldest_queued_age_s": round(age, 1)}
 
 
 @router.get("/health", summary="Every dependency's status and latency, pools, build (admins)")
@@ -26,6 +51,7 @@ async def health_detail(request: Request, _: Annotated[Access, allow(ADMIN)]) ->
     checks = await run_checks(app)
     limiter = app.state.limiter
     return {
+        "jobs": await _jobs_waiting(request),
         "status": "ok" if all(c["status"] == "ok" for c in checks.values()) else "failing",
         "checks": checks,
         "database_pool": pool_stats(app),
@@ -56,4 +82,5 @@ async def metrics(request: Request, _: Annotated[Access, allow(PUBLIC)]) -> Resp
         expected = f"Bearer {settings.metrics_token.get_secret_value()}"
         if not hmac.compare_digest(request.headers.get("authorization", ""), expected):
             raise Unauthorized("The metrics token is missing or wrong.")
+    await _jobs_waiting(request)  # refreshes the queue gauges
     return Response(request.app.state.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)

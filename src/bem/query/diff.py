@@ -27,9 +27,14 @@ AREAS = {
     "geometry": "geometry",
 }
 
+# ``a`` and ``b`` are NOT MATERIALIZED: materialized CTEs have no statistics, and PostgreSQL
+# then merge-joined 117k rows through sorts that spilled to disk (summary at 100k elements:
+# 1.4 s; inlined, the primary key serves the join: 0.6 s). SQLite >= 3.35 accepts the hint.
 ENTRIES = """
-WITH a AS (SELECT global_id, payload_hash FROM version_elements WHERE version_id = :old),
-b AS (SELECT global_id, payload_hash FROM version_elements WHERE version_id = :new),
+WITH a AS NOT MATERIALIZED (
+  SELECT global_id, payload_hash FROM version_elements WHERE version_id = :old),
+b AS NOT MATERIALIZED (
+  SELECT global_id, payload_hash FROM version_elements WHERE version_id = :new),
 gone AS (
   SELECT a.global_id, a.payload_hash,
          ROW_NUMBER() OVER (PARTITION BY a.payload_hash ORDER BY a.global_id) AS rn

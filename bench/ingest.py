@@ -76,12 +76,10 @@ def read_with_ifcopenshell(path: Path) -> dict[str, Any]:
 async def run_import(database_url: str, path: Path, storage: Path) -> dict[str, Any]:
     import bem.models  # noqa: F401 - every table, so foreign keys resolve
     from bem.config import Settings
-    from bem.ingest.service import create_import_job, store_source
+    from bem.ingest.service import import_path
     from bem.jobs.handlers import HANDLERS, job_context
-    from bem.jobs.models import Job
-    from bem.jobs.service import execute
+    from bem.jobs.service import run_here
     from bem.kit.db import create_engine, session_factory
-    from bem.kit.storage import SourceStore
     from bem.projects.models import Model, Project
 
     settings = Settings(
@@ -98,24 +96,10 @@ async def run_import(database_url: str, path: Path, storage: Path) -> dict[str, 
             session.add(model)
             await session.commit()
             started = time.perf_counter()
-            with path.open("rb") as file:
-                source = store_source(
-                    SourceStore(storage), path.name, file, settings.max_import_bytes
-                )
-            job = await create_import_job(
-                session,
-                settings,
-                model_id=model.id,
-                created_by=None,
-                source=source,
-                filename=path.name,
-                message=None,
-            )
-        await execute(job_context(settings, sessions), HANDLERS, job.id, takeover=False)
+            job = await import_path(session, settings, model_id=model.id, path=path, message=None)
+        done = await run_here(job_context(settings, sessions), HANDLERS, job.id)
         seconds = time.perf_counter() - started
-        async with sessions() as session:
-            done = await session.get(Job, job.id)
-            assert done is not None and done.status == "succeeded", done and done.error
+        assert done.status == "succeeded", done.error
     finally:
         await engine.dispose()
     return {

@@ -307,13 +307,11 @@ async def _import(
 ) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
-    from bem.ingest.service import create_import_job, store_source
+    from bem.ingest.service import import_path
     from bem.jobs.handlers import HANDLERS, job_context
-    from bem.jobs.models import Job
-    from bem.jobs.service import RetryLater, execute
+    from bem.jobs.service import run_here
     from bem.kit.db import create_engine, session_factory
     from bem.kit.errors import Problem
-    from bem.kit.storage import SourceStore
     from bem.projects import repository as projects_repo
     from bem.projects import service as projects
     from bem.projects.schemas import ModelCreate
@@ -328,22 +326,13 @@ async def _import(
                 model = await projects.create_model(
                     session, project.id, ModelCreate(name=model_name)
                 )
-            store = SourceStore(settings.storage_dir)
             try:
-                with path.open("rb") as file:
-                    source = store_source(store, path.name, file, settings.max_import_bytes)
+                job = await import_path(
+                    session, settings, model_id=model.id, path=path, message=message
+                )
             except Problem as exc:
                 err.print(f"[red]Refused:[/] {exc.detail}")
                 return 1
-            job = await create_import_job(
-                session,
-                settings,
-                model_id=model.id,
-                created_by=None,
-                source=source,
-                filename=path.name,
-                message=message,
-            )
         columns = (
             "{task.description}",
             BarColumn(),
@@ -358,15 +347,7 @@ async def _import(
 
             ctx = job_context(settings, sessions)
             ctx.watch = watch
-            while True:
-                try:
-                    await execute(ctx, HANDLERS, job.id, takeover=False)
-                    break
-                except RetryLater as retry:
-                    await asyncio.sleep(retry.delay_s)
-        async with sessions() as session:
-            done = await session.get(Job, job.id)
-        assert done is not None
+            done = await run_here(ctx, HANDLERS, job.id)
         if done.status != "succeeded":
             error = done.error or {}
             err.print(f"[red]Import failed ({error.get('type')}):[/] {error.get('detail')}")

@@ -127,3 +127,35 @@ def test_metrics_add_up_across_worker_processes(env: dict[str, str], tmp_path: P
                 if line.startswith("bem_http_requests_total") and 'route="/v1/me"' in line
             )
             assert float(line.rsplit(" ", 1)[1]) == 20
+
+
+def test_bem_import_makes_a_version_of_a_file(env: dict[str, str], tmp_path: Path) -> None:
+    """`bem import` against the embedded SQLite: the model is created, the version id printed;
+    a refused file exits 1 and says why."""
+    import sqlite3
+    import uuid
+
+    from bem.testing import ifcgen
+
+    bem(["migrate"], env, tmp_path)
+    bem(["demo", "--size", "10"], env, tmp_path)
+    model = ifcgen.generate(30)
+    model.write(str(tmp_path / "tower.ifc"))
+    run = bem(["import", "tower.ifc", "--project", "Demo", "--model", "Structure"], env, tmp_path)
+    version_id = uuid.UUID(run.stdout.strip())
+    with sqlite3.connect(tmp_path / "bem.db") as db:
+        count, source = db.execute(
+            "SELECT element_count, source_format FROM versions WHERE id = ?", (version_id.hex,)
+        ).fetchone()
+    assert (count, source) == (len(model.by_type("IfcProduct")), "ifc")
+
+    (tmp_path / "notes.txt").write_text("not a model")
+    refused = subprocess.run(
+        [sys.executable, "-m", "bem", "import", "notes.txt", "--project", "Demo", "--model", "S"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert refused.returncode == 1 and "Refused" in refused.stderr

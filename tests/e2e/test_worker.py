@@ -21,7 +21,7 @@ from bem.config import Settings
 from bem.jobs.worker import build_worker
 from bem.testing import ifcgen
 from tests.conftest import SOURCES, Api, make_api, settings_for
-from tests.helpers import free_port
+from tests.helpers import free_port, stop
 from tests.integration.test_imports import ifc_bytes, model_of, submit, wait_for
 from tests.integration.test_metrics import sample
 
@@ -67,13 +67,7 @@ def worker_process(env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[
     try:
         yield proc
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
+        stop(proc)
 
 
 def worker_env(settings: Settings, tmp_path: Path) -> dict[str, str]:
@@ -91,10 +85,17 @@ def worker_env(settings: Settings, tmp_path: Path) -> dict[str, str]:
 
 
 async def job_row(api: Api, job_id: str) -> tuple[str, int, int]:
-    status = await api.scalar(f"SELECT status FROM jobs WHERE id = '{job_id}'")  # noqa: S608
-    done = await api.scalar(f"SELECT done FROM jobs WHERE id = '{job_id}'")  # noqa: S608
-    attempts = await api.scalar(f"SELECT attempts FROM jobs WHERE id = '{job_id}'")  # noqa: S608
-    return status, done, attempts
+    from sqlalchemy import select
+
+    from bem.jobs.models import Job
+
+    async with api.app.state.sessions() as session:
+        row = (
+            await session.execute(
+                select(Job.status, Job.done, Job.attempts).where(Job.id == uuid.UUID(job_id))
+            )
+        ).one()
+    return row.status, row.done, row.attempts
 
 
 async def test_killed_worker_job_is_retried_and_succeeds_once(

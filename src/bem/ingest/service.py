@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import uuid
+from pathlib import Path
 from typing import IO
 
+import anyio.to_thread
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bem.config import Settings
@@ -29,6 +31,32 @@ def store_source(
         ifc_member(file, max_bytes)
     key, size = store.put(file)
     return fmt, key, size
+
+
+async def import_path(
+    session: AsyncSession,
+    settings: Settings,
+    *,
+    model_id: uuid.UUID,
+    path: Path,
+    message: str | None,
+    created_by: uuid.UUID | None = None,
+) -> Job:
+    """A local file as a queued import job (``bem import``, the ingest benchmark)."""
+    store = SourceStore(settings.storage_dir)
+    with path.open("rb") as file:
+        source = await anyio.to_thread.run_sync(
+            store_source, store, path.name, file, settings.max_import_bytes
+        )
+    return await create_import_job(
+        session,
+        settings,
+        model_id=model_id,
+        created_by=created_by,
+        source=source,
+        filename=path.name,
+        message=message,
+    )
 
 
 async def create_import_job(

@@ -50,7 +50,6 @@ async def run_import(ctx: JobContext, job: Job, progress: Progress) -> JobResult
                 settings,
                 abandon_on_cancel=True,
             )
-            progress.total = opened.total
             await progress("extract", 0, opened.total)
             meta = versions.UploadMeta(
                 source_format=params["format"],

@@ -6,12 +6,20 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import ColumnElement, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bem.jobs.models import Job
 from bem.kit.db import utcnow
 from bem.projects.models import Model
+
+
+def _claimable(running_before: datetime) -> ColumnElement[bool]:
+    """Queued, or marked running but untouched since ``running_before`` (its worker died)."""
+    return or_(
+        Job.status == "queued",
+        (Job.status == "running") & (Job.updated_at < running_before),
+    )
 
 
 async def claim(session: AsyncSession, job_id: uuid.UUID, running_before: datetime) -> bool:
@@ -20,13 +28,7 @@ async def claim(session: AsyncSession, job_id: uuid.UUID, running_before: dateti
     now = utcnow()
     result = await session.execute(
         update(Job)
-        .where(
-            Job.id == job_id,
-            or_(
-                Job.status == "queued",
-                (Job.status == "running") & (Job.updated_at < running_before),
-            ),
-        )
+        .where(Job.id == job_id, _claimable(running_before))
         .values(
             status="running",
             attempts=Job.attempts + 1,
@@ -71,15 +73,7 @@ async def requeue(session: AsyncSession, job_id: uuid.UUID, error: dict[str, str
 async def unfinished(session: AsyncSession, running_before: datetime) -> list[uuid.UUID]:
     """Jobs to pick up after a restart: queued ones, and running ones nobody touches."""
     rows = await session.scalars(
-        select(Job.id)
-        .where(
-            or_(
-                Job.status == "queued",
-                (Job.status == "running") & (Job.updated_at < running_before),
-            )
-        )
-        .order_by(Job.created_at)
-        .limit(1000)
+        select(Job.id).where(_claimable(running_before)).order_by(Job.created_at).limit(1000)
     )
     return list(rows)
 

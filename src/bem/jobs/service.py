@@ -141,6 +141,21 @@ async def get_job(session: AsyncSession, job_id: uuid.UUID) -> Job:
     return job
 
 
+async def run_here(ctx: JobContext, handlers: Mapping[str, Handler], job_id: uuid.UUID) -> Job:
+    """Run a job in this process until it succeeds or fails for good (``bem import``, the
+    ingest benchmark); returns its final row."""
+    while True:
+        try:
+            await execute(ctx, handlers, job_id, takeover=False)
+            break
+        except RetryLater as retry:
+            await asyncio.sleep(retry.delay_s)
+    async with ctx.sessions() as session:
+        job = await session.get(Job, job_id)
+    assert job is not None
+    return job
+
+
 async def _fail(ctx: JobContext, job_id: uuid.UUID, slug: str, detail: str) -> None:
     async with ctx.sessions() as session:
         await repository.finish(

@@ -12,6 +12,7 @@ import csv
 import io
 import re
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 from bem.kit.errors import Problem
@@ -27,11 +28,11 @@ _NAME = re.compile(r"^[^.:,\x00-\x1f]{1,255}\.[^.:,\x00-\x1f]{1,255}$")
 STOREY = "IfcBuildingStorey"
 
 
-def spatial_classes() -> set[str]:
-    """Every class that can contain elements, in any schema BEM reads."""
-    return set(ifc_class_names("IfcSpatialElement").values()) | set(
-        ifc_class_names("IfcSpatialStructureElement").values()
-    )
+@cache
+def spatial_classes() -> tuple[str, ...]:
+    """Every class that can contain elements, in any schema BEM reads, sorted."""
+    names = set(ifc_class_names("IfcSpatialElement").values())
+    return tuple(sorted(names | set(ifc_class_names("IfcSpatialStructureElement").values())))
 
 
 class InvalidTakeoff(Problem):
@@ -159,7 +160,7 @@ class TakeoffSql:
             # containers' documents come from the few thousand of those, not from a join
             # against every payload: 750 -> 300 ms at 100k elements (bench/query.py).
             container = self._text("p.doc", "container", "global_id")
-            spatial = ", ".join(self.c.param(c) for c in sorted(spatial_classes()))
+            spatial = ", ".join(self.c.param(c) for c in spatial_classes())
             out.append(
                 f"LEFT JOIN (SELECT cve.global_id AS gid, cpd.doc AS doc "
                 f"FROM version_elements AS cve "

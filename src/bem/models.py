@@ -3,11 +3,12 @@
 from bem.auth.models import ApiToken, AuditEvent, OtpChallenge, RecoveryCode, RefreshToken, User
 from bem.jobs.models import Job
 from bem.projects.models import Membership, Model, Project
-from bem.versions.models import ElementPayload, Relation, Version, VersionElement
+from bem.versions.models import ElementFacts, ElementPayload, Relation, Version, VersionElement
 
 __all__ = [
     "ApiToken",
     "AuditEvent",
+    "ElementFacts",
     "ElementPayload",
     "Job",
     "Membership",

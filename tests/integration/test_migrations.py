@@ -1,21 +1,28 @@
 """Alembic: one head; upgrade, downgrade, upgrade on both databases; models and migrations
-agree (no drift)."""
+agree (no drift); data migrations fill what they add."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import inspect
+from sqlalchemy import column, insert, inspect, select, table
 from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 import bem.models  # noqa: F401 - registers all tables
 from bem.kit import migrate
-from bem.kit.db import Base, create_engine
+from bem.kit.db import Base, JSONDoc, create_engine
+from bem.versions.facts import STOREY
+from bem.versions.models import ElementFacts
 from tests.conftest import settings_for
+
+T = TypeVar("T")
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -63,3 +70,56 @@ def test_upgrade_downgrade_upgrade_without_drift(empty_database: str) -> None:
     migrate.upgrade(settings)
     tables, diff = _inspect(empty_database)
     assert tables == set(Base.metadata.tables) and diff == []
+
+
+def test_element_facts_are_backfilled_from_stored_payloads(empty_database: str) -> None:
+    """0005 gives every payload stored before it its takeoff facts."""
+    settings = settings_for(empty_database)
+    migrate.upgrade(settings, "0004")
+    doc = {
+        "ifc_class": "IfcWall",
+        "name": "W",
+        "type": {"global_id": "2O2Fr$t4X7Zf8NOew3FLOH", "name": "WT-1", "ifc_class": "IfcWallType"},
+        "container": {"global_id": "1kTvXnbbzCWw8lcMd1dR4o", "name": "L1", "ifc_class": STOREY},
+        "parent": None,
+        "materials": [{"name": "Brick"}, {"name": "Brick"}],
+        "properties": {"Pset_WallCommon": {"FireRating": "REI60", "U": 0.3}},
+        "quantities": {"Qto_WallBaseQuantities": {"NetVolume": 1.5}},
+    }
+    rows = [{"hash": f"{i:064x}", "doc": {**doc, "name": f"W{i}"}} for i in range(2500)]
+
+    async def run(query: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        engine = create_engine(settings)
+        try:
+            async with engine.begin() as conn:
+                return await query(conn)
+        finally:
+            await engine.dispose()
+
+    async def store(conn: AsyncConnection) -> None:
+        payloads = table(
+            "element_payloads", column("hash"), column("ifc_class"), column("doc", JSONDoc)
+        )
+        await conn.execute(insert(payloads), [{**r, "ifc_class": "IfcWall"} for r in rows])
+
+    asyncio.run(run(store))
+    migrate.upgrade(settings)
+
+    async def read(conn: AsyncConnection) -> list[Any]:
+        result = await conn.execute(select(ElementFacts).order_by(ElementFacts.hash))
+        return list(result.all())
+
+    facts = asyncio.run(run(read))
+    assert len(facts) == len(rows)  # more than one backfill batch
+    first = facts[0]
+    assert (first.ifc_class, first.type_name, first.storey, first.container_gid) == (
+        "IfcWall",
+        "WT-1",
+        "L1",
+        "1kTvXnbbzCWw8lcMd1dR4o",
+    )
+    assert first.materials == ["Brick"]
+    assert first.measures == {
+        "Pset_WallCommon": {"U": 0.3},
+        "Qto_WallBaseQuantities": {"NetVolume": 1.5},
+    }

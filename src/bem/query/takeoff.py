@@ -25,7 +25,6 @@ MAX_GROUP_BY = 3
 MAX_MEASURES = 10
 MAX_ROWS = 10_000
 _NAME = re.compile(r"^[^.:,\x00-\x1f]{1,255}\.[^.:,\x00-\x1f]{1,255}$")
-STOREY = "IfcBuildingStorey"
 
 
 @cache
@@ -93,25 +92,20 @@ def parse_measures(text: str | None) -> list[Measure]:
 
 
 class TakeoffSql:
-    """SQL expressions for group keys and measures over ``ve``/``p`` (and ``mat`` for the
-    exploded materials), sharing the selector compiler's parameters."""
+    """SQL expressions for group keys and measures over ``f`` (``element_facts``), plus ``p``
+    (the payload) for what only documents hold: the selector and property group keys.
+    Parameters are shared with the selector compiler."""
 
     def __init__(self, compiler: Compiler) -> None:
         self.c = compiler
 
-    def _text(self, doc: str, *keys: str) -> str:
-        value = self.c.field(doc, *keys)
-        return f"({value.pg} #>> '{{}}')" if self.c.pg else value.atom
-
-    def _section_value(self, pset: str, name: str, *, number: bool) -> str:
-        """A property or quantity value (quantity sets first), as text or as a number."""
+    def _property_text(self, pset: str, name: str) -> str:
+        """A property or quantity value as text (quantity sets first)."""
         a, b = self.c.param(pset), self.c.param(name)
         if self.c.pg:
             value = f"COALESCE(p.doc->'quantities'->{a}->{b}, p.doc->'properties'->{a}->{b})"
-            if number:
-                return f"(CASE WHEN jsonb_typeof({value}) = 'number' THEN ({value})::float8 END)"
             return f"({value} #>> '{{}}')"
-        kinds = "('integer', 'real')" if number else "('integer', 'real', 'text', 'true', 'false')"
+        kinds = "('integer', 'real', 'text', 'true', 'false')"
         lookups = [
             f"(SELECT pr.atom FROM json_each(p.doc, '$.{section}') AS ps "
             f"CROSS JOIN json_each(ps.value) AS pr "
@@ -122,56 +116,46 @@ class TakeoffSql:
 
     def group(self, key: str) -> str:
         if key == "class":
-            return "p.ifc_class"
+            return "f.ifc_class"
         if key == "type":
-            return self._text("p.doc", "type", "name")
+            return "f.type_name"
         if key == "material":
-            return "mat.name" if self.c.pg else "json_extract(mat.value, '$.name')"
+            return "mat.name" if self.c.pg else "mat.value"
         if key == "storey":
-            return self.storey()
+            return "COALESCE(f.storey, cs.storey)"
         pset, _, name = key.partition(".")
-        return self._section_value(pset, name, number=False)
-
-    def storey(self) -> str:
-        """The storey an element is on: its container or aggregate when that is a storey,
-        else the storey its container (a space) belongs to."""
-        own = []
-        for ref in ("container", "parent"):
-            cls, name = self._text("p.doc", ref, "ifc_class"), self._text("p.doc", ref, "name")
-            own.append(f"CASE WHEN {cls} = '{STOREY}' THEN {name} END")
-        up_cls = self._text("cp.doc", "parent", "ifc_class")
-        up_name = self._text("cp.doc", "parent", "name")
-        return f"COALESCE({', '.join(own)}, CASE WHEN {up_cls} = '{STOREY}' THEN {up_name} END)"
-
-    def joins(self, keys: list[str]) -> str:
-        out = []
-        if "material" in keys:
-            # Each distinct material name of an element once (layer sets repeat materials).
-            out.append(
-                "LEFT JOIN LATERAL (SELECT DISTINCT m.v->>'name' AS name "
-                "FROM jsonb_array_elements(p.doc->'materials') AS m(v)) AS mat ON TRUE"
-                if self.c.pg
-                else "LEFT JOIN json_each(p.doc, '$.materials') AS mat ON NOT EXISTS "
-                "(SELECT 1 FROM json_each(p.doc, '$.materials') AS m WHERE m.id < mat.id "
-                "AND json_extract(m.value, '$.name') IS json_extract(mat.value, '$.name'))"
-            )
-        if "storey" in keys:
-            # Only spatial elements can contain (IfcRelContainedInSpatialStructure), so the
-            # containers' documents come from the few thousand of those, not from a join
-            # against every payload: 750 -> 300 ms at 100k elements (bench/query.py).
-            container = self._text("p.doc", "container", "global_id")
-            spatial = ", ".join(self.c.param(c) for c in spatial_classes())
-            out.append(
-                f"LEFT JOIN (SELECT cve.global_id AS gid, cpd.doc AS doc "
-                f"FROM version_elements AS cve "
-                f"JOIN element_payloads AS cpd ON cpd.hash = cve.payload_hash "
-                f"WHERE cve.version_id = :bem_version AND cpd.ifc_class IN ({spatial})) AS cp "
-                f"ON cp.gid = {container}"
-            )
-        return " ".join(out)
+        return self._property_text(pset, name)
 
     def value(self, measure: Measure) -> str:
-        return self._section_value(measure.pset, measure.name, number=True)
+        """Facts hold numbers only, so the value needs no type check."""
+        a, b = self.c.param(measure.pset), self.c.param(measure.name)
+        if self.c.pg:
+            return f"((f.measures->{a}->>{b})::float8)"
+        return (
+            f"(SELECT pr.value FROM json_each(f.measures) AS ps "
+            f"CROSS JOIN json_each(ps.value) AS pr WHERE ps.key = {a} AND pr.key = {b})"
+        )
+
+    def joins(self, keys: list[str], payload: bool) -> str:
+        out = ["JOIN element_payloads AS p ON p.hash = ve.payload_hash"] if payload else []
+        if "material" in keys:  # each distinct material name of an element once
+            out.append(
+                "LEFT JOIN LATERAL jsonb_array_elements_text(f.materials) AS mat(name) ON TRUE"
+                if self.c.pg
+                else "LEFT JOIN json_each(f.materials) AS mat"
+            )
+        if "storey" in keys:
+            # Elements contained in a space are on the storey the space belongs to. Only
+            # spatial elements contain (IfcRelContainedInSpatialStructure).
+            spatial = ", ".join(self.c.param(c) for c in spatial_classes())
+            out.append(
+                f"LEFT JOIN (SELECT cve.global_id AS gid, cf.parent_storey AS storey "
+                f"FROM version_elements AS cve "
+                f"JOIN element_facts AS cf ON cf.hash = cve.payload_hash "
+                f"WHERE cve.version_id = :bem_version AND cf.parent_storey IS NOT NULL "
+                f"AND cf.ifc_class IN ({spatial})) AS cs ON cs.gid = f.container_gid"
+            )
+        return " ".join(out)
 
 
 def statement(
@@ -179,9 +163,10 @@ def statement(
 ) -> str:
     """Group keys and measured values per element in a subquery, aggregated outside it.
 
-    On PostgreSQL the subquery is fenced (``OFFSET 0``) so only the narrow computed columns
-    reach the aggregate; unfenced, whole documents were carried into a sort that spilled
-    to disk."""
+    They come from the narrow ``element_facts`` rows; the payload documents are joined only
+    for a selector or a property group key. On PostgreSQL the subquery is fenced
+    (``OFFSET 0``) so that the aggregate is hashed over the computed columns (unfenced, the
+    planner expected one group per element and sorted)."""
     sql = TakeoffSql(compiler)
     inner = [f"{sql.group(k)} AS g{i}" for i, k in enumerate(keys)]
     inner += [f"{sql.value(m)} AS v{i}" for i, m in enumerate(measures)]
@@ -190,10 +175,11 @@ def statement(
     outer += [f"{m.aggregate.upper()}(v{i}) AS m{i}" for i, m in enumerate(measures)]
     ordinals = ", ".join(str(i + 1) for i in range(len(keys)))
     fence = " OFFSET 0" if compiler.pg else ""
+    payload = where is not None or any(k not in GROUPS for k in keys)
     return (
         f"SELECT {', '.join(outer)} FROM (SELECT {', '.join(inner)} "
         f"FROM version_elements AS ve "
-        f"JOIN element_payloads AS p ON p.hash = ve.payload_hash {sql.joins(keys)} "
+        f"JOIN element_facts AS f ON f.hash = ve.payload_hash {sql.joins(keys, payload)} "
         f"WHERE ve.version_id = :bem_version{f' AND {where}' if where else ''}{fence}) AS e "
         f"GROUP BY {ordinals} ORDER BY {ordinals} LIMIT {MAX_ROWS + 1}"
     )

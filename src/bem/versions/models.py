@@ -69,6 +69,23 @@ class ElementPayload(Base):
     doc: Mapped[dict[str, Any]] = mapped_column(JSONDoc)
 
 
+class ElementFacts(Base):
+    """What a takeoff reads of a payload, in narrow columns (versions/facts.py)."""
+
+    __tablename__ = "element_facts"
+
+    hash: Mapped[str] = mapped_column(
+        ForeignKey("element_payloads.hash", ondelete="CASCADE"), primary_key=True
+    )
+    ifc_class: Mapped[str] = mapped_column(String(64))
+    type_name: Mapped[str | None] = mapped_column(Text)
+    container_gid: Mapped[str | None] = mapped_column(String(22))
+    storey: Mapped[str | None] = mapped_column(Text)
+    parent_storey: Mapped[str | None] = mapped_column(Text)
+    materials: Mapped[list[str | None]] = mapped_column(JSONDoc)
+    measures: Mapped[dict[str, Any]] = mapped_column(JSONDoc)
+
+
 class VersionElement(Base):
     """A version maps each GlobalId to one payload."""
 

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bem.kit.db import insert_ignore
 from bem.projects.models import Model
-from bem.versions.models import ElementPayload, Relation, Version, VersionElement
+from bem.versions.models import ElementFacts, ElementPayload, Relation, Version, VersionElement
 
 log = structlog.get_logger()
 
@@ -58,13 +58,15 @@ async def list_versions(
 async def write_batch(
     session: AsyncSession,
     payloads: list[dict[str, Any]],
+    facts: list[dict[str, Any]],
     elements: list[dict[str, Any]],
     relations: list[dict[str, Any]],
 ) -> None:
-    """Payloads are shared between versions: insert only those not stored yet. Core inserts
-    on the tables (not the ORM classes) skip per-row ORM bookkeeping."""
+    """Payloads (and their facts) are shared between versions: insert only those not stored
+    yet. Core inserts on the tables (not the ORM classes) skip per-row ORM bookkeeping."""
     if payloads:
         await session.execute(insert_ignore(session, ElementPayload.__table__), payloads)
+        await session.execute(insert_ignore(session, ElementFacts.__table__), facts)
     if elements:
         await session.execute(insert(cast(Table, VersionElement.__table__)), elements)
     if relations:
@@ -99,7 +101,9 @@ async def refresh_statistics(session: AsyncSession) -> None:
         return
     started = time.perf_counter()
     try:
-        await session.execute(text("ANALYZE version_elements, element_payloads, relations"))
+        await session.execute(
+            text("ANALYZE version_elements, element_payloads, element_facts, relations")
+        )
         await session.commit()
     except DBAPIError as exc:  # e.g. not the tables' owner: autovacuum will get there later
         await session.rollback()

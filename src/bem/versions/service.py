@@ -20,7 +20,7 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
-from typing import IO, Any, Protocol
+from typing import IO, Any, NamedTuple, Protocol
 
 import anyio.to_thread
 import orjson
@@ -32,6 +32,7 @@ from bem.kit.errors import NotFound, Problem, Unprocessable
 from bem.kit.pagination import decode_time_id_cursor, page_of, time_id_key
 from bem.projects.models import Model
 from bem.versions import repository
+from bem.versions.facts import facts_of
 from bem.versions.models import Version
 from bem.versions.schemas import ELEMENT_FIELDS, ElementIn
 
@@ -174,8 +175,15 @@ def _payload(
     return gid, normalize(element), edges
 
 
-# payload rows, version_elements rows, relation rows, elements per class
-Batch = tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]], Counter[str]]
+class Batch(NamedTuple):
+    """Rows to write for a batch of elements: new payloads with their takeoff facts, the
+    version's elements and relations, and the number of elements per class."""
+
+    payloads: list[dict[str, Any]]
+    facts: list[dict[str, Any]]
+    elements: list[dict[str, Any]]
+    relations: list[dict[str, Any]]
+    classes: Counter[str]
 
 
 def _build_batch(
@@ -199,7 +207,8 @@ def _build_batch(
             {"version_id": version_id, "source": gid, "kind": k, "target": t} for k, t in edges
         )
         classes[doc["ifc_class"]] += 1
-    return list(payloads.values()), elements, relations, classes
+    facts = [facts_of(digest, row["doc"]) for digest, row in payloads.items()]
+    return Batch(list(payloads.values()), facts, elements, relations, classes)
 
 
 def _batches(file: IO[bytes], size: int) -> Iterator[list[bytes]]:
@@ -274,13 +283,13 @@ async def create_version(
 
         classes: Counter[str] = Counter()
         relation_count = stored = 0
-        async for payloads, elements, relations, batch_classes in _built_batches(
-            file, spool.index, version.id, meta.batch_size
-        ):
-            await repository.write_batch(session, payloads, elements, relations)
-            classes.update(batch_classes)
-            relation_count += len(relations)
-            stored += len(elements)
+        async for batch in _built_batches(file, spool.index, version.id, meta.batch_size):
+            await repository.write_batch(
+                session, batch.payloads, batch.facts, batch.elements, batch.relations
+            )
+            classes.update(batch.classes)
+            relation_count += len(batch.relations)
+            stored += len(batch.elements)
             if meta.on_progress is not None:
                 await meta.on_progress("store", stored, len(spool.index))
 

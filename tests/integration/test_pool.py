@@ -1,5 +1,5 @@
 """The connection pool against a real PostgreSQL: bounded, fails fast when exhausted, and
-recovers connections the server killed (pre-ping)."""
+recovers connections the server killed (pre-ping); connections carry BEM's session settings."""
 
 from __future__ import annotations
 
@@ -67,3 +67,10 @@ async def test_killed_backend_connection_is_recovered(postgres_url: str) -> None
         assert killed >= 1
         r = await api.client.get("/v1/projects", headers=headers)
         assert r.status_code == 200
+
+
+async def test_connections_carry_the_session_settings(postgres_url: str) -> None:
+    settings = settings_for(postgres_url, db_statement_timeout_ms=12_000)
+    async with make_api(settings) as api, api.app.state.engine.connect() as conn:
+        assert (await conn.exec_driver_sql("SHOW statement_timeout")).scalar() == "12s"
+        assert (await conn.exec_driver_sql("SHOW jit")).scalar() == "off"

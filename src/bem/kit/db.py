@@ -84,13 +84,19 @@ def create_engine(settings: Settings) -> AsyncEngine:
         "server_settings": {
             "application_name": "bem",
             "statement_timeout": str(settings.db_statement_timeout_ms),
+            # JIT compiles any plan the planner thinks costly: on a 1M-element version that
+            # was 300 ms of compiling for a 120 ms location= page, and takeoffs gained
+            # nothing from it (bench/query.py).
+            "jit": "off",
         },
     }
     if settings.db_pgbouncer:
-        # PgBouncer in transaction mode cannot keep server-side prepared statements.
+        # PgBouncer in transaction mode cannot keep server-side prepared statements, and
+        # refuses startup parameters: set these on the role instead (docs/operations.md).
         connect_args["statement_cache_size"] = 0
         connect_args["prepared_statement_cache_size"] = 0
-        connect_args["server_settings"].pop("statement_timeout")
+        for name in ("statement_timeout", "jit"):
+            connect_args["server_settings"].pop(name)
     return create_async_engine(
         url,
         pool_size=settings.db_pool_size,

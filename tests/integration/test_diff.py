@@ -108,3 +108,30 @@ async def test_diff_needs_versions_of_one_model(api: Api) -> None:
     r = await api.client.get(f"/v1/versions/{versions[0]}/diff/{versions[1]}", headers=headers)
     assert r.status_code == 404
     assert "not a version of this model" in r.json()["detail"]
+
+
+async def test_identical_twins_pair_in_global_id_order(api: Api) -> None:
+    """Two identical elements renamed into three: two re-identified pairs, one added."""
+    headers = await api.user("alice")
+    pid = (await api.client.post("/v1/projects", json={"name": "P"}, headers=headers)).json()["id"]
+    r = await api.client.post(f"/v1/projects/{pid}/models", json={"name": "M"}, headers=headers)
+    mid = r.json()["id"]
+    twin = {"ifc_class": "IfcColumn", "name": "C"}
+    old_ids = ["1Twin00000000000000002", "1Twin00000000000000001"]
+    new_ids = ["2Twin00000000000000003", "2Twin00000000000000001", "2Twin00000000000000002"]
+    v1 = await upload(api, headers, mid, [{**twin, "global_id": g} for g in old_ids])
+    v2 = await upload(api, headers, mid, [{**twin, "global_id": g} for g in new_ids])
+    body = (await api.client.get(f"/v1/versions/{v1}/diff/{v2}", headers=headers)).json()
+    assert body["summary"] == {
+        "added": 1,
+        "removed": 0,
+        "changed": 0,
+        "re_identified": 2,
+        "unchanged": 0,
+    }
+    pairs = {i["global_id"]: i.get("new_global_id") for i in body["items"]}
+    assert pairs == {
+        "1Twin00000000000000001": "2Twin00000000000000001",
+        "1Twin00000000000000002": "2Twin00000000000000002",
+        "2Twin00000000000000003": None,
+    }

@@ -31,6 +31,7 @@ from bem.jobs.endpoints import router as jobs_router
 from bem.jobs.handlers import HANDLERS, job_context
 from bem.jobs.queue import ArqQueue, JobQueue, LocalQueue
 from bem.kit import migrate
+from bem.kit.cache import Cache
 from bem.kit.context import RequestContextMiddleware
 from bem.kit.db import create_engine, session_factory
 from bem.kit.errors import ProblemDetail, install_error_handlers, problem_responses
@@ -172,6 +173,17 @@ def create_app(settings: Settings, *, span_exporter: SpanExporter | None = None)
     app.state.redis = (
         redis.asyncio.Redis.from_url(redis_url, socket_timeout=1, socket_connect_timeout=1)
         if redis_url
+        else None
+    )
+    app.state.cache = (
+        Cache(
+            app.state.redis,
+            settings.redis_key_prefix,
+            settings.cache_ttl_s,
+            settings.cache_memory_bytes,
+            metrics,
+        )
+        if settings.cache_enabled
         else None
     )
     install_error_handlers(app)

@@ -126,6 +126,11 @@ class Settings(BaseSettings):
     max_concurrent_exports: Annotated[int, Field(ge=1, le=100)] = 2
     trusted_proxies: list[IPvAnyNetwork] = []  # whose X-Forwarded-For is believed
 
+    # Read cache for answers computed from versions (kit/cache.py): Redis when configured
+    cache_enabled: bool = True
+    cache_ttl_s: Annotated[int, Field(ge=1, le=30 * 86_400)] = 3600
+    cache_memory_bytes: Annotated[int, Field(ge=0)] = 64 * 1024 * 1024  # without Redis
+
     # Request hygiene
     max_request_body_bytes: Annotated[int, Field(ge=1024)] = 1024 * 1024  # JSON bodies
     cors_origins: list[str] = []  # e.g. ["https://viewer.example.com"]; never "*" or "null"

@@ -57,6 +57,17 @@ class Metrics:
             ["type"],
             registry=r,
         )
+        self.cache_requests = Counter(
+            "bem_cache_requests_total",
+            "Cache lookups by kind of answer and result: hit (served without computing) or miss.",
+            ["kind", "result"],
+            registry=r,
+        )
+        self.cache_errors = Counter(
+            "bem_cache_errors_total",
+            "Redis failures of the cache; it is bypassed for a while after each.",
+            registry=r,
+        )
         self.rate_limited = Counter(
             "bem_rate_limit_rejections_total",
             "Requests refused with 429 by rate-limit rule.",

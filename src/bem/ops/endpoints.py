@@ -56,6 +56,7 @@ async def health_detail(request: Request, _: Annotated[Access, allow(ADMIN)]) ->
         "checks": checks,
         "database_pool": pool_stats(app),
         "rate_limit_store": limiter.status if limiter is not None else "disabled",
+        "cache": app.state.cache.describe() if app.state.cache is not None else "disabled",
         "migration_heads": list(app.state.migration_heads),
         "version": __version__,
         "uptime_s": round(time.time() - app.state.started_at, 1),

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query, Request, Response
 
 from bem.auth.dependencies import Access, allow
 from bem.auth.permissions import PROJECT_READ
+from bem.kit.cache import CACHE_CONTROL, etag_of, key_of, lookup, not_modified
 from bem.kit.db import SessionDep
 from bem.kit.errors import problem_responses
 from bem.kit.pagination import CursorParam, LimitParam, Page
@@ -21,6 +22,17 @@ from bem.versions.schemas import ElementOut, RelationKind
 
 router = APIRouter(prefix="/v1", tags=["query"], responses=problem_responses(401, 403, 422))
 Read = Annotated[Access, allow(PROJECT_READ)]
+NOT_MODIFIED: dict[int | str, dict[str, Any]] = {
+    304: {"description": "Not modified (`If-None-Match` holds the ETag)"}
+}
+
+
+def validated(request: Request, response: Response, key: str, variant: str = "") -> Any:
+    """Set the answer's ETag; a 304 response when the client already holds it."""
+    etag = etag_of(key, variant)
+    response.headers["ETag"] = etag
+    response.headers["Cache-Control"] = CACHE_CONTROL
+    return not_modified(request, etag)
 
 
 @router.post(
@@ -30,12 +42,17 @@ Read = Annotated[Access, allow(PROJECT_READ)]
     summary="Elements matching a selector (the body form of GET .../elements?q=)",
 )
 async def query_elements(
-    version_id: uuid.UUID, body: QueryIn, session: SessionDep, _: Read
-) -> dict[str, Any]:
+    version_id: uuid.UUID, body: QueryIn, request: Request, session: SessionDep, _: Read
+) -> Any:
     chosen = versions.parse_fields(body.fields)
     version = await versions.get_version(session, version_id)
-    return await service.query_page(
-        session, version, body.q, body.sort, body.cursor, body.limit, chosen
+    key = key_of("elements", version.id, body.q, body.sort, body.cursor, body.limit, chosen)
+    return await lookup(
+        request,
+        key,
+        lambda: service.query_page(
+            session, version, body.q, body.sort, body.cursor, body.limit, chosen
+        ),
     )
 
 
@@ -50,6 +67,7 @@ EXPORT_TYPES = {
     dependencies=[rate_limit("export")],
     responses={
         **problem_responses(400, 404, 429),
+        **NOT_MODIFIED,
         200: {"content": {t: {} for t in EXPORT_TYPES.values()}},
     },
     summary="Quantity takeoff: counts and quantity aggregates grouped by class, type, storey, "
@@ -58,6 +76,7 @@ EXPORT_TYPES = {
 async def takeoff(
     version_id: uuid.UUID,
     request: Request,
+    response: Response,
     session: SessionDep,
     access: Read,
     q: Annotated[str | None, Query(max_length=4000, description="A selector")] = None,
@@ -80,8 +99,15 @@ async def takeoff(
     format: Literal["json", "csv", "xlsx"] = "json",
 ) -> Any:
     version = await versions.get_version(session, version_id)
-    if format == "json":
+    key = key_of("takeoff", version.id, q, group_by, measures)
+    if unchanged := validated(request, response, key, format):
+        return unchanged
+
+    async def compute() -> Any:
         return await service.takeoff(session, version, q, group_by, measures)
+
+    if format == "json":
+        return await lookup(request, key, compute)
     assert access.principal is not None
     settings = request.app.state.settings
     concurrency: Concurrency | None = request.app.state.concurrency
@@ -91,59 +117,84 @@ async def takeoff(
         else nullcontext()
     )
     async with slot:
-        result = await service.takeoff(session, version, q, group_by, measures)
+        result = await lookup(request, key, compute)
         body = takeoffs.to_csv(result) if format == "csv" else takeoffs.to_xlsx(result)
     filename = f"takeoff-{version.id}.{format}"
     return Response(
         body,
         media_type=EXPORT_TYPES[format],
-        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+        headers={
+            "ETag": response.headers["ETag"],
+            "Cache-Control": CACHE_CONTROL,
+            "Content-Disposition": f'attachment; filename="{filename}"',
+        },
     )
 
 
 @router.get(
     "/versions/{version_id}/diff/{other_version_id}",
-    responses=problem_responses(400, 404),
+    responses={**problem_responses(400, 404), **NOT_MODIFIED},
     summary="What changed from this version to another version of the same model",
 )
 async def diff_versions(
     version_id: uuid.UUID,
     other_version_id: uuid.UUID,
+    request: Request,
+    response: Response,
     session: SessionDep,
     _: Read,
     kind: Literal["added", "removed", "changed", "re_identified"] | None = None,
     cursor: CursorParam = None,
     limit: LimitParam = 100,
-) -> dict[str, Any]:
+) -> Any:
     old = await versions.get_version(session, version_id)
     new = await versions.get_version(session, other_version_id)
-    return await service.diff_versions(session, old, new, kind, cursor, limit)
+    key = key_of("diff", old.id, new.id, kind, cursor, limit)
+    if unchanged := validated(request, response, key):
+        return unchanged
+    return await lookup(
+        request, key, lambda: service.diff_versions(session, old, new, kind, cursor, limit)
+    )
 
 
 @router.get(
     "/versions/{version_id}/tree",
-    responses=problem_responses(404),
+    responses={**problem_responses(404), **NOT_MODIFIED},
     summary="The spatial structure with element counts per node",
 )
-async def spatial_tree(version_id: uuid.UUID, session: SessionDep, _: Read) -> dict[str, Any]:
+async def spatial_tree(
+    version_id: uuid.UUID, request: Request, response: Response, session: SessionDep, _: Read
+) -> Any:
     version = await versions.get_version(session, version_id)
-    return await traversal.tree(session, version)
+    key = key_of("tree", version.id)
+    if unchanged := validated(request, response, key):
+        return unchanged
+    return await lookup(request, key, lambda: traversal.tree(session, version))
 
 
 @router.get(
     "/versions/{version_id}/elements/{global_id}/relations",
-    responses=problem_responses(400, 404),
+    responses={**problem_responses(400, 404), **NOT_MODIFIED},
     summary="An element's neighbours in the relation graph, as nodes and edges",
 )
 async def element_relations(
     version_id: uuid.UUID,
     global_id: GlobalIdPath,
+    request: Request,
+    response: Response,
     session: SessionDep,
     _: Read,
     kind: Annotated[list[RelationKind] | None, Query(max_length=10)] = None,
     direction: Literal["out", "in", "both"] = "both",
     depth: Annotated[int, Query(ge=1, le=traversal.MAX_DEPTH)] = 1,
-) -> dict[str, Any]:
+) -> Any:
     version = await versions.get_version(session, version_id)
     kinds = tuple(kind) if kind else None
-    return await traversal.neighbours(session, version, global_id, kinds, direction, depth)
+    key = key_of("relations", version.id, global_id, kinds, direction, depth)
+    if unchanged := validated(request, response, key):
+        return unchanged
+    return await lookup(
+        request,
+        key,
+        lambda: traversal.neighbours(session, version, global_id, kinds, direction, depth),
+    )

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import base64
-import hashlib
 import uuid
 from contextlib import nullcontext
 from typing import Annotated, Any
@@ -14,6 +13,7 @@ from bem.auth.dependencies import Access, allow
 from bem.auth.permissions import PROJECT_EDIT, PROJECT_READ
 from bem.config import Settings
 from bem.ingest.ndjson import JSON_TYPES, NDJSON_TYPES, iter_body, media_type
+from bem.kit.cache import CACHE_CONTROL, etag_of, key_of, lookup, not_modified
 from bem.kit.db import SessionDep
 from bem.kit.errors import NotFound, problem_responses
 from bem.kit.metrics import Metrics
@@ -71,14 +71,6 @@ UPLOAD_BODY: dict[str, Any] = {
 
 def _json(data: Any, headers: dict[str, str] | None = None) -> Response:
     return Response(orjson.dumps(data), media_type="application/json", headers=headers)
-
-
-def _not_modified(request: Request, etag: str) -> Response | None:
-    """Versions are immutable, so a strong ETag derived from the request is enough."""
-    match = request.headers.get("if-none-match")
-    if match and (match.strip() == "*" or etag in (t.strip() for t in match.split(","))):
-        return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers={"ETag": etag})
-    return None
 
 
 @router.post(
@@ -197,7 +189,7 @@ async def get_source(
             "(POST /v1/models/{model_id}/imports) keep the original."
         )
     etag = f'"{version.source_sha256}"'
-    if cached := _not_modified(request, etag):
+    if cached := not_modified(request, etag):
         return cached
     digest = base64.b64encode(bytes.fromhex(version.source_sha256)).decode()
     return FileResponse(
@@ -228,12 +220,14 @@ async def list_elements(
 ) -> Response:
     chosen = service.parse_fields(fields)
     version = await service.get_version(session, version_id)
-    key = orjson.dumps([str(version.id), version.status, q, sort, cursor, limit, chosen])
-    etag = f'"{hashlib.sha256(key).hexdigest()[:32]}"'
-    if cached := _not_modified(request, etag):
-        return cached
-    page = await query.query_page(session, version, q, sort, cursor, limit, chosen)
-    return _json(page, {"ETag": etag})
+    key = key_of("elements", version.id, q, sort, cursor, limit, chosen)
+    etag = etag_of(key)
+    if unchanged := not_modified(request, etag):
+        return unchanged
+    page = await lookup(
+        request, key, lambda: query.query_page(session, version, q, sort, cursor, limit, chosen)
+    )
+    return _json(page, {"ETag": etag, "Cache-Control": CACHE_CONTROL})
 
 
 @router.get(
@@ -254,8 +248,10 @@ async def get_element(
     chosen = service.parse_fields(fields)
     version = await service.get_version(session, version_id)
     payload_hash, doc = await service.get_element(session, version, global_id)
-    etag_key = orjson.dumps([payload_hash, global_id, chosen])
-    etag = f'"{hashlib.sha256(etag_key).hexdigest()[:32]}"'
-    if cached := _not_modified(request, etag):
-        return cached
-    return _json(service.shape_element(global_id, doc, chosen), {"ETag": etag})
+    etag = etag_of(key_of("element", payload_hash, global_id, chosen))
+    if unchanged := not_modified(request, etag):
+        return unchanged
+    return _json(
+        service.shape_element(global_id, doc, chosen),
+        {"ETag": etag, "Cache-Control": CACHE_CONTROL},
+    )

@@ -1,0 +1,262 @@
+"""A read cache for answers computed from immutable versions.
+
+A version never changes once it is ready, so an answer computed from it (a takeoff, a diff
+page, the spatial tree, a selector page) stays right for as long as the version exists.
+Entries are keyed by the route, the version(s) and a digest of the parameters, and expire
+after ``BEM_CACHE_TTL_S`` only to bound memory. Callers check access and existence before
+they ask the cache, so a deleted version or a removed member never reads a cached answer.
+
+- Backend: Redis when ``BEM_REDIS_URL`` is set (shared by every process), else an LRU in
+  this process bounded by ``BEM_CACHE_MEMORY_BYTES``.
+- Stampedes: concurrent misses of one key in a process share one computation; across
+  processes a Redis lock lets the first compute while the others wait for its value.
+- Redis failing or hanging: each call is bounded by ``REDIS_TIMEOUT_S``; after a failure the
+  cache is bypassed for ``RETRY_REDIS_AFTER_S`` and answers are computed directly (correct,
+  only slower).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+import redis.asyncio
+import structlog
+from fastapi import Request, Response
+
+from bem import __version__
+from bem.kit.metrics import Metrics
+
+log = structlog.get_logger(__name__)
+
+# Part of every key: a release (or a change of what is cached) starts from an empty cache.
+FORMAT = 1
+REDIS_TIMEOUT_S = 0.25
+RETRY_REDIS_AFTER_S = 10.0
+LOCK_S = 60.0  # how long a computing process holds a key's lock at most
+WAIT_POLL_S = 0.05
+MAX_ENTRY_BYTES = 16 * 1024 * 1024
+# Clients may keep answers but must revalidate (access can change; the answer cannot).
+CACHE_CONTROL = "private, no-cache"
+
+
+def key_of(kind: str, *parts: object) -> str:
+    """A cache key: the kind of answer and a digest of everything it depends on."""
+    digest = hashlib.sha256(orjson.dumps([None if p is None else str(p) for p in parts]))
+    return f"{kind}:{digest.hexdigest()}"
+
+
+def etag_of(key: str, variant: str = "") -> str:
+    """A strong validator derived from the key alone: the answer under a key never changes
+    (``variant`` tells representations apart, e.g. CSV from JSON)."""
+    text = f"{__version__}:{FORMAT}:{key}:{variant}"
+    return '"' + hashlib.sha256(text.encode()).hexdigest()[:32] + '"'
+
+
+def not_modified(request: Request, etag: str) -> Response | None:
+    """304 when the client already holds this representation."""
+    match = request.headers.get("if-none-match")
+    if match and (match.strip() == "*" or etag in (t.strip() for t in match.split(","))):
+        return Response(status_code=304, headers={"ETag": etag, "Cache-Control": CACHE_CONTROL})
+    return None
+
+
+async def lookup(request: Request, key: str, compute: Callable[[], Awaitable[Any]]) -> Any:
+    """The app's cache (when enabled) in front of ``compute``."""
+    cache: Cache | None = request.app.state.cache
+    return await compute() if cache is None else await cache.get_or_compute(key, compute)
+
+
+class Memory:
+    """An LRU of encoded values bounded by their total size, with expiry."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.size = 0
+        self._entries: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
+
+    def get(self, key: str) -> bytes | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        expires, raw = entry
+        if expires < time.monotonic():
+            self._drop(key)
+            return None
+        self._entries.move_to_end(key)
+        return raw
+
+    def set(self, key: str, raw: bytes, ttl_s: float) -> None:
+        if len(raw) > self.max_bytes:
+            return
+        if key in self._entries:
+            self._drop(key)
+        self._entries[key] = (time.monotonic() + ttl_s, raw)
+        self.size += len(raw)
+        while self.size > self.max_bytes:
+            self._drop(next(iter(self._entries)))
+
+    def _drop(self, key: str) -> None:
+        _, raw = self._entries.pop(key)
+        self.size -= len(raw)
+
+
+class Cache:
+    def __init__(
+        self,
+        redis_client: redis.asyncio.Redis | None,
+        prefix: str,
+        ttl_s: int,
+        memory_bytes: int,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.redis = redis_client
+        self.prefix = f"{prefix}:cache:{__version__}:{FORMAT}"
+        self.ttl_s = ttl_s
+        self.memory = Memory(memory_bytes)
+        self.metrics = metrics
+        self.hits = self.misses = 0  # this process, for /health
+        self._flights: dict[str, asyncio.Future[bytes]] = {}
+        self._redis_retry_at = 0.0
+
+    @property
+    def status(self) -> str:
+        if self.redis is None:
+            return "memory"
+        return "degraded" if time.monotonic() < self._redis_retry_at else "redis"
+
+    def describe(self) -> dict[str, Any]:
+        looked_up = self.hits + self.misses
+        return {
+            "backend": self.status,
+            "hits": self.hits,
+            "misses": self.misses,
+            "hit_ratio": round(self.hits / looked_up, 4) if looked_up else None,
+        }
+
+    async def get_or_compute(self, key: str, compute: Callable[[], Awaitable[Any]]) -> Any:
+        """The cached answer, or ``compute()``'s (which is then cached; errors are not)."""
+        kind = key.partition(":")[0]
+        raw = await self._get(key)
+        flight = self._flights.get(key)
+        if raw is None and flight is not None:  # a request of this process is computing it
+            raw = await asyncio.shield(flight)
+        if raw is not None:
+            self._count(kind, hit=True)
+            return orjson.loads(raw)
+        self._count(kind, hit=False)
+        flight = asyncio.get_running_loop().create_future()
+        self._flights[key] = flight
+        try:
+            raw = await self._compute_once(key, compute)
+            flight.set_result(raw)
+            return orjson.loads(raw)
+        except BaseException as exc:
+            flight.set_exception(exc)
+            flight.exception()  # retrieved: waiters re-raise it, nobody else must
+            raise
+        finally:
+            del self._flights[key]
+
+    async def _compute_once(self, key: str, compute: Callable[[], Awaitable[Any]]) -> bytes:
+        lock = None
+        if self._redis_usable():
+            lock = self.redis.lock(  # type: ignore[union-attr]
+                f"{self.prefix}:lock:{key}", timeout=LOCK_S, blocking=False
+            )
+            try:
+                acquired = await asyncio.wait_for(lock.acquire(), REDIS_TIMEOUT_S)
+                if not acquired:
+                    waited = await self._wait_for_other(key)
+                    if waited is not None:
+                        return waited
+                    lock = None  # the other process failed or is slow: compute here
+            except Exception as exc:  # noqa: BLE001 - any Redis failure means "bypass"
+                self._degrade(exc)
+                lock = None
+        try:
+            raw = orjson.dumps(await compute())
+            await self._set(key, raw)
+            return raw
+        finally:
+            if lock is not None:
+                await self._release(lock)
+
+    async def _wait_for_other(self, key: str) -> bytes | None:
+        """Poll for the value another process is computing, while its lock is held."""
+        lock_key = f"{self.prefix}:lock:{key}"
+        deadline = time.monotonic() + LOCK_S
+        while time.monotonic() < deadline:
+            await asyncio.sleep(WAIT_POLL_S)
+            raw = await self._get(key)
+            if raw is not None:
+                return raw
+            if not self._redis_usable():
+                return None
+            try:
+                held = await asyncio.wait_for(self.redis.exists(lock_key), REDIS_TIMEOUT_S)  # type: ignore[union-attr]
+            except Exception as exc:  # noqa: BLE001
+                self._degrade(exc)
+                return None
+            if not held:
+                return await self._get(key)
+        return None
+
+    async def _release(self, lock: Any) -> None:
+        try:
+            await asyncio.wait_for(lock.release(), REDIS_TIMEOUT_S)
+        except Exception as exc:  # noqa: BLE001 - it expires by itself after LOCK_S
+            log.warning("cache_unlock_failed", error=type(exc).__name__)
+
+    def _redis_usable(self) -> bool:
+        return self.redis is not None and time.monotonic() >= self._redis_retry_at
+
+    def _degrade(self, exc: BaseException) -> None:
+        self._redis_retry_at = time.monotonic() + RETRY_REDIS_AFTER_S
+        log.warning("cache_degraded", error=type(exc).__name__)
+        if self.metrics is not None:
+            self.metrics.cache_errors.inc()
+
+    async def _get(self, key: str) -> bytes | None:
+        if self.redis is None:
+            return self.memory.get(key)
+        if not self._redis_usable():
+            return None
+        try:
+            raw: bytes | None = await asyncio.wait_for(
+                self.redis.get(f"{self.prefix}:{key}"), REDIS_TIMEOUT_S
+            )
+        except Exception as exc:  # noqa: BLE001
+            self._degrade(exc)
+            return None
+        return raw
+
+    async def _set(self, key: str, raw: bytes) -> None:
+        if len(raw) > MAX_ENTRY_BYTES:
+            return
+        if self.redis is None:
+            self.memory.set(key, raw, self.ttl_s)
+            return
+        if not self._redis_usable():
+            return
+        try:
+            await asyncio.wait_for(
+                self.redis.set(f"{self.prefix}:{key}", raw, ex=self.ttl_s), REDIS_TIMEOUT_S
+            )
+        except Exception as exc:  # noqa: BLE001
+            self._degrade(exc)
+
+    def _count(self, kind: str, *, hit: bool) -> None:
+        """A hit is an answer served without computing it (from the cache, or from another
+        request's computation in flight)."""
+        if hit:
+            self.hits += 1
+        else:
+            self.misses += 1
+        if self.metrics is not None:
+            self.metrics.cache_requests.labels(kind, "hit" if hit else "miss").inc()

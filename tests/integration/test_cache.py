@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import re
+import signal
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -16,8 +18,10 @@ import redis
 from sqlalchemy import event
 
 from bem.config import Settings
+from bem.kit import cache
 from tests.conftest import Api, make_api, settings_for
 from tests.integration.test_query_api import loaded
+from tests.integration.test_ratelimit import OwnRedis, own_redis  # noqa: F401 - fixture
 
 ELEMENT_TABLES = re.compile(r"\b(version_elements|element_payloads|element_facts|relations)\b")
 TAKEOFF = {"group_by": "storey,class", "measures": "Qto_WallBaseQuantities.NetVolume"}
@@ -166,3 +170,34 @@ async def test_redis_down_still_answers_correctly(sqlite_url: str) -> None:
         admin = await api.user("root", admin=True)
         health = (await api.client.get("/health", headers=admin)).json()
         assert health["cache"]["backend"] == "degraded"
+
+
+async def test_frozen_redis_costs_a_bounded_wait_then_is_bypassed_until_it_returns(
+    sqlite_url: str,
+    own_redis: OwnRedis,  # noqa: F811 - the fixture
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(cache, "RETRY_REDIS_AFTER_S", 1.0)
+    settings = settings_for(sqlite_url, redis_url=own_redis.url, rate_limit_enabled=False)
+    async with make_api(settings) as api:
+        headers, vid = await loaded(api, 12)
+        url = f"/v1/versions/{vid}/takeoff"
+        want = (await api.client.get(url, params=TAKEOFF, headers=headers)).json()
+        assert own_redis.proc is not None
+        own_redis.proc.send_signal(signal.SIGSTOP)  # frozen: commands hang
+        try:
+            started = time.perf_counter()
+            r = await api.client.get(url, params=TAKEOFF, headers=headers)
+            frozen_s = time.perf_counter() - started
+            assert r.json() == want
+            assert frozen_s < 2.0  # one bounded cache call, then the database answers
+            assert api.app.state.cache.status == "degraded"
+            with element_sql(api) as bypassed:
+                assert (await api.client.get(url, params=TAKEOFF, headers=headers)).json() == want
+            assert bypassed  # computed directly while Redis is out
+        finally:
+            own_redis.proc.send_signal(signal.SIGCONT)
+        await asyncio.sleep(1.1)
+        with element_sql(api) as recovered:
+            assert (await api.client.get(url, params=TAKEOFF, headers=headers)).json() == want
+        assert recovered == [] and api.app.state.cache.status == "redis"

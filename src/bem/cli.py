@@ -1,4 +1,5 @@
-"""The ``bem`` command: serve, worker, migrate, import, demo, users, tokens, openapi."""
+"""The ``bem`` command: serve, worker, migrate, import, backup, restore, demo, users, tokens,
+openapi."""
 
 from __future__ import annotations
 
@@ -369,6 +370,53 @@ def import_file(
     """Import an IFC, IFCZIP, DXF, NDJSON or JSON file as a new version, in this process,
     with a progress bar. Prints the version id."""
     raise typer.Exit(asyncio.run(_import(settings_or_exit(), path, project, model, message)))
+
+
+@cli.command()
+def backup(
+    keep: Annotated[
+        int | None, typer.Option(min=1, help="Backups to keep (default BEM_BACKUP_KEEP)")
+    ] = None,
+) -> None:
+    """Back up the database and the stored source files into BEM_BACKUP_DIR, with a
+    manifest of checksums; keep the newest backups. Prints the backup's directory."""
+    from bem.backups.service import BackupError, create_backup
+
+    settings = settings_or_exit()
+    try:
+        path = asyncio.run(create_backup(settings, keep or settings.backup_keep))
+    except BackupError as exc:
+        err.print(f"[bold red]Backup failed:[/] {exc}", highlight=False)
+        raise typer.Exit(1) from None
+    print(path)
+
+
+@cli.command()
+def restore(
+    path: Annotated[Path, typer.Argument(exists=True, file_okay=False, help="A backup directory")],
+) -> None:
+    """Restore a backup into the empty database BEM_DATABASE_URL names and into
+    BEM_STORAGE_DIR, then check every table against the backup's manifest."""
+    from bem.backups.service import BackupError, restore_backup
+
+    settings = settings_or_exit()
+    try:
+        done = asyncio.run(restore_backup(settings, path))
+    except BackupError as exc:
+        err.print(f"[bold red]Restore failed:[/] {exc}", highlight=False)
+        raise typer.Exit(1) from None
+    print(
+        orjson.dumps(
+            {
+                "backup": str(done.backup),
+                "tables": done.tables,
+                "rows": done.rows,
+                "sources": done.sources,
+                "verified": True,
+                "seconds": round(done.seconds, 2),
+            }
+        ).decode()
+    )
 
 
 @cli.command()

@@ -156,6 +156,8 @@ class Settings(BaseSettings):
 
     # File imports (IFC, IFCZIP, DXF, NDJSON, JSON) as background jobs
     storage_dir: Path = Path("var/sources")  # original files; a shared volume across hosts
+    backup_dir: Path = Path("var/backups")  # bem backup writes here; bem restore reads
+    backup_keep: Annotated[int, Field(ge=1, le=1000)] = 7
     job_queue: JobQueueKind = JobQueueKind.local
     job_max_attempts: Annotated[int, Field(ge=1, le=20)] = 3
     job_timeout_s: Annotated[int, Field(ge=5, le=86_400)] = 1800

@@ -128,6 +128,12 @@ class Metrics:
             multiprocess_mode="livemax",
             registry=r,
         )
+        self.last_backup = Gauge(
+            "bem_backup_last_success_timestamp_seconds",
+            "When the newest completed bem backup finished (Unix time; 0 when none has).",
+            multiprocess_mode="livemax",
+            registry=r,
+        )
         self.health = Gauge(
             "bem_health_check_ok",
             "1 when a readiness check passed at its last run, else 0.",

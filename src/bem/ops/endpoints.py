@@ -16,6 +16,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from bem import __version__
 from bem.auth.dependencies import Access, allow
 from bem.auth.permissions import ADMIN, PUBLIC
+from bem.backups import repository as backups
 from bem.config import Settings
 from bem.jobs import repository as jobs
 from bem.kit.db import utcnow
@@ -45,6 +46,22 @@ async def _jobs_waiting(request: Request) -> dict[str, Any]:
     return {**out, "queued": count, "oldest_queued_age_s": round(age, 1)}
 
 
+async def _last_backup(request: Request) -> dict[str, Any]:
+    """The newest completed backup (from the backups table), also set on its gauge."""
+    app = request.app
+    try:
+        async with app.state.sessions() as session:
+            finished = await asyncio.wait_for(backups.last_success(session), QUERY_TIMEOUT_S)
+    except (SQLAlchemyError, TimeoutError) as exc:
+        log.warning("backups.stats_unavailable", error=type(exc).__name__)
+        return {"error": "the backups table did not answer"}
+    app.state.metrics.last_backup.set(finished.timestamp() if finished is not None else 0)
+    if finished is None:
+        return {"last_success_at": None}
+    age = max((utcnow() - finished).total_seconds(), 0.0)
+    return {"last_success_at": finished.isoformat(), "age_s": round(age, 1)}
+
+
 @router.get("/health", summary="Every dependency's status and latency, pools, build (admins)")
 async def health_detail(request: Request, _: Annotated[Access, allow(ADMIN)]) -> dict[str, Any]:
     app = request.app
@@ -52,6 +69,7 @@ async def health_detail(request: Request, _: Annotated[Access, allow(ADMIN)]) ->
     limiter = app.state.limiter
     return {
         "jobs": await _jobs_waiting(request),
+        "backup": await _last_backup(request),
         "status": "ok" if all(c["status"] == "ok" for c in checks.values()) else "failing",
         "checks": checks,
         "database_pool": pool_stats(app),
@@ -84,4 +102,5 @@ async def metrics(request: Request, _: Annotated[Access, allow(PUBLIC)]) -> Resp
         if not hmac.compare_digest(request.headers.get("authorization", ""), expected):
             raise Unauthorized("The metrics token is missing or wrong.")
     await _jobs_waiting(request)  # refreshes the queue gauges
+    await _last_backup(request)
     return Response(request.app.state.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,307 @@
+"""Backups and restores: the database and the stored source files, with a manifest.
+
+A backup is a directory ``<backup_dir>/<UTC timestamp>/`` holding
+
+- ``database.dump`` (PostgreSQL, ``pg_dump`` custom format) or ``database.sqlite`` (SQLite,
+  copied with SQLite's online backup API): a consistent snapshot while BEM keeps running;
+- ``sources/``: the original imported files, content-addressed as in ``BEM_STORAGE_DIR``;
+- ``manifest.json``: every file's SHA-256 and size, and every table's row count and
+  checksum, taken from the same snapshot as the dump.
+
+It is written under a temporary name and renamed when complete, so a directory with a
+manifest is a whole backup. A restore checks the files against the manifest, loads them
+into an empty database and storage directory, then recomputes the table checksums: the
+restore is only reported good when every table matches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import shutil
+import sqlite3
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+from pydantic import SecretStr
+from sqlalchemy import inspect, select, table, text
+from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from bem import __version__
+from bem.backups import repository
+from bem.config import Settings
+from bem.kit.db import create_engine, session_factory
+from bem.kit.storage import KEY
+
+FORMAT = 1
+MANIFEST = "manifest.json"
+CHUNK = 1024 * 1024
+# Rows are hashed in SQL on PostgreSQL: md5 of the row's text, summed as 60-bit integers
+# (order-independent, no overflow in numeric). Dates and times print in UTC, ISO style.
+PG_CHECKSUM = (
+    "SELECT count(*), coalesce(sum(('x' || substr(md5(t::text), 1, 15))::bit(60)::bigint), 0)"
+    "::text FROM {table} AS t"
+)
+
+
+class BackupError(Exception):
+    """A backup or restore that cannot be done or did not verify; the message says why."""
+
+
+@dataclass
+class Restored:
+    backup: Path
+    seconds: float
+    tables: int
+    rows: int
+    sources: int
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        while chunk := file.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+async def _run(command: list[str], env: dict[str, str]) -> None:
+    process = await asyncio.create_subprocess_exec(
+        *command, env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+    )
+    _, stderr = await process.communicate()
+    if process.returncode != 0:
+        raise BackupError(f"{command[0]} failed: {stderr.decode(errors='replace').strip()}")
+
+
+async def _checksums(engine: AsyncEngine) -> dict[str, dict[str, Any]]:
+    async with engine.connect() as conn:
+        return await conn.run_sync(table_checksums)
+
+
+def _libpq(url: URL) -> tuple[list[str], dict[str, str]]:
+    """Connection options for pg_dump/pg_restore; the password travels in the environment,
+    never on a command line other users can read."""
+    args = ["--dbname", url.database or ""]
+    if url.host:
+        args += ["--host", url.host]
+    if url.port:
+        args += ["--port", str(url.port)]
+    if url.username:
+        args += ["--username", url.username]
+    env = {**os.environ}
+    if url.password:
+        env["PGPASSWORD"] = str(url.password)
+    return args, env
+
+
+def table_checksums(conn: Connection) -> dict[str, dict[str, Any]]:
+    """Row count and checksum of every table (migrations' own bookkeeping included)."""
+    out: dict[str, dict[str, Any]] = {}
+    names = sorted(inspect(conn).get_table_names())
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SET TimeZone = 'UTC'"))
+        conn.execute(text("SET DateStyle = 'ISO'"))
+        for name in names:
+            quoted = conn.dialect.identifier_preparer.quote(name)
+            count, total = conn.execute(text(PG_CHECKSUM.format(table=quoted))).one()
+            out[name] = {"rows": int(count), "checksum": str(total)}
+        return out
+    for name in names:
+        rows = conn.execute(select(text("*")).select_from(table(name)))
+        count = total = 0
+        for row in rows:
+            count += 1
+            digest = hashlib.md5(repr(tuple(row)).encode(), usedforsecurity=False).digest()
+            total += int.from_bytes(digest[:8], "big") >> 4
+        out[name] = {"rows": count, "checksum": str(total)}
+    return out
+
+
+async def _snapshot_postgres(engine: AsyncEngine, url: URL, target: Path) -> dict[str, Any]:
+    """pg_dump and the checksums from one snapshot: the checksums run in a repeatable-read
+    transaction whose snapshot pg_dump imports."""
+    async with engine.connect() as conn:
+        await conn.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"))
+        snapshot = (await conn.execute(text("SELECT pg_export_snapshot()"))).scalar_one()
+        args, env = _libpq(url)
+        command = ["pg_dump", "--format=custom", "--no-owner", "--no-privileges"]
+        command += [f"--snapshot={snapshot}", "--file", str(target / "database.dump"), *args]
+        await _run(command, env)
+        checksums = await conn.run_sync(table_checksums)
+        await conn.rollback()
+    return checksums
+
+
+async def _snapshot_sqlite(settings: Settings, url: URL, target: Path) -> dict[str, Any]:
+    """SQLite's online backup API copies a consistent database while BEM writes."""
+    copy = target / "database.sqlite"
+
+    def backup() -> None:
+        source = sqlite3.connect(url.database or "")
+        try:
+            with sqlite3.connect(copy) as destination:
+                source.backup(destination)
+        finally:
+            source.close()
+
+    await asyncio.to_thread(backup)
+    copied = SecretStr(f"sqlite+aiosqlite:///{copy}")
+    engine = create_engine(settings.model_copy(update={"database_url": copied}))
+    try:
+        return await _checksums(engine)
+    finally:
+        await engine.dispose()
+
+
+def _copy_sources(settings: Settings, target: Path) -> None:
+    root = settings.storage_dir
+    if not root.is_dir():
+        return
+    for path in sorted(root.glob("??/*")):
+        if KEY.fullmatch(path.name):
+            destination = target / "sources" / path.parent.name / path.name
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, destination)
+
+
+async def create_backup(settings: Settings, keep: int) -> Path:
+    """Write a complete backup under ``settings.backup_dir``, record it in the database,
+    then keep the newest ``keep``."""
+    url = make_url(settings.database_url_value)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    root = settings.backup_dir
+    root.mkdir(parents=True, exist_ok=True)
+    partial = root / f".{stamp}.partial"
+    partial.mkdir()
+    engine = create_engine(settings)
+    try:
+        if url.get_backend_name() == "sqlite":
+            tables = await _snapshot_sqlite(settings, url, partial)
+        else:
+            tables = await _snapshot_postgres(engine, url, partial)
+        await asyncio.to_thread(_copy_sources, settings, partial)
+        paths = [path for path in sorted(partial.rglob("*")) if path.is_file()]
+        files = {
+            str(path.relative_to(partial)): {"sha256": _sha256(path), "bytes": path.stat().st_size}
+            for path in paths
+        }
+        manifest = {
+            "format": FORMAT,
+            "created_at": datetime.now(UTC).isoformat(),
+            "bem_version": __version__,
+            "database": url.get_backend_name(),
+            "tables": tables,
+            "files": files,
+        }
+        (partial / MANIFEST).write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
+        size = sum(path.stat().st_size for path in paths)
+        final = root / stamp
+        partial.rename(final)
+        async with session_factory(engine)() as session:
+            await repository.record(session, str(final), size, tables)
+            await session.commit()
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    finally:
+        await engine.dispose()
+    prune(root, keep)
+    return final
+
+
+def complete_backups(root: Path) -> list[Path]:
+    """Backups with a manifest, oldest first (names are UTC timestamps)."""
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if p.is_dir() and (p / MANIFEST).is_file())
+
+
+def prune(root: Path, keep: int) -> list[Path]:
+    doomed = complete_backups(root)[:-keep] if keep > 0 else []
+    for path in doomed:
+        shutil.rmtree(path)
+    return doomed
+
+
+def read_manifest(backup: Path) -> dict[str, Any]:
+    try:
+        manifest: dict[str, Any] = orjson.loads((backup / MANIFEST).read_bytes())
+    except (OSError, orjson.JSONDecodeError) as exc:
+        raise BackupError(f"{backup} has no readable {MANIFEST}: {exc}") from exc
+    if manifest.get("format") != FORMAT:
+        raise BackupError(f"unknown backup format {manifest.get('format')!r}")
+    return manifest
+
+
+def verify_files(backup: Path, manifest: dict[str, Any]) -> None:
+    for name, expected in manifest["files"].items():
+        path = backup / name
+        if not path.is_file():
+            raise BackupError(f"{name} is missing from the backup")
+        if _sha256(path) != expected["sha256"]:
+            raise BackupError(f"{name} does not match its checksum in the manifest")
+
+
+async def _restore_postgres(engine: AsyncEngine, url: URL, backup: Path) -> None:
+    async with engine.connect() as conn:
+        if await conn.run_sync(lambda c: inspect(c).get_table_names()):
+            raise BackupError(
+                f"database {url.database!r} is not empty; restore into a new database"
+            )
+    args, env = _libpq(url)
+    command = ["pg_restore", "--no-owner", "--no-privileges", "--single-transaction"]
+    command += ["--exit-on-error", *args, str(backup / "database.dump")]
+    await _run(command, env)
+
+
+def _restore_sqlite(url: URL, backup: Path) -> None:
+    target = Path(url.database or "")
+    if target.exists() and target.stat().st_size > 0:
+        raise BackupError(f"{target} exists; restore into a new database file")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(backup / "database.sqlite", target)
+
+
+async def restore_backup(settings: Settings, backup: Path) -> Restored:
+    """Restore ``backup`` into the (empty) database and storage directory of ``settings``
+    and verify every table against the manifest."""
+    started = time.monotonic()
+    manifest = read_manifest(backup)
+    url = make_url(settings.database_url_value)
+    if manifest["database"] != url.get_backend_name():
+        raise BackupError(
+            f"this is a {manifest['database']} backup; BEM_DATABASE_URL is {url.get_backend_name()}"
+        )
+    await asyncio.to_thread(verify_files, backup, manifest)
+    if url.get_backend_name() == "sqlite":
+        _restore_sqlite(url, backup)
+    engine = create_engine(settings)
+    try:
+        if url.get_backend_name() != "sqlite":
+            await _restore_postgres(engine, url, backup)
+        found = await _checksums(engine)
+    finally:
+        await engine.dispose()
+    sources = 0
+    for path in sorted((backup / "sources").glob("??/*")):
+        destination = settings.storage_dir / path.parent.name / path.name
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        if not destination.exists():
+            shutil.copy2(path, destination)
+        sources += 1
+    if found != manifest["tables"]:
+        wrong = sorted(
+            name
+            for name in set(found) | set(manifest["tables"])
+            if found.get(name) != manifest["tables"].get(name)
+        )
+        raise BackupError(f"restored tables do not match the backup: {', '.join(wrong)}")
+    rows = sum(t["rows"] for t in found.values())
+    return Restored(backup, time.monotonic() - started, len(found), rows, sources)

@@ -380,7 +380,7 @@ def backup(
 ) -> None:
     """Back up the database and the stored source files into BEM_BACKUP_DIR, with a
     manifest of checksums; keep the newest backups. Prints the backup's directory."""
-    from bem.backups.service import BackupError, create_backup
+    from bem.ops.service import BackupError, create_backup
 
     settings = settings_or_exit()
     try:
@@ -397,7 +397,7 @@ def restore(
 ) -> None:
     """Restore a backup into the empty database BEM_DATABASE_URL names and into
     BEM_STORAGE_DIR, then check every table against the backup's manifest."""
-    from bem.backups.service import BackupError, restore_backup
+    from bem.ops.service import BackupError, restore_backup
 
     settings = settings_or_exit()
     try:

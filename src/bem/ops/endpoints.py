@@ -16,12 +16,12 @@ from sqlalchemy.exc import SQLAlchemyError
 from bem import __version__
 from bem.auth.dependencies import Access, allow
 from bem.auth.permissions import ADMIN, PUBLIC
-from bem.backups import repository as backups
 from bem.config import Settings
 from bem.jobs import repository as jobs
 from bem.kit.db import utcnow
 from bem.kit.errors import Forbidden, Unauthorized, problem_responses
 from bem.kit.health import pool_stats, run_checks
+from bem.ops import repository as backups
 
 router = APIRouter(tags=["health"], responses=problem_responses(401, 403))
 log = structlog.get_logger("bem.ops")

@@ -34,10 +34,10 @@ from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bem import __version__
-from bem.backups import repository
 from bem.config import Settings
 from bem.kit.db import create_engine, session_factory
 from bem.kit.storage import KEY
+from bem.ops import repository
 
 FORMAT = 1
 MANIFEST = "manifest.json"

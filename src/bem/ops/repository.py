@@ -6,7 +6,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bem.backups.models import Backup
+from bem.ops.models import Backup
 
 
 async def record(

@@ -92,15 +92,16 @@ def parse_measures(text: str | None) -> list[Measure]:
 
 
 class TakeoffSql:
-    """SQL expressions for group keys and measures over ``f`` (``element_facts``), plus ``p``
-    (the payload) for what only documents hold: the selector and property group keys.
-    Parameters are shared with the selector compiler."""
+    """SQL expressions for group keys and measures over ``f`` (``element_facts``), and over
+    ``p`` (the payload) for what only documents hold: property group keys. Parameters are
+    shared with the selector compiler."""
 
     def __init__(self, compiler: Compiler) -> None:
         self.c = compiler
 
-    def _property_text(self, pset: str, name: str) -> str:
-        """A property or quantity value as text (quantity sets first)."""
+    def property_text(self, key: str) -> str:
+        """A property or quantity value of ``p.doc`` as text (quantity sets first)."""
+        pset, _, name = key.partition(".")
         a, b = self.c.param(pset), self.c.param(name)
         if self.c.pg:
             value = f"COALESCE(p.doc->'quantities'->{a}->{b}, p.doc->'properties'->{a}->{b})"
@@ -114,7 +115,8 @@ class TakeoffSql:
         ]
         return f"COALESCE({', '.join(lookups)})"
 
-    def group(self, key: str) -> str:
+    def group(self, key: str, i: int) -> str:
+        """Over ``f``; a property key was read from the document as ``d.k<i>``."""
         if key == "class":
             return "f.ifc_class"
         if key == "type":
@@ -123,8 +125,7 @@ class TakeoffSql:
             return "mat.name" if self.c.pg else "mat.value"
         if key == "storey":
             return "COALESCE(f.storey, cs.storey)"
-        pset, _, name = key.partition(".")
-        return self._property_text(pset, name)
+        return f"d.k{i}"
 
     def value(self, measure: Measure) -> str:
         """Facts hold numbers only, so the value needs no type check."""
@@ -136,8 +137,8 @@ class TakeoffSql:
             f"CROSS JOIN json_each(ps.value) AS pr WHERE ps.key = {a} AND pr.key = {b})"
         )
 
-    def joins(self, keys: list[str], payload: bool) -> str:
-        out = ["JOIN element_payloads AS p ON p.hash = ve.payload_hash"] if payload else []
+    def joins(self, keys: list[str]) -> str:
+        out = []
         if "material" in keys:  # each distinct material name of an element once
             out.append(
                 "LEFT JOIN LATERAL jsonb_array_elements_text(f.materials) AS mat(name) ON TRUE"
@@ -163,24 +164,34 @@ def statement(
 ) -> str:
     """Group keys and measured values per element in a subquery, aggregated outside it.
 
-    They come from the narrow ``element_facts`` rows; the payload documents are joined only
-    for a selector or a property group key. On PostgreSQL the subquery is fenced
-    (``OFFSET 0``) so that the aggregate is hashed over the computed columns (unfenced, the
-    planner expected one group per element and sorted)."""
+    They come from the narrow ``element_facts`` rows. A selector or a property group key
+    needs the documents: then the version's elements are first joined with their payloads
+    in a fenced subquery (``d``) that passes on only the payload hash and the property
+    values, and facts join those narrow rows. Joined all at once, PostgreSQL hashed the
+    wide payload table and grouping by a property went from 138 to 272 ms at 100k elements.
+    The per-element subquery is fenced too, so the aggregate is hashed over the computed
+    columns (unfenced, the planner expected one group per element and sorted)."""
     sql = TakeoffSql(compiler)
-    inner = [f"{sql.group(k)} AS g{i}" for i, k in enumerate(keys)]
+    fence = " OFFSET 0" if compiler.pg else ""
+    props = [f"{sql.property_text(k)} AS k{i}" for i, k in enumerate(keys) if k not in GROUPS]
+    payload = where is not None or bool(props)
+    elements = (
+        f"SELECT ve.payload_hash AS hash{''.join(', ' + c for c in props)} "
+        f"FROM version_elements AS ve"
+        + (" JOIN element_payloads AS p ON p.hash = ve.payload_hash" if payload else "")
+        + f" WHERE ve.version_id = :bem_version{f' AND {where}' if where else ''}"
+        + (fence if payload else "")
+    )
+    inner = [f"{sql.group(k, i)} AS g{i}" for i, k in enumerate(keys)]
     inner += [f"{sql.value(m)} AS v{i}" for i, m in enumerate(measures)]
     outer = [f"g{i}" for i in range(len(keys))]
     outer.append("COUNT(*) AS n")
     outer += [f"{m.aggregate.upper()}(v{i}) AS m{i}" for i, m in enumerate(measures)]
     ordinals = ", ".join(str(i + 1) for i in range(len(keys)))
-    fence = " OFFSET 0" if compiler.pg else ""
-    payload = where is not None or any(k not in GROUPS for k in keys)
     return (
         f"SELECT {', '.join(outer)} FROM (SELECT {', '.join(inner)} "
-        f"FROM version_elements AS ve "
-        f"JOIN element_facts AS f ON f.hash = ve.payload_hash {sql.joins(keys, payload)} "
-        f"WHERE ve.version_id = :bem_version{f' AND {where}' if where else ''}{fence}) AS e "
+        f"FROM ({elements}) AS d JOIN element_facts AS f ON f.hash = d.hash "
+        f"{sql.joins(keys)}{fence}) AS e "
         f"GROUP BY {ordinals} ORDER BY {ordinals} LIMIT {MAX_ROWS + 1}"
     )
 

@@ -38,7 +38,7 @@ log = structlog.get_logger(__name__)
 FORMAT = 1
 REDIS_TIMEOUT_S = 0.25
 RETRY_REDIS_AFTER_S = 10.0
-LOCK_S = 60.0  # how long a computing process holds a key's lock at most
+LOCK_S = 40.0  # a key's lock expires after this (longer than the statement timeout)
 WAIT_POLL_S = 0.05
 MAX_ENTRY_BYTES = 16 * 1024 * 1024
 # Clients may keep answers but must revalidate (access can change; the answer cannot).
@@ -145,7 +145,12 @@ class Cache:
         raw = await self._get(key)
         flight = self._flights.get(key)
         if raw is None and flight is not None:  # a request of this process is computing it
-            raw = await asyncio.shield(flight)
+            try:
+                raw = await asyncio.shield(flight)
+            except asyncio.CancelledError:
+                if not flight.cancelled():
+                    raise  # this request was cancelled
+                # that request was cancelled (its client left): compute here instead
         if raw is not None:
             self._count(kind, hit=True)
             return orjson.loads(raw)
@@ -156,12 +161,16 @@ class Cache:
             raw = await self._compute_once(key, compute)
             flight.set_result(raw)
             return orjson.loads(raw)
+        except asyncio.CancelledError:
+            flight.cancel()
+            raise
         except BaseException as exc:
             flight.set_exception(exc)
             flight.exception()  # retrieved: waiters re-raise it, nobody else must
             raise
         finally:
-            del self._flights[key]
+            if self._flights.get(key) is flight:
+                del self._flights[key]
 
     async def _compute_once(self, key: str, compute: Callable[[], Awaitable[Any]]) -> bytes:
         lock = None

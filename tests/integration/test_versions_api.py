@@ -40,7 +40,7 @@ def generated() -> list[dict[str, Any]]:
 
 
 async def assert_nothing_stored(api: Api) -> None:
-    for table in ("versions", "version_elements", "element_payloads", "relations"):
+    for table in ("versions", "version_elements", "element_payloads", "element_facts", "relations"):
         assert await api.scalar(f"SELECT count(*) FROM {table}") == 0, table  # noqa: S608
 
 
@@ -150,6 +150,8 @@ async def test_changed_elements_add_only_their_payloads(api: Api) -> None:
     before = await api.scalar("SELECT count(*) FROM element_payloads")
     assert (await upload(api, model_id, alice, ndjson(docs2))).status_code == 201
     after = await api.scalar("SELECT count(*) FROM element_payloads")
+    # Each payload has its takeoff facts, written once with the payload.
+    assert await api.scalar("SELECT count(*) FROM element_facts") == after
     old = {orjson.dumps(d, option=orjson.OPT_SORT_KEYS) for d in docs1}
     changed = [d for d in docs2 if orjson.dumps(d, option=orjson.OPT_SORT_KEYS) not in old]
     assert 0 < after - before == len(changed) < len(docs2)

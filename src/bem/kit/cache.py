@@ -30,6 +30,7 @@ import structlog
 from fastapi import Request, Response
 
 from bem import __version__
+from bem.kit.breaker import RedisBreaker
 from bem.kit.metrics import Metrics
 
 log = structlog.get_logger(__name__)
@@ -122,13 +123,11 @@ class Cache:
         self.metrics = metrics
         self.hits = self.misses = 0  # this process, for /health
         self._flights: dict[str, asyncio.Future[bytes]] = {}
-        self._redis_retry_at = 0.0
+        self.breaker = RedisBreaker(redis_client is not None, RETRY_REDIS_AFTER_S, "cache_degraded")
 
     @property
     def status(self) -> str:
-        if self.redis is None:
-            return "memory"
-        return "degraded" if time.monotonic() < self._redis_retry_at else "redis"
+        return self.breaker.status
 
     def describe(self) -> dict[str, Any]:
         looked_up = self.hits + self.misses
@@ -223,11 +222,10 @@ class Cache:
             log.warning("cache_unlock_failed", error=type(exc).__name__)
 
     def _redis_usable(self) -> bool:
-        return self.redis is not None and time.monotonic() >= self._redis_retry_at
+        return self.redis is not None and self.breaker.usable()
 
     def _degrade(self, exc: BaseException) -> None:
-        self._redis_retry_at = time.monotonic() + RETRY_REDIS_AFTER_S
-        log.warning("cache_degraded", error=type(exc).__name__)
+        self.breaker.trip(exc)
         if self.metrics is not None:
             self.metrics.cache_errors.inc()
 

@@ -33,6 +33,7 @@ from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from bem.kit.breaker import RedisBreaker
 from bem.kit.errors import Problem, problem_response
 
 log = structlog.get_logger("bem.ratelimit")
@@ -93,13 +94,11 @@ class Limiter:
         self.rules = {name: parse(value) for name, value in rules.items()}
         self.default = parse(default)
         self.ceiling = parse(ceiling)
-        self._redis_retry_at = 0.0
+        self.breaker = RedisBreaker(bool(redis_url), RETRY_REDIS_AFTER_S, "ratelimit_degraded")
 
     @property
     def status(self) -> str:
-        if self.redis is None:
-            return "memory"
-        return "degraded" if time.monotonic() < self._redis_retry_at else "redis"
+        return self.breaker.status
 
     def rule(self, name: str) -> RateLimitItem:
         return self.rules[name]
@@ -112,12 +111,11 @@ class Limiter:
         return Verdict(allowed, item.amount, max(stats.remaining, 0), reset)
 
     async def hit(self, item: RateLimitItem, key: str) -> Verdict:
-        if self.redis is not None and time.monotonic() >= self._redis_retry_at:
+        if self.redis is not None and self.breaker.usable():
             try:
                 return await asyncio.wait_for(self._hit(self.redis, item, key), REDIS_TIMEOUT_S * 4)
             except Exception as exc:  # noqa: BLE001 - any storage failure means "fall back"
-                self._redis_retry_at = time.monotonic() + RETRY_REDIS_AFTER_S
-                log.warning("ratelimit_degraded", error=type(exc).__name__)
+                self.breaker.trip(exc)
         return await self._hit(self.memory, item, key)
 
 

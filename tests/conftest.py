@@ -112,10 +112,11 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @contextmanager
-def postgres_clone(template: str) -> Iterator[str]:
-    """A new database cloned from the migrated template, dropped afterwards."""
+def postgres_clone(template: str | None) -> Iterator[str]:
+    """A new database, cloned from ``template`` (or empty without one), dropped afterwards."""
     name = f"bem_t_{uuid.uuid4().hex[:12]}"
-    asyncio.run(_pg_execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
+    clone = f' TEMPLATE "{template}"' if template else ""
+    asyncio.run(_pg_execute(f'CREATE DATABASE "{name}"{clone}'))
     try:
         yield _dsn(PG_URL, name)
     finally:

@@ -8,9 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,21 +17,11 @@ import orjson
 import pytest
 
 from bem.testing import ifcgen
-from tests.conftest import PG_URL, _dsn, _pg_execute, make_api, settings_for
+from tests.conftest import make_api, postgres_clone, settings_for
+from tests.helpers import bem
 from tests.integration.test_imports import ifc_bytes, imported, model_of
 
 pytestmark = pytest.mark.e2e
-
-
-def run_bem(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "bem", *args],
-        env=env,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 def environment(database_url: str, storage: Path, backups: Path) -> dict[str, str]:
@@ -49,12 +37,8 @@ def environment(database_url: str, storage: Path, backups: Path) -> dict[str, st
 @pytest.fixture
 def fresh_postgres() -> Iterator[str]:
     """An empty database (not a clone of the migrated template): where a restore goes."""
-    name = f"bem_dr_{uuid.uuid4().hex[:12]}"
-    asyncio.run(_pg_execute(f'CREATE DATABASE "{name}"'))
-    try:
-        yield _dsn(PG_URL, name)
-    finally:
-        asyncio.run(_pg_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    with postgres_clone(None) as url:
+        yield url
 
 
 async def populate(url: str, storage: Path) -> dict[str, Any]:
@@ -109,7 +93,7 @@ def drill(source_url: str, target_url: str, tmp_path: Path) -> None:
     storage, backups = tmp_path / "sources", tmp_path / "backups"
     before = asyncio.run(populate(source_url, storage))
 
-    made = run_bem(["backup"], environment(source_url, storage, backups), tmp_path)
+    made = bem(["backup"], environment(source_url, storage, backups), tmp_path, check=False)
     assert made.returncode == 0, made.stderr
     backup = Path(made.stdout.strip())
     manifest = orjson.loads((backup / "manifest.json").read_bytes())
@@ -119,7 +103,7 @@ def drill(source_url: str, target_url: str, tmp_path: Path) -> None:
 
     restored_storage = tmp_path / "restored-sources"
     env = environment(target_url, restored_storage, backups)
-    done = run_bem(["restore", str(backup)], env, tmp_path)
+    done = bem(["restore", str(backup)], env, tmp_path, check=False)
     assert done.returncode == 0, done.stderr
     report = orjson.loads(done.stdout)
     assert report["verified"] is True and report["sources"] == 1
@@ -127,7 +111,7 @@ def drill(source_url: str, target_url: str, tmp_path: Path) -> None:
     print(f"\nrestore drill: {report}", file=sys.__stderr__)  # the recovery time, for CI logs
     asyncio.run(answers(target_url, restored_storage, before))
 
-    again = run_bem(["restore", str(backup)], env, tmp_path)
+    again = bem(["restore", str(backup)], env, tmp_path, check=False)
     assert again.returncode == 1 and "restore into a new" in again.stderr
 
 
@@ -147,7 +131,7 @@ def test_a_tampered_backup_is_refused_and_old_backups_are_pruned(
 ) -> None:
     storage, backups = tmp_path / "sources", tmp_path / "backups"
     env = environment(sqlite_url, storage, backups)
-    made = [run_bem(["backup", "--keep", "2"], env, tmp_path) for _ in range(3)]
+    made = [bem(["backup", "--keep", "2"], env, tmp_path, check=False) for _ in range(3)]
     assert [r.returncode for r in made] == [0, 0, 0]
     kept = sorted(p.name for p in backups.iterdir())
     assert kept == sorted(Path(r.stdout.strip()).name for r in made[1:])
@@ -157,12 +141,12 @@ def test_a_tampered_backup_is_refused_and_old_backups_are_pruned(
         file.seek(200)
         file.write(b"\x00garbage\x00")
     target = environment(f"sqlite+aiosqlite:///{tmp_path / 'restored.db'}", storage, backups)
-    refused = run_bem(["restore", str(newest)], target, tmp_path)
+    refused = bem(["restore", str(newest)], target, tmp_path, check=False)
     assert refused.returncode == 1
     assert "does not match its checksum" in refused.stderr
     assert not (tmp_path / "restored.db").exists()
 
     shutil.rmtree(newest / "sources", ignore_errors=True)
     (newest / "manifest.json").write_text("{")
-    broken = run_bem(["restore", str(newest)], target, tmp_path)
+    broken = bem(["restore", str(newest)], target, tmp_path, check=False)
     assert broken.returncode == 1 and "manifest" in broken.stderr

@@ -89,11 +89,8 @@ def test_tokens_create_uses_the_api_token_mechanism(env: dict[str, str], tmp_pat
     )
     secret = out.stdout.strip()
     assert secret.startswith("bem_pat_") and "\n" not in secret
-    r = subprocess.run(
+    r = bem(
         [
-            sys.executable,
-            "-m",
-            "bem",
             "tokens",
             "create",
             "--email",
@@ -103,11 +100,9 @@ def test_tokens_create_uses_the_api_token_mechanism(env: dict[str, str], tmp_pat
             "--scope",
             "projects:read",
         ],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
+        env,
+        tmp_path,
+        check=False,
     )
     assert r.returncode == 1 and "No user" in r.stderr
 
@@ -150,12 +145,7 @@ def test_bem_import_makes_a_version_of_a_file(env: dict[str, str], tmp_path: Pat
     assert (count, source) == (len(model.by_type("IfcProduct")), "ifc")
 
     (tmp_path / "notes.txt").write_text("not a model")
-    refused = subprocess.run(
-        [sys.executable, "-m", "bem", "import", "notes.txt", "--project", "Demo", "--model", "S"],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
+    refused = bem(
+        ["import", "notes.txt", "--project", "Demo", "--model", "S"], env, tmp_path, check=False
     )
     assert refused.returncode == 1 and "Refused" in refused.stderr

@@ -41,7 +41,6 @@ from bem.ops import repository
 
 FORMAT = 1
 MANIFEST = "manifest.json"
-CHUNK = 1024 * 1024
 # Rows are hashed in SQL on PostgreSQL: md5 of the row's text, summed as 60-bit integers
 # (order-independent, no overflow in numeric). Dates and times print in UTC, ISO style.
 PG_CHECKSUM = (
@@ -64,11 +63,8 @@ class Restored:
 
 
 def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
     with path.open("rb") as file:
-        while chunk := file.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(file, "sha256").hexdigest()
 
 
 async def _run(command: list[str], env: dict[str, str]) -> None:
@@ -160,15 +156,18 @@ async def _snapshot_sqlite(settings: Settings, url: URL, target: Path) -> dict[s
         await engine.dispose()
 
 
-def _copy_sources(settings: Settings, target: Path) -> None:
-    root = settings.storage_dir
-    if not root.is_dir():
-        return
-    for path in sorted(root.glob("??/*")):
+def _copy_sources(source: Path, target: Path) -> int:
+    """Copy the stored files (``<sha256[:2]>/<sha256>``, kit/storage.py) from one root to
+    another, keeping files the target already has (they are named by their content)."""
+    copied = 0
+    for path in sorted(source.glob("??/*")):
         if KEY.fullmatch(path.name):
-            destination = target / "sources" / path.parent.name / path.name
+            destination = target / path.parent.name / path.name
             destination.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(path, destination)
+            if not destination.exists():
+                shutil.copy2(path, destination)
+            copied += 1
+    return copied
 
 
 async def create_backup(settings: Settings, keep: int) -> Path:
@@ -186,7 +185,7 @@ async def create_backup(settings: Settings, keep: int) -> Path:
             tables = await _snapshot_sqlite(settings, url, partial)
         else:
             tables = await _snapshot_postgres(engine, url, partial)
-        await asyncio.to_thread(_copy_sources, settings, partial)
+        await asyncio.to_thread(_copy_sources, settings.storage_dir, partial / "sources")
         paths = [path for path in sorted(partial.rglob("*")) if path.is_file()]
         files = {
             str(path.relative_to(partial)): {"sha256": _sha256(path), "bytes": path.stat().st_size}
@@ -289,13 +288,7 @@ async def restore_backup(settings: Settings, backup: Path) -> Restored:
         found = await _checksums(engine)
     finally:
         await engine.dispose()
-    sources = 0
-    for path in sorted((backup / "sources").glob("??/*")):
-        destination = settings.storage_dir / path.parent.name / path.name
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        if not destination.exists():
-            shutil.copy2(path, destination)
-        sources += 1
+    sources = _copy_sources(backup / "sources", settings.storage_dir)
     if found != manifest["tables"]:
         wrong = sorted(
             name

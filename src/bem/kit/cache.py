@@ -67,6 +67,15 @@ def not_modified(request: Request, etag: str) -> Response | None:
     return None
 
 
+def validators(
+    request: Request, key: str, variant: str = ""
+) -> tuple[dict[str, str], Response | None]:
+    """The answer's ``ETag`` and ``Cache-Control`` headers, and a 304 response when the
+    client already holds it (else None)."""
+    etag = etag_of(key, variant)
+    return {"ETag": etag, "Cache-Control": CACHE_CONTROL}, not_modified(request, etag)
+
+
 async def lookup(request: Request, key: str, compute: Callable[[], Awaitable[Any]]) -> Any:
     """The app's cache (when enabled) in front of ``compute``."""
     cache: Cache | None = request.app.state.cache

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Request, Response
 
 from bem.auth.dependencies import Access, allow
 from bem.auth.permissions import PROJECT_READ
-from bem.kit.cache import CACHE_CONTROL, etag_of, key_of, lookup, not_modified
+from bem.kit.cache import CACHE_CONTROL, key_of, lookup, validators
 from bem.kit.db import SessionDep
 from bem.kit.errors import problem_responses
 from bem.kit.pagination import CursorParam, LimitParam, Page
@@ -27,12 +27,11 @@ NOT_MODIFIED: dict[int | str, dict[str, Any]] = {
 }
 
 
-def validated(request: Request, response: Response, key: str, variant: str = "") -> Any:
-    """Set the answer's ETag; a 304 response when the client already holds it."""
-    etag = etag_of(key, variant)
-    response.headers["ETag"] = etag
-    response.headers["Cache-Control"] = CACHE_CONTROL
-    return not_modified(request, etag)
+def validated(request: Request, response: Response, key: str, variant: str = "") -> Response | None:
+    """Put the answer's validators on ``response``; a 304 when the client holds it."""
+    headers, unchanged = validators(request, key, variant)
+    response.headers.update(headers)
+    return unchanged
 
 
 @router.post(

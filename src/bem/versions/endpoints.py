@@ -13,7 +13,7 @@ from bem.auth.dependencies import Access, allow
 from bem.auth.permissions import PROJECT_EDIT, PROJECT_READ
 from bem.config import Settings
 from bem.ingest.ndjson import JSON_TYPES, NDJSON_TYPES, iter_body, media_type
-from bem.kit.cache import CACHE_CONTROL, etag_of, key_of, lookup, not_modified
+from bem.kit.cache import key_of, lookup, not_modified, validators
 from bem.kit.db import SessionDep
 from bem.kit.errors import NotFound, problem_responses
 from bem.kit.metrics import Metrics
@@ -221,13 +221,13 @@ async def list_elements(
     chosen = service.parse_fields(fields)
     version = await service.get_version(session, version_id)
     key = key_of("elements", version.id, q, sort, cursor, limit, chosen)
-    etag = etag_of(key)
-    if unchanged := not_modified(request, etag):
+    headers, unchanged = validators(request, key)
+    if unchanged:
         return unchanged
     page = await lookup(
         request, key, lambda: query.query_page(session, version, q, sort, cursor, limit, chosen)
     )
-    return _json(page, {"ETag": etag, "Cache-Control": CACHE_CONTROL})
+    return _json(page, headers)
 
 
 @router.get(
@@ -248,10 +248,7 @@ async def get_element(
     chosen = service.parse_fields(fields)
     version = await service.get_version(session, version_id)
     payload_hash, doc = await service.get_element(session, version, global_id)
-    etag = etag_of(key_of("element", payload_hash, global_id, chosen))
-    if unchanged := not_modified(request, etag):
+    headers, unchanged = validators(request, key_of("element", payload_hash, global_id, chosen))
+    if unchanged:
         return unchanged
-    return _json(
-        service.shape_element(global_id, doc, chosen),
-        {"ETag": etag, "Cache-Control": CACHE_CONTROL},
-    )
+    return _json(service.shape_element(global_id, doc, chosen), headers)

@@ -67,6 +67,20 @@ async def test_detail_is_for_admins(sqlite_api: Api) -> None:
     assert {"size", "checkedout", "overflow"} <= set(detail["database_pool"])
     assert detail["version"] and detail["uptime_s"] >= 0
     assert detail["jobs"] == {"queue": "local", "queued": 0, "oldest_queued_age_s": 0.0}
+    assert detail["backup"] == {"last_success_at": None}
+
+
+async def test_detail_answers_when_its_table_reads_time_out(
+    sqlite_api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bem.ops import endpoints
+
+    admin = await sqlite_api.user("root", admin=True)
+    monkeypatch.setattr(endpoints, "QUERY_TIMEOUT_S", 0)
+    r = await sqlite_api.client.get("/health", headers=admin)
+    assert r.status_code == 200
+    assert r.json()["jobs"]["error"] == "the jobs table did not answer"
+    assert r.json()["backup"] == {"error": "the backups table did not answer"}
 
 
 class OwnPostgres:

@@ -6,12 +6,14 @@ import asyncio
 import hmac
 import ipaddress
 import time
-from typing import Annotated, Any
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, TypeVar
 
 import structlog
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from bem import __version__
 from bem.auth.dependencies import Access, allow
@@ -26,36 +28,45 @@ from bem.ops import repository as backups
 router = APIRouter(tags=["health"], responses=problem_responses(401, 403))
 log = structlog.get_logger("bem.ops")
 QUERY_TIMEOUT_S = 1.0
+T = TypeVar("T")
+
+
+async def _stats(
+    request: Request, read: Callable[[AsyncSession], Awaitable[T]], what: str
+) -> tuple[T] | None:
+    """One bounded read for the health detail and the scrape gauges, as a 1-tuple (its value
+    may be None); None, logged, when the database does not answer, so the gauges keep their
+    last values."""
+    try:
+        async with request.app.state.sessions() as session:
+            return (await asyncio.wait_for(read(session), QUERY_TIMEOUT_S),)
+    except (SQLAlchemyError, TimeoutError) as exc:
+        log.warning(f"{what}.stats_unavailable", error=type(exc).__name__)
+        return None
 
 
 async def _jobs_waiting(request: Request) -> dict[str, Any]:
     """Jobs waiting in the jobs table (the truth, whichever queue carries them), also set on
-    the queue gauges. A database that does not answer leaves the gauges as they were."""
-    app = request.app
-    settings: Settings = app.state.settings
+    the queue gauges."""
+    metrics, settings = request.app.state.metrics, request.app.state.settings
     out: dict[str, Any] = {"queue": settings.job_queue.value}
-    try:
-        async with app.state.sessions() as session:
-            count, oldest = await asyncio.wait_for(jobs.waiting(session), QUERY_TIMEOUT_S)
-    except (SQLAlchemyError, TimeoutError) as exc:
-        log.warning("jobs.stats_unavailable", error=type(exc).__name__)
+    read = await _stats(request, jobs.waiting, "jobs")
+    if read is None:
         return {**out, "error": "the jobs table did not answer"}
+    ((count, oldest),) = read
     age = max((utcnow() - oldest).total_seconds(), 0.0) if oldest is not None else 0.0
-    app.state.metrics.jobs_waiting.set(count)
-    app.state.metrics.oldest_job_age.set(age)
+    metrics.jobs_waiting.set(count)
+    metrics.oldest_job_age.set(age)
     return {**out, "queued": count, "oldest_queued_age_s": round(age, 1)}
 
 
 async def _last_backup(request: Request) -> dict[str, Any]:
     """The newest completed backup (from the backups table), also set on its gauge."""
-    app = request.app
-    try:
-        async with app.state.sessions() as session:
-            finished = await asyncio.wait_for(backups.last_success(session), QUERY_TIMEOUT_S)
-    except (SQLAlchemyError, TimeoutError) as exc:
-        log.warning("backups.stats_unavailable", error=type(exc).__name__)
+    read = await _stats(request, backups.last_success, "backups")
+    if read is None:
         return {"error": "the backups table did not answer"}
-    app.state.metrics.last_backup.set(finished.timestamp() if finished is not None else 0)
+    (finished,) = read
+    request.app.state.metrics.last_backup.set(finished.timestamp() if finished else 0)
     if finished is None:
         return {"last_success_at": None}
     age = max((utcnow() - finished).total_seconds(), 0.0)

@@ -10,6 +10,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
+# The function uploads use, so backfilled facts equal those written since. If facts_of ever
+# changes meaning, a new migration must recompute the table.
 from bem.versions.facts import facts_of
 
 revision: str = "0005"

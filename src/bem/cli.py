@@ -405,18 +405,7 @@ def restore(
     except BackupError as exc:
         err.print(f"[bold red]Restore failed:[/] {exc}", highlight=False)
         raise typer.Exit(1) from None
-    print(
-        orjson.dumps(
-            {
-                "backup": str(done.backup),
-                "tables": done.tables,
-                "rows": done.rows,
-                "sources": done.sources,
-                "verified": True,
-                "seconds": round(done.seconds, 2),
-            }
-        ).decode()
-    )
+    print(orjson.dumps(done.report()).decode())
 
 
 @cli.command()

@@ -22,7 +22,7 @@ import os
 import shutil
 import sqlite3
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -55,11 +55,21 @@ class BackupError(Exception):
 
 @dataclass
 class Restored:
+    """What a verified restore loaded (only verified restores return one)."""
+
     backup: Path
     seconds: float
     tables: int
     rows: int
     sources: int
+
+    def report(self) -> dict[str, Any]:
+        return {
+            **asdict(self),
+            "backup": str(self.backup),
+            "seconds": round(self.seconds, 2),
+            "verified": True,
+        }
 
 
 def _sha256(path: Path) -> str:

@@ -70,7 +70,7 @@ async def write_batch(
         stmt = insert_ignore(session, ElementPayload.__table__).returning(ElementPayload.hash)
         new = set((await session.scalars(stmt, payloads)).all())
         if fresh := [row for row in facts if row["hash"] in new]:
-            await session.execute(insert_ignore(session, ElementFacts.__table__), fresh)
+            await session.execute(insert(cast(Table, ElementFacts.__table__)), fresh)
     if elements:
         await session.execute(insert(cast(Table, VersionElement.__table__)), elements)
     if relations:

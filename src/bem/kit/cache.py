@@ -22,7 +22,7 @@ import hashlib
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 import redis.asyncio
@@ -42,6 +42,7 @@ RETRY_REDIS_AFTER_S = 10.0
 LOCK_S = 40.0  # a key's lock expires after this (longer than the statement timeout)
 WAIT_POLL_S = 0.05
 MAX_ENTRY_BYTES = 16 * 1024 * 1024
+T = TypeVar("T")
 # Clients may keep answers but must revalidate (access can change; the answer cannot).
 CACHE_CONTROL = "private, no-cache"
 
@@ -182,20 +183,15 @@ class Cache:
 
     async def _compute_once(self, key: str, compute: Callable[[], Awaitable[Any]]) -> bytes:
         lock = None
-        if self._redis_usable():
-            lock = self.redis.lock(  # type: ignore[union-attr]
-                f"{self.prefix}:lock:{key}", timeout=LOCK_S, blocking=False
-            )
-            try:
-                acquired = await asyncio.wait_for(lock.acquire(), REDIS_TIMEOUT_S)
-                if not acquired:
-                    waited = await self._wait_for_other(key)
-                    if waited is not None:
-                        return waited
-                    lock = None  # the other process failed or is slow: compute here
-            except Exception as exc:  # noqa: BLE001 - any Redis failure means "bypass"
-                self._degrade(exc)
-                lock = None
+        if self.redis is not None:
+            mine = self.redis.lock(f"{self.prefix}:lock:{key}", timeout=LOCK_S, blocking=False)
+            acquired = await self._ask(lambda _: mine.acquire())
+            if acquired is False:  # another process is computing it
+                waited = await self._wait_for_other(key)
+                if waited is not None:
+                    return waited
+            # Without the lock (the other one failed or was slow, or Redis is out): compute.
+            lock = mine if acquired else None
         try:
             raw = orjson.dumps(await compute())
             await self._set(key, raw)
@@ -213,12 +209,8 @@ class Cache:
             raw = await self._get(key)
             if raw is not None:
                 return raw
-            if not self._redis_usable():
-                return None
-            try:
-                held = await asyncio.wait_for(self.redis.exists(lock_key), REDIS_TIMEOUT_S)  # type: ignore[union-attr]
-            except Exception as exc:  # noqa: BLE001
-                self._degrade(exc)
+            held = await self._ask(lambda redis: redis.exists(lock_key))
+            if held is None:  # Redis is out
                 return None
             if not held:
                 return await self._get(key)
@@ -230,26 +222,23 @@ class Cache:
         except Exception as exc:  # noqa: BLE001 - it expires by itself after LOCK_S
             log.warning("cache_unlock_failed", error=type(exc).__name__)
 
-    def _redis_usable(self) -> bool:
-        return self.redis is not None and self.breaker.usable()
-
-    def _degrade(self, exc: BaseException) -> None:
-        self.breaker.trip(exc)
-        if self.metrics is not None:
-            self.metrics.cache_errors.inc()
+    async def _ask(self, command: Callable[[redis.asyncio.Redis], Awaitable[T]]) -> T | None:
+        """One Redis command bounded by ``REDIS_TIMEOUT_S``; None when Redis is bypassed or
+        fails (which bypasses it for a while)."""
+        if self.redis is None or not self.breaker.usable():
+            return None
+        try:
+            return await asyncio.wait_for(command(self.redis), REDIS_TIMEOUT_S)
+        except Exception as exc:  # noqa: BLE001 - any Redis failure means "bypass"
+            self.breaker.trip(exc)
+            if self.metrics is not None:
+                self.metrics.cache_errors.inc()
+            return None
 
     async def _get(self, key: str) -> bytes | None:
         if self.redis is None:
             return self.memory.get(key)
-        if not self._redis_usable():
-            return None
-        try:
-            raw: bytes | None = await asyncio.wait_for(
-                self.redis.get(f"{self.prefix}:{key}"), REDIS_TIMEOUT_S
-            )
-        except Exception as exc:  # noqa: BLE001
-            self._degrade(exc)
-            return None
+        raw: bytes | None = await self._ask(lambda redis: redis.get(f"{self.prefix}:{key}"))
         return raw
 
     async def _set(self, key: str, raw: bytes) -> None:
@@ -258,14 +247,7 @@ class Cache:
         if self.redis is None:
             self.memory.set(key, raw, self.ttl_s)
             return
-        if not self._redis_usable():
-            return
-        try:
-            await asyncio.wait_for(
-                self.redis.set(f"{self.prefix}:{key}", raw, ex=self.ttl_s), REDIS_TIMEOUT_S
-            )
-        except Exception as exc:  # noqa: BLE001
-            self._degrade(exc)
+        await self._ask(lambda redis: redis.set(f"{self.prefix}:{key}", raw, ex=self.ttl_s))
 
     def _count(self, kind: str, *, hit: bool) -> None:
         """A hit is an answer served without computing it (from the cache, or from another

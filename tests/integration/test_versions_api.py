@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import orjson
@@ -138,6 +139,18 @@ async def test_same_model_twice_adds_no_payload_rows(
     assert second["seq"] == 2 and second["parent_id"] == first["id"]
     assert await api.scalar("SELECT count(*) FROM element_payloads") == payloads
     assert await api.scalar("SELECT count(*) FROM version_elements") == 2 * len(generated)
+
+
+async def test_concurrent_uploads_to_one_model_get_consecutive_numbers(api: Api) -> None:
+    """Each upload's version row holds a key-share lock on its model; numbering then locks
+    the model row. A plain FOR UPDATE waited on the other uploads' key-share locks and two
+    concurrent uploads deadlocked on PostgreSQL."""
+    alice = await api.user("alice")
+    model_id = await new_model(api, alice)
+    bodies = [ndjson([{**storey(), "name": f"Level {i}"}]) for i in range(6)]
+    answers = await asyncio.gather(*(upload(api, model_id, alice, body) for body in bodies))
+    assert [r.status_code for r in answers] == [201] * 6, [r.text for r in answers]
+    assert sorted(r.json()["seq"] for r in answers) == [1, 2, 3, 4, 5, 6]
 
 
 async def test_changed_elements_add_only_their_payloads(api: Api) -> None:

@@ -18,8 +18,13 @@ log = structlog.get_logger()
 
 
 async def lock_model(session: AsyncSession, model_id: uuid.UUID) -> None:
-    """Serialize version numbering per model (row lock on PostgreSQL; SQLite has one writer)."""
-    await session.execute(select(Model.id).where(Model.id == model_id).with_for_update())
+    """Serialize version numbering per model (row lock on PostgreSQL; SQLite has one writer).
+
+    ``FOR NO KEY UPDATE``: a plain ``FOR UPDATE`` also waits for the key-share locks that
+    concurrent uploads' version rows take on the model, and two such uploads deadlock."""
+    await session.execute(
+        select(Model.id).where(Model.id == model_id).with_for_update(key_share=True)
+    )
 
 
 async def next_seq(session: AsyncSession, model_id: uuid.UUID) -> int:

@@ -38,14 +38,14 @@ def bem(
 
 @contextmanager
 def bem_server(
-    env: dict[str, str], cwd: Path, *, capture: bool = False
+    env: dict[str, str], cwd: Path, *, capture: bool = False, command: str = "serve"
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """A ``bem serve`` process on a spare port, ready (``/health/live``) before yielding;
-    stopped (SIGTERM, then SIGKILL) afterwards."""
+    """A ``bem serve`` (or ``bem gateway``) process on a spare port, ready (``/health/live``)
+    before yielding; stopped (SIGTERM, then SIGKILL) afterwards."""
     port = free_port()
     output = subprocess.PIPE if capture else subprocess.DEVNULL
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bem", "serve", "--port", str(port)],
+        [sys.executable, "-m", "bem", command, "--port", str(port)],
         env=env,
         cwd=cwd,
         stdout=output,
@@ -61,7 +61,7 @@ def bem_server(
             except httpx.TransportError:
                 pass
             if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError(f"bem serve did not start (exit code {proc.poll()})")
+                raise RuntimeError(f"bem {command} did not start (exit code {proc.poll()})")
             time.sleep(0.1)
         yield base, proc
     finally:

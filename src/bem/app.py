@@ -45,6 +45,10 @@ from bem.kit.ratelimit import Concurrency, Limiter, RateLimitMiddleware
 from bem.kit.routes import api_routes
 from bem.kit.storage import SourceStore
 from bem.kit.tracing import setup_tracing, trace_engine
+from bem.live.endpoints import router as live_router
+from bem.live.hub import Hub
+from bem.live.service import count_published
+from bem.live.tasks import Deliverer
 from bem.ops.endpoints import router as ops_router
 from bem.projects.endpoints import router as projects_router
 from bem.query.endpoints import router as query_router
@@ -126,8 +130,11 @@ async def _job_queue(settings: Settings, app: FastAPI) -> JobQueue:
     return local
 
 
-def create_app(settings: Settings, *, span_exporter: SpanExporter | None = None) -> FastAPI:
-    """The app; ``span_exporter`` replaces the OTLP exporter (tests use an in-memory one)."""
+def create_app(
+    settings: Settings, *, span_exporter: SpanExporter | None = None, gateway: bool = False
+) -> FastAPI:
+    """The app; ``span_exporter`` replaces the OTLP exporter (tests use an in-memory one).
+    ``gateway`` (``bem gateway``): only the live routes, health and metrics, and no jobs."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -137,13 +144,32 @@ def create_app(settings: Settings, *, span_exporter: SpanExporter | None = None)
         if app.state.tracer_provider is not None:
             trace_engine(engine, app.state.tracer_provider)
         app.state.started_at = time.time()
-        app.state.job_queue = await _job_queue(settings, app)
+        count_published(app.state.sessions, app.state.metrics)
+        app.state.job_queue = None if gateway else await _job_queue(settings, app)
+        app.state.hub = Hub(
+            app.state.sessions,
+            poll_s=settings.feed_poll_s,
+            heartbeat_s=settings.feed_heartbeat_s,
+            max_connections=settings.feed_max_connections,
+            metrics=app.state.metrics,
+            draining=lambda: bool(app.state.draining),
+        )
+        app.state.hub.start()
+        # Webhooks go out from the process that runs jobs: this one, or bem worker.
+        deliverer = None
+        if isinstance(app.state.job_queue, LocalQueue):
+            deliverer = Deliverer(app.state.sessions, settings, app.state.metrics)
+            deliverer.start()
         mark_draining_on_sigterm(app)
         log.info("startup", profile=settings.profile.value, version=__version__)
         try:
             yield
         finally:
-            await app.state.job_queue.close()
+            if deliverer is not None:
+                await deliverer.close()
+            await app.state.hub.close()
+            if app.state.job_queue is not None:
+                await app.state.job_queue.close()
             await engine.dispose()
             if app.state.tracer_provider is not None:
                 app.state.tracer_provider.shutdown()
@@ -250,13 +276,12 @@ def create_app(settings: Settings, *, span_exporter: SpanExporter | None = None)
         )
     app.include_router(health_router, dependencies=[allow(PUBLIC)])  # probes need no token
     _mount_docs(app)
-    app.include_router(auth_router)
-    app.include_router(ops_router)
-    app.include_router(projects_router)
-    app.include_router(versions_router)
-    app.include_router(imports_router)
-    app.include_router(jobs_router)
-    app.include_router(query_router)
+    routers = [ops_router, live_router]
+    if not gateway:
+        routers = [auth_router, ops_router, projects_router, versions_router, imports_router]
+        routers += [jobs_router, query_router, live_router]
+    for router in routers:
+        app.include_router(router)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

@@ -59,6 +59,13 @@ def app_from_env() -> Any:
     return create_app(settings_or_exit(server=True))
 
 
+def gateway_from_env() -> Any:
+    """uvicorn factory for ``bem gateway``: the live routes, health and metrics only."""
+    from bem.app import create_app
+
+    return create_app(settings_or_exit(server=True), gateway=True)
+
+
 def _bem_command() -> str:
     """How to call this same ``bem`` from the current directory (e.g. ``.venv/bin/bem``)."""
     script = Path(sys.executable).with_name("bem")
@@ -83,13 +90,14 @@ def _exit_cleanly(signum: int, frame: Any) -> None:
     raise SystemExit(0)
 
 
-@cli.command()
-def serve(
-    host: Annotated[str | None, typer.Option(help="Bind address [BEM_HOST]")] = None,
-    port: Annotated[int | None, typer.Option(help="Port [BEM_PORT]")] = None,
-    workers: Annotated[int | None, typer.Option(help="Worker processes [BEM_WORKERS]")] = None,
+HostOption = Annotated[str | None, typer.Option(help="Bind address [BEM_HOST]")]
+PortOption = Annotated[int | None, typer.Option(help="Port [BEM_PORT]")]
+WorkersOption = Annotated[int | None, typer.Option(help="Worker processes [BEM_WORKERS]")]
+
+
+def _run_server(
+    factory: str, host: str | None, port: int | None, workers: int | None, *, api: bool
 ) -> None:
-    """Serve the API (REST /v1, health, OpenAPI with Swagger UI and ReDoc)."""
     import uvicorn
 
     settings = settings_or_exit(server=True)
@@ -100,10 +108,13 @@ def serve(
     workers = workers or settings.workers
     if workers > 1:
         _prepare_multiprocess_metrics()
-    err.print(f"BEM serving on http://{host}:{port}  (API docs: http://{host}:{port}/docs)")
-    err.print(f"Get a token with: {_bem_command()} users create-admin --email you@example.com")
+    if api:
+        err.print(f"BEM serving on http://{host}:{port}  (API docs: http://{host}:{port}/docs)")
+        err.print(f"Get a token with: {_bem_command()} users create-admin --email you@example.com")
+    else:
+        err.print(f"BEM gateway (change feed) on http://{host}:{port}")
     uvicorn.run(
-        "bem.cli:app_from_env",
+        factory,
         factory=True,
         host=host,
         port=port,
@@ -115,6 +126,21 @@ def serve(
         forwarded_allow_ips=",".join(str(n) for n in settings.trusted_proxies) or None,
         timeout_graceful_shutdown=int(settings.shutdown_timeout),
     )
+
+
+@cli.command()
+def serve(host: HostOption = None, port: PortOption = None, workers: WorkersOption = None) -> None:
+    """Serve the API (REST /v1, change feed, health, OpenAPI with Swagger UI and ReDoc)."""
+    _run_server("bem.cli:app_from_env", host, port, workers, api=True)
+
+
+@cli.command()
+def gateway(
+    host: HostOption = None, port: PortOption = None, workers: WorkersOption = None
+) -> None:
+    """Serve only the change feed (events, SSE, WebSocket, webhooks), health and metrics:
+    long-lived connections apart from the API processes."""
+    _run_server("bem.cli:gateway_from_env", host, port, workers, api=False)
 
 
 @cli.command()

@@ -172,6 +172,20 @@ class Settings(BaseSettings):
     dxf_layer_map: dict[str, str] = {}  # layer glob -> IFC class, e.g. {"A-WALL*": "IfcWall"}
     dxf_default_class: str = Field(default="IfcBuildingElementProxy", pattern=r"^Ifc[A-Za-z]+$")
 
+    # Change feed (live/): every process polls the event outbox once per feed_poll_s
+    feed_poll_s: Annotated[float, Field(ge=0.05, le=10)] = 0.5
+    feed_heartbeat_s: Annotated[float, Field(ge=0.1, le=300)] = 25.0  # keep-alive; re-authorizes
+    feed_max_connections: Annotated[int, Field(ge=1, le=100_000)] = 1000  # per process
+
+    # Webhooks: sent by bem worker (or the embedded process), retried with backoff
+    webhook_timeout_s: Annotated[float, Field(gt=0, le=60)] = 10.0
+    webhook_max_attempts: Annotated[int, Field(ge=1, le=20)] = 8
+    webhook_retry_base_s: Annotated[float, Field(gt=0, le=3600)] = 10.0  # x3 per attempt
+    webhooks_per_project: Annotated[int, Field(ge=1, le=1000)] = 20
+    # Receivers on loopback, private or link-local addresses are refused unless allowed
+    # (a webhook must not become a way to reach the server's internal network).
+    webhook_allow_private: bool = False
+
     @model_validator(mode="after")
     def _production_rules(self) -> Self:
         if self.profile is Profile.production:

@@ -2,6 +2,7 @@
 
 from bem.auth.models import ApiToken, AuditEvent, OtpChallenge, RecoveryCode, RefreshToken, User
 from bem.jobs.models import Job
+from bem.live.models import Event, Webhook, WebhookDelivery
 from bem.ops.models import Backup
 from bem.projects.models import Membership, Model, Project
 from bem.versions.models import ElementFacts, ElementPayload, Relation, Version, VersionElement
@@ -12,6 +13,7 @@ __all__ = [
     "Backup",
     "ElementFacts",
     "ElementPayload",
+    "Event",
     "Job",
     "Membership",
     "Model",
@@ -23,4 +25,6 @@ __all__ = [
     "User",
     "Version",
     "VersionElement",
+    "Webhook",
+    "WebhookDelivery",
 ]

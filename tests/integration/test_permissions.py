@@ -7,6 +7,7 @@ A new route without a permission, or without a sample request here, fails this s
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -41,6 +42,7 @@ SAMPLE_BODIES: dict[str, Any] = {
     ),
     "POST /v1/me/totp": None,
     "POST /v1/versions/{version_id}/query": {"q": "IfcBuildingStorey"},
+    "POST /v1/projects/{project_id}/webhooks": {"url": "http://127.0.0.1:9/hook-{n}"},
     # A multipart file upload: (file name, content).
     "POST /v1/models/{model_id}/imports": (
         "storey.ndjson",
@@ -48,6 +50,7 @@ SAMPLE_BODIES: dict[str, Any] = {
     ),
 }
 BODILESS = ("GET", "DELETE")
+HOOK_URL = "http://127.0.0.1:9/hook"  # nothing listens: deliveries fail, harmlessly
 
 
 @dataclass
@@ -67,6 +70,7 @@ class World:
     version_id: str
     users: dict[str, uuid.UUID] = field(default_factory=dict)
     job_id: str = ""
+    webhook_id: str = ""
 
 
 ROLES = {"alice": Role.owner, "ed": Role.editor, "vic": Role.viewer}
@@ -110,7 +114,9 @@ async def make_world(api: Api, owner: dict[str, str], users: dict[str, uuid.UUID
         content=body,
         headers={**owner, "content-type": "application/x-ndjson"},
     )
-    return World(pid, mid["id"], r.json()["id"], users)
+    hook = await c.post(f"/v1/projects/{pid}/webhooks", json={"url": HOOK_URL}, headers=owner)
+    assert hook.status_code == 201, hook.text
+    return World(pid, mid["id"], r.json()["id"], users, webhook_id=hook.json()["id"])
 
 
 async def callers(api: Api, other_project: uuid.UUID) -> list[Caller]:
@@ -174,10 +180,20 @@ def fill(path: str, world: World, n: int, token_id: str) -> str:
         global_id=STOREY,
         user_id=world.users["vic"],
         token_id=token_id,
+        webhook_id=world.webhook_id,
     ).replace("{n}", str(n))
 
 
+async def _no_events(*_: Any) -> AsyncIterator[Any]:
+    """A feed that ends at once: the event stream answers, then closes (this test is about
+    who may open it, test_live.py about what it carries)."""
+    return
+    yield
+
+
 async def test_every_route_declares_a_permission_and_enforces_it(api: Api) -> None:
+    api.settings.webhook_allow_private = True  # the sample webhooks point at 127.0.0.1
+    api.app.state.hub.follow = _no_events
     routes = list(api_routes(api.app))
     undeclared = [
         f"{sorted(r.methods)} {r.path}" for r in routes if permission_of(r.dependant) is None

@@ -29,7 +29,12 @@ def exported_and_recorded() -> set[str]:
 def test_every_dashboard_query_names_a_metric_bem_exports() -> None:
     known = exported_and_recorded()
     dashboards = sorted((DEPLOY / "grafana" / "dashboards").glob("*.json"))
-    assert {d.stem for d in dashboards} >= {"bem-api-slo", "bem-database", "bem-uploads"}
+    assert {d.stem for d in dashboards} >= {
+        "bem-api-slo",
+        "bem-database",
+        "bem-uploads",
+        "bem-live",
+    }
     for path in dashboards:
         dashboard = json.loads(path.read_text())
         assert dashboard["uid"] == path.stem

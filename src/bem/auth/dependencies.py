@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 
 import structlog
 from fastapi import Depends, Request
+from fastapi.requests import HTTPConnection
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -58,15 +59,8 @@ class Access:
     role: Role | None = None
 
 
-async def authenticate(
-    request: Request,
-    session: SessionDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-) -> Principal:
-    if credentials is None:
-        raise Unauthorized()
-    secret = credentials.credentials
-    settings: Settings = request.app.state.settings
+async def principal_for(settings: Settings, session: AsyncSession, secret: str) -> Principal:
+    """Who a bearer secret (an API token or a session JWT) belongs to; 401 if nobody."""
     principal: Principal | None = None
     if secret.startswith(TOKEN_PREFIX):
         found = await service.authenticate_api_token(session, secret)
@@ -88,6 +82,16 @@ async def authenticate(
         raise Unauthorized("The bearer token is invalid, expired or revoked.")
     structlog.contextvars.bind_contextvars(user_id=str(principal.user.id))
     return principal
+
+
+async def authenticate(
+    request: Request,
+    session: SessionDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> Principal:
+    if credentials is None:
+        raise Unauthorized()
+    return await principal_for(request.app.state.settings, session, credentials.credentials)
 
 
 CurrentPrincipal = Annotated[Principal, Depends(authenticate)]
@@ -132,27 +136,34 @@ def allow(permission: Permission) -> Any:
         return Depends(public)
 
     async def check(request: Request, session: SessionDep, principal: CurrentPrincipal) -> Access:
-        if permission.scope is not None and permission.scope not in principal.scopes:
-            raise Forbidden(f"This credential lacks the {permission.scope.value!r} scope.")
-        if permission.admin_only and not principal.user.is_admin:
-            raise Forbidden("Only server administrators may do this.")
-        if permission.role is None:
-            return Access(principal=principal)
-        project_id = await _project_of(session, request.path_params)
-        hidden = NotFound("The resource does not exist or is not visible to you.")
-        if project_id is None or principal.project_id not in (None, project_id):
-            raise hidden
-        role = await _role(session, project_id, principal.user.id)
-        if principal.user.is_admin:
-            role = Role.owner
-        if role is None:
-            raise hidden
-        if role < permission.role:
-            raise Forbidden(f"This needs the {permission.role.name} role in the project.")
-        return Access(principal=principal, project_id=project_id, role=role)
+        return await authorize(request, session, principal, permission)
 
     check.permission = permission  # type: ignore[attr-defined]
     return Depends(check)
+
+
+async def authorize(
+    conn: HTTPConnection, session: AsyncSession, principal: Principal, permission: Permission
+) -> Access:
+    """May ``principal`` do ``permission`` on what ``conn``'s path names? Raises 403/404."""
+    if permission.scope is not None and permission.scope not in principal.scopes:
+        raise Forbidden(f"This credential lacks the {permission.scope.value!r} scope.")
+    if permission.admin_only and not principal.user.is_admin:
+        raise Forbidden("Only server administrators may do this.")
+    if permission.role is None:
+        return Access(principal=principal)
+    project_id = await _project_of(session, conn.path_params)
+    hidden = NotFound("The resource does not exist or is not visible to you.")
+    if project_id is None or principal.project_id not in (None, project_id):
+        raise hidden
+    role = await _role(session, project_id, principal.user.id)
+    if principal.user.is_admin:
+        role = Role.owner
+    if role is None:
+        raise hidden
+    if role < permission.role:
+        raise Forbidden(f"This needs the {permission.role.name} role in the project.")
+    return Access(principal=principal, project_id=project_id, role=role)
 
 
 def permission_of(dependant: Any) -> Permission | None:

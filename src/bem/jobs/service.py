@@ -23,6 +23,7 @@ from bem.kit.db import utcnow
 from bem.kit.errors import NotFound, Problem
 from bem.kit.metrics import Metrics
 from bem.kit.storage import SourceStore
+from bem.live import service as live
 
 log = structlog.get_logger("bem.jobs")
 
@@ -127,10 +128,25 @@ async def create_job(
     return job
 
 
+async def _finish(session: AsyncSession, job: Job, **values: Any) -> None:
+    """Record the end of a job and announce it (``job.succeeded`` or ``job.failed``) in one
+    transaction."""
+    project_id = await repository.project_of_job(session, job.id)
+    if project_id is not None:
+        data: dict[str, Any] = {"job_id": str(job.id), "kind": job.kind}
+        if values["status"] == "succeeded":
+            data["version_id"] = str(values["version_id"])
+        else:
+            data["error"] = values["error"]
+        kind = f"job.{values['status']}"
+        await live.publish(session, project_id, kind, data, model_id=job.model_id)
+    await repository.finish(session, job.id, **values)
+
+
 async def refuse(session: AsyncSession, job: Job, detail: str) -> None:
     """A job that never reached the queue: failed at once, so nothing waits for it."""
-    await repository.finish(
-        session, job.id, status="failed", error={"type": "queue-unavailable", "detail": detail}
+    await _finish(
+        session, job, status="failed", error={"type": "queue-unavailable", "detail": detail}
     )
 
 
@@ -156,11 +172,9 @@ async def run_here(ctx: JobContext, handlers: Mapping[str, Handler], job_id: uui
     return job
 
 
-async def _fail(ctx: JobContext, job_id: uuid.UUID, slug: str, detail: str) -> None:
+async def _fail(ctx: JobContext, job: Job, slug: str, detail: str) -> None:
     async with ctx.sessions() as session:
-        await repository.finish(
-            session, job_id, status="failed", error={"type": slug, "detail": detail}
-        )
+        await _finish(session, job, status="failed", error={"type": slug, "detail": detail})
 
 
 async def execute(
@@ -181,7 +195,7 @@ async def execute(
     )
     if job.attempts > job.max_attempts:
         last = (job.error or {}).get("detail", "the worker stopped during the job")
-        await _fail(ctx, job.id, "gave-up", f"Gave up after {job.max_attempts} attempts: {last}")
+        await _fail(ctx, job, "gave-up", f"Gave up after {job.max_attempts} attempts: {last}")
         ctx.count(job.kind, "failed")
         log.error("job.gave_up", attempts=job.max_attempts)
         return
@@ -194,7 +208,7 @@ async def execute(
             log.info("job.start", attempt=job.attempts)
             result = await handlers[job.kind](ctx, job, Progress(ctx, job.id))
     except Problem as exc:
-        await _fail(ctx, job.id, exc.slug, exc.detail)
+        await _fail(ctx, job, exc.slug, exc.detail)
         ctx.count(job.kind, "rejected", time.monotonic() - started)  # bad input, not ours
         log.warning("job.failed", problem=exc.slug, detail=exc.detail)
     except asyncio.CancelledError:
@@ -217,13 +231,13 @@ async def execute(
                 )
             ctx.count(job.kind, "retried")
             raise RetryLater(RETRY_DELAY_S) from exc
-        await _fail(ctx, job.id, "internal-error", detail)
+        await _fail(ctx, job, "internal-error", detail)
         ctx.count(job.kind, "failed", time.monotonic() - started)
     else:
         async with ctx.sessions() as session:
-            await repository.finish(
+            await _finish(
                 session,
-                job.id,
+                job,
                 status="succeeded",
                 version_id=result.version_id,
                 error=None,

@@ -1,5 +1,5 @@
 """``bem worker``: arq consuming the Redis queue, running the same job functions as the
-in-process runner.
+in-process runner, and sending webhook deliveries (``live/tasks.py``).
 
 On SIGTERM running jobs get ``BEM_SHUTDOWN_TIMEOUT`` to finish; any still running are then
 cancelled and put back (arq retries cancelled jobs at once). A worker that
@@ -25,6 +25,8 @@ from bem.jobs.service import RetryLater, execute
 from bem.kit.db import create_engine, session_factory
 from bem.kit.metrics import Metrics
 from bem.kit.tracing import trace_engine, tracer_provider
+from bem.live.service import count_published
+from bem.live.tasks import Deliverer
 
 
 async def run_job(ctx: dict[str, Any], job_id: str) -> None:
@@ -56,9 +58,15 @@ def build_worker(settings: Settings, *, burst: bool = False, signals: bool = Tru
             ctx["metrics_server"], _ = start_http_server(
                 settings.worker_metrics_port, addr=settings.host, registry=metrics.registry
             )
-        ctx["bem"] = job_context(settings, session_factory(engine), provider, metrics)
+        sessions = session_factory(engine)
+        count_published(sessions, metrics)
+        ctx["bem"] = job_context(settings, sessions, provider, metrics)
+        ctx["deliverer"] = Deliverer(sessions, settings, metrics)  # webhooks go out from here
+        ctx["deliverer"].start()
 
     async def shutdown(ctx: dict[str, Any]) -> None:
+        if "deliverer" in ctx:
+            await ctx["deliverer"].close()
         if "engine" in ctx:
             await ctx["engine"].dispose()
         if ctx.get("tracer_provider") is not None:

@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.orm import DeclarativeBase, Session
 from sqlalchemy.sql.dml import Insert
 from sqlalchemy.types import TypeDecorator
 from starlette.requests import HTTPConnection
@@ -140,7 +140,12 @@ def _sqlite_engine(settings: Settings) -> AsyncEngine:
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
+    # A Session class per factory: session event listeners (live's event counter) then see
+    # this factory's sessions only.
+    own = type("BemSession", (Session,), {})
+    return async_sessionmaker(
+        engine, expire_on_commit=False, autoflush=False, sync_session_class=own
+    )
 
 
 async def get_session(conn: HTTPConnection) -> AsyncIterator[AsyncSession]:

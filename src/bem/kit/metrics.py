@@ -134,6 +134,38 @@ class Metrics:
             multiprocess_mode="livemax",
             registry=r,
         )
+        self.events = Counter(
+            "bem_events_total",
+            "Events written to the outbox (the change feed and webhooks), by kind.",
+            ["kind"],
+            registry=r,
+        )
+        self.feed_connections = Gauge(
+            "bem_feed_connections",
+            "Open change-feed connections by transport (websocket, sse).",
+            ["transport"],
+            multiprocess_mode="livesum",
+            registry=r,
+        )
+        self.webhook_deliveries = Counter(
+            "bem_webhook_deliveries_total",
+            "Webhook delivery attempts by outcome: succeeded, retried (will be tried again), "
+            "failed (gave up or refused).",
+            ["outcome"],
+            registry=r,
+        )
+        self.webhook_duration = Histogram(
+            "bem_webhook_delivery_duration_seconds",
+            "Time for a webhook receiver to answer (or fail to).",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.webhooks_pending = Gauge(
+            "bem_webhook_deliveries_pending",
+            "Webhook deliveries waiting to be sent (read from the database at scrape time).",
+            multiprocess_mode="livemax",
+            registry=r,
+        )
         self.health = Gauge(
             "bem_health_check_ok",
             "1 when a readiness check passed at its last run, else 0.",
@@ -172,22 +204,31 @@ class MetricsMiddleware:
             return
         status = 500
         started = time.perf_counter()
+        elapsed: float | None = None  # an event stream is timed to its first byte
 
         async def capture(message: Message) -> None:
-            nonlocal status
+            nonlocal status, elapsed
             if message["type"] == "http.response.start":
                 status = message["status"]
+                if any(
+                    k.lower() == b"content-type" and v.startswith(b"text/event-stream")
+                    for k, v in message.get("headers", ())
+                ):
+                    elapsed = time.perf_counter() - started
+                    self.metrics.in_flight.dec()  # a feed, counted in bem_feed_connections
             await send(message)
 
         self.metrics.in_flight.inc()
         try:
             await self.app(scope, receive, capture)
         finally:
-            self.metrics.in_flight.dec()
+            if elapsed is None:
+                self.metrics.in_flight.dec()
+                elapsed = time.perf_counter() - started
             route = getattr(scope.get("route"), "path", None) or "unmatched"
             method = scope["method"]
             self.metrics.requests.labels(method, route, f"{status // 100}xx").inc()
-            self.metrics.latency.labels(method, route).observe(time.perf_counter() - started)
+            self.metrics.latency.labels(method, route).observe(elapsed)
             problem = structlog.contextvars.get_contextvars().get("problem")
             if problem:
                 self.metrics.problems.labels(problem).inc()

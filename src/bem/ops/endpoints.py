@@ -23,6 +23,7 @@ from bem.jobs import repository as jobs
 from bem.kit.db import utcnow
 from bem.kit.errors import Forbidden, Unauthorized, problem_responses
 from bem.kit.health import pool_stats, run_checks
+from bem.live import repository as live
 from bem.ops import repository as backups
 
 router = APIRouter(tags=["health"], responses=problem_responses(401, 403))
@@ -73,6 +74,23 @@ async def _last_backup(request: Request) -> dict[str, Any]:
     return {"last_success_at": finished.isoformat(), "age_s": round(age, 1)}
 
 
+async def _live(request: Request) -> dict[str, Any]:
+    """This process's feed connections, and the webhook deliveries waiting (set on their
+    gauge)."""
+    hub = request.app.state.hub
+    out: dict[str, Any] = {
+        "connections": dict(hub.counts),
+        "last_event_id": hub.last_id,
+    }
+    read = await _stats(request, live.pending_deliveries, "webhooks")
+    if read is None:
+        return {**out, "webhooks": {"error": "the webhook deliveries table did not answer"}}
+    ((count, oldest),) = read
+    request.app.state.metrics.webhooks_pending.set(count)
+    age = max((utcnow() - oldest).total_seconds(), 0.0) if oldest is not None else 0.0
+    return {**out, "webhooks": {"pending": count, "oldest_pending_age_s": round(age, 1)}}
+
+
 @router.get("/health", summary="Every dependency's status and latency, pools, build (admins)")
 async def health_detail(request: Request, _: Annotated[Access, allow(ADMIN)]) -> dict[str, Any]:
     app = request.app
@@ -81,6 +99,7 @@ async def health_detail(request: Request, _: Annotated[Access, allow(ADMIN)]) ->
     return {
         "jobs": await _jobs_waiting(request),
         "backup": await _last_backup(request),
+        "live": await _live(request),
         "status": "ok" if all(c["status"] == "ok" for c in checks.values()) else "failing",
         "checks": checks,
         "database_pool": pool_stats(app),
@@ -114,4 +133,5 @@ async def metrics(request: Request, _: Annotated[Access, allow(PUBLIC)]) -> Resp
             raise Unauthorized("The metrics token is missing or wrong.")
     await _jobs_waiting(request)  # refreshes the queue gauges
     await _last_backup(request)
+    await _live(request)
     return Response(request.app.state.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)

@@ -19,6 +19,7 @@ from bem.kit.pagination import (
     page_of,
     time_id_key,
 )
+from bem.live import service as live
 from bem.projects import repository
 from bem.projects.models import Membership, Model, Project
 from bem.projects.schemas import ModelCreate, ProjectCreate, ProjectUpdate
@@ -86,6 +87,10 @@ async def create_model(session: AsyncSession, project_id: uuid.UUID, data: Model
         raise Conflict(f"The project already has a model named {data.name!r}.")
     model = Model(project_id=project_id, name=data.name, description=data.description)
     session.add(model)
+    await session.flush()
+    await live.publish(
+        session, project_id, "model.created", {"name": model.name}, model_id=model.id
+    )
     await session.commit()
     return model
 

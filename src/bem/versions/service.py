@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bem.kit.canonical import content_hash, normalize
 from bem.kit.errors import NotFound, Problem, Unprocessable
 from bem.kit.pagination import decode_time_id_cursor, page_of, time_id_key
+from bem.live import service as live
 from bem.projects.models import Model
 from bem.versions import repository
 from bem.versions.facts import facts_of
@@ -299,6 +300,20 @@ async def create_version(
     version.status = "ready"
     version.element_count = len(spool.index)
     version.stats = {"by_class": dict(sorted(classes.items())), "relations": relation_count}
+    await live.publish(
+        session,
+        model.project_id,
+        "version.created",
+        {
+            "version_id": str(version.id),
+            "seq": version.seq,
+            "parent_id": str(version.parent_id) if version.parent_id else None,
+            "element_count": version.element_count,
+            "source_format": version.source_format,
+            "message": version.message,
+        },
+        model_id=model.id,
+    )
     await session.commit()
     if len(spool.index) >= ANALYZE_AFTER_ELEMENTS:
         await repository.refresh_statistics(session)

@@ -1,0 +1,303 @@
+"""The change feed (event list, Server-Sent Events, WebSocket) and webhooks.
+
+``bem gateway`` serves only this router (plus health and metrics); ``bem serve`` serves it
+with everything else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Request, Response, WebSocket, status
+from fastapi.requests import HTTPConnection
+from fastapi.responses import StreamingResponse
+from fastapi.security.utils import get_authorization_scheme_param
+
+from bem.auth.audit import origin_of
+from bem.auth.dependencies import Access, allow, authorize, principal_for
+from bem.auth.permissions import PROJECT_MANAGE, PROJECT_READ
+from bem.kit.db import SessionDep
+from bem.kit.errors import Problem, Unauthorized, Unprocessable, problem_response, problem_responses
+from bem.kit.pagination import (
+    CursorParam,
+    InvalidCursor,
+    LimitParam,
+    Page,
+    decode_cursor,
+    page_of,
+)
+from bem.live import repository, service
+from bem.live.hub import Ended, Heartbeat, Hub
+from bem.live.schemas import (
+    DeliveryOut,
+    EventOut,
+    EventPage,
+    WebhookCreate,
+    WebhookCreated,
+    WebhookOut,
+)
+
+router = APIRouter(prefix="/v1", tags=["live"], responses=problem_responses(401, 403, 404, 422))
+
+# Browsers cannot set headers on a WebSocket: they may send the token as a subprotocol pair,
+# ``new WebSocket(url, ["bem.bearer", token])``; the server answers with ``bem.bearer``.
+WS_SUBPROTOCOL = "bem.bearer"
+SSE_RETRY_MS = 3000
+AfterParam = Annotated[
+    int | None,
+    Query(ge=0, description="Resume after this event id (default: only new events)."),
+]
+
+
+async def _still_allowed(conn: HTTPConnection, secret: str) -> bool:
+    """Re-checks a long-lived connection's credential and role (at each heartbeat)."""
+    async with conn.app.state.sessions() as session:
+        try:
+            principal = await principal_for(conn.app.state.settings, session, secret)
+            await authorize(conn, session, principal, PROJECT_READ)
+        except Problem:
+            return False
+    return True
+
+
+def _hub(conn: HTTPConnection) -> Hub:
+    hub: Hub = conn.app.state.hub
+    return hub
+
+
+@router.get(
+    "/projects/{project_id}/events",
+    response_model=EventPage,
+    summary="A project's events, oldest first, after a cursor (polling)",
+)
+async def list_events(
+    project_id: uuid.UUID,
+    session: SessionDep,
+    _: Annotated[Access, allow(PROJECT_READ)],
+    after: Annotated[int, Query(ge=0, description="Events with a greater id.")] = 0,
+    limit: LimitParam = 100,
+) -> EventPage:
+    await service.require_project(session, project_id)
+    rows = await repository.events_after(session, after, limit, project_id)
+    items = [EventOut.model_validate(row) for row in rows]
+    return EventPage(items=items, last_id=items[-1].id if items else after)
+
+
+def _sse(events: AsyncGenerator[EventOut | Heartbeat | Ended, None]) -> AsyncIterator[bytes]:
+    async def frames() -> AsyncIterator[bytes]:
+        yield f"retry: {SSE_RETRY_MS}\n\n".encode()
+        async for item in events:
+            if isinstance(item, EventOut):
+                data = item.model_dump_json()
+                yield f"id: {item.id}\nevent: {item.kind}\ndata: {data}\n\n".encode()
+            elif isinstance(item, Heartbeat):
+                yield b": keep-alive\n\n"
+            else:
+                yield f'event: end\ndata: {{"reason": "{item.reason}"}}\n\n'.encode()
+
+    return frames()
+
+
+@router.get(
+    "/projects/{project_id}/events/stream",
+    response_class=StreamingResponse,
+    responses={
+        200: {"description": "Server-Sent Events", "content": {"text/event-stream": {}}},
+        **problem_responses(503),
+    },
+    summary="Follow a project's events (Server-Sent Events)",
+    description="Each event comes as `id:` (its id), `event:` (its kind) and `data:` (the event "
+    "as JSON). Reconnect with `Last-Event-ID` (or `after`) to resume without a gap; "
+    "`: keep-alive` comments come when quiet. The stream ends with an `end` event when the "
+    "server shuts down or the credential no longer allows reading the project.",
+)
+async def stream_events(
+    project_id: uuid.UUID,
+    request: Request,
+    session: SessionDep,
+    _: Annotated[Access, allow(PROJECT_READ)],
+    after: AfterParam = None,
+    last_event_id: Annotated[str | None, Header(max_length=20)] = None,
+) -> StreamingResponse:
+    if last_event_id is not None:
+        if not last_event_id.isdigit():
+            raise Unprocessable("Last-Event-ID must be an event id.", slug="validation-error")
+        after = int(last_event_id)
+    await service.require_project(session, project_id)
+    await session.close()  # hold no database connection for the life of the stream
+    secret = get_authorization_scheme_param(request.headers.get("authorization"))[1]
+    hub = _hub(request)
+    hub.admit()
+    events = hub.follow(project_id, after, "sse", lambda: _still_allowed(request, secret))
+    return StreamingResponse(
+        _sse(events),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
+
+
+def _ws_secret(websocket: WebSocket) -> tuple[str | None, str | None]:
+    """The bearer secret and the subprotocol to answer with."""
+    scheme, secret = get_authorization_scheme_param(websocket.headers.get("authorization"))
+    if secret and scheme.lower() == "bearer":
+        return secret, None
+    offered = websocket.scope.get("subprotocols") or []
+    if len(offered) == 2 and offered[0] == WS_SUBPROTOCOL:
+        return offered[1], WS_SUBPROTOCOL
+    return None, None
+
+
+async def _deny(websocket: WebSocket, problem: Problem) -> None:
+    """Refuse the handshake with the problem as an HTTP answer where the server can send one
+    (uvicorn can), else by closing with 1008."""
+    if "websocket.http.response" in websocket.scope.get("extensions", {}):
+        answer = problem_response(problem.status, problem.slug, problem.detail)
+        await websocket.send_denial_response(answer)
+    else:
+        await websocket.close(code=status.WS_1008_POLICY_VIOLATION, reason=problem.slug)
+
+
+@router.websocket("/projects/{project_id}/events/ws")
+async def events_websocket(
+    websocket: WebSocket, project_id: uuid.UUID, after: int | None = None
+) -> None:
+    """The same feed over a WebSocket: JSON messages ``{"type": "event", "event": {...}}``
+    and ``{"type": "heartbeat"}``. Closes with 1012 when the server restarts and 1008 when
+    the credential no longer allows reading the project; reconnect with ``after``."""
+    secret, subprotocol = _ws_secret(websocket)
+    hub = _hub(websocket)
+    async with websocket.app.state.sessions() as session:
+        try:
+            if secret is None:
+                raise Unauthorized()
+            if after is not None and after < 0:
+                raise Unprocessable("after must be an event id.", slug="validation-error")
+            principal = await principal_for(websocket.app.state.settings, session, secret)
+            await authorize(websocket, session, principal, PROJECT_READ)
+            await service.require_project(session, project_id)
+            hub.admit()
+        except Problem as problem:
+            await _deny(websocket, problem)
+            return
+    await websocket.accept(subprotocol=subprotocol)
+    events = hub.follow(project_id, after, "websocket", lambda: _still_allowed(websocket, secret))
+
+    async def pump() -> None:
+        async for item in events:
+            if isinstance(item, EventOut):
+                await websocket.send_text(f'{{"type":"event","event":{item.model_dump_json()}}}')
+            elif isinstance(item, Heartbeat):
+                await websocket.send_text('{"type":"heartbeat"}')
+            else:
+                code = (
+                    status.WS_1012_SERVICE_RESTART
+                    if item.reason == Ended.SHUTDOWN
+                    else status.WS_1008_POLICY_VIOLATION
+                )
+                await websocket.close(code=code, reason=item.reason)
+                return
+
+    async def until_closed() -> None:
+        while (await websocket.receive())["type"] != "websocket.disconnect":
+            pass  # clients have nothing to say; their messages are ignored
+
+    tasks = {asyncio.ensure_future(pump()), asyncio.ensure_future(until_closed())}
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await events.aclose()
+    for task in done:
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            raise exc
+
+
+@router.post(
+    "/projects/{project_id}/webhooks",
+    status_code=status.HTTP_201_CREATED,
+    response_model=WebhookCreated,
+    responses=problem_responses(409),
+    summary="Send a project's events to a URL",
+    description="Each delivery is a POST of the event as JSON with headers `BEM-Event`, "
+    "`BEM-Delivery` and `BEM-Signature: t=<unix time>,v1=<hex HMAC-SHA256 of "
+    '"<t>." + body, keyed with the secret>`. Any 2xx answer is success; anything else is '
+    "retried with backoff. The secret is shown only in this answer.",
+)
+async def create_webhook(
+    project_id: uuid.UUID,
+    data: WebhookCreate,
+    request: Request,
+    session: SessionDep,
+    access: Annotated[Access, allow(PROJECT_MANAGE)],
+) -> WebhookCreated:
+    assert access.principal is not None
+    hook = await service.create_webhook(
+        session,
+        request.app.state.settings,
+        origin_of(request),
+        access.principal.user.id,
+        project_id,
+        data,
+    )
+    return WebhookCreated.model_validate(hook)
+
+
+@router.get(
+    "/projects/{project_id}/webhooks",
+    response_model=Page[WebhookOut],
+    summary="A project's webhooks",
+)
+async def list_webhooks(
+    project_id: uuid.UUID,
+    session: SessionDep,
+    _: Annotated[Access, allow(PROJECT_MANAGE)],
+) -> Page[WebhookOut]:
+    await service.require_project(session, project_id)
+    hooks = await repository.webhooks_of(session, project_id)
+    return Page(items=[WebhookOut.model_validate(h) for h in hooks])
+
+
+@router.delete(
+    "/projects/{project_id}/webhooks/{webhook_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    summary="Delete a webhook (pending deliveries are dropped)",
+)
+async def delete_webhook(
+    project_id: uuid.UUID,
+    webhook_id: uuid.UUID,
+    request: Request,
+    session: SessionDep,
+    access: Annotated[Access, allow(PROJECT_MANAGE)],
+) -> None:
+    assert access.principal is not None
+    await service.delete_webhook(
+        session, origin_of(request), access.principal.user.id, project_id, webhook_id
+    )
+
+
+@router.get(
+    "/projects/{project_id}/webhooks/{webhook_id}/deliveries",
+    response_model=Page[DeliveryOut],
+    summary="A webhook's delivery log, newest first",
+)
+async def list_deliveries(
+    project_id: uuid.UUID,
+    webhook_id: uuid.UUID,
+    session: SessionDep,
+    _: Annotated[Access, allow(PROJECT_MANAGE)],
+    cursor: CursorParam = None,
+    limit: LimitParam = 100,
+) -> Page[DeliveryOut]:
+    position = decode_cursor(cursor, 1)
+    if position is not None and not isinstance(position[0], int):
+        raise InvalidCursor()
+    before = position[0] if position is not None else None
+    rows = await service.list_deliveries(session, project_id, webhook_id, before, limit + 1)
+    page, next_cursor = page_of(rows, limit, lambda d: [d.id])
+    return Page(items=[DeliveryOut.model_validate(d) for d in page], next_cursor=next_cursor)

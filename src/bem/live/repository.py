@@ -1,0 +1,158 @@
+"""Outbox and webhook queries (no HTTP)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select, text, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bem.kit.db import utcnow
+from bem.live.models import Event, Webhook, WebhookDelivery
+
+# Held by every transaction that appends an event, until it commits: ids are then handed out
+# in commit order, so a reader that has seen id N never later finds a committed id below N.
+# (A sequence alone gives ids in insert order; a slower transaction could commit id 10 after
+# a reader moved past 11.) SQLite has one writer at a time anyway.
+OUTBOX_LOCK = 0x42454D5F4C495645  # "BEM_LIVE"
+# Names of the events appended in a session, counted once the session commits.
+APPENDED = "bem.events.appended"
+
+
+async def append(
+    session: AsyncSession,
+    project_id: uuid.UUID,
+    kind: str,
+    data: dict[str, Any],
+    model_id: uuid.UUID | None = None,
+) -> Event:
+    """Add an event (and a pending delivery per matching webhook) to the session's
+    transaction; it becomes visible when the caller commits."""
+    if session.get_bind().dialect.name == "postgresql":
+        await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": OUTBOX_LOCK})
+    event = Event(project_id=project_id, kind=kind, model_id=model_id, data=data)
+    session.add(event)
+    await session.flush()
+    hooks = await session.scalars(
+        select(Webhook).where(Webhook.project_id == project_id, Webhook.active.is_(True))
+    )
+    for hook in hooks:
+        if not hook.kinds or kind in hook.kinds:
+            session.add(WebhookDelivery(webhook_id=hook.id, event_id=event.id))
+    session.info.setdefault(APPENDED, []).append(kind)
+    return event
+
+
+async def last_id(session: AsyncSession, project_id: uuid.UUID | None = None) -> int:
+    query = select(func.max(Event.id))
+    if project_id is not None:
+        query = query.where(Event.project_id == project_id)
+    return int(await session.scalar(query) or 0)
+
+
+async def events_after(
+    session: AsyncSession, after: int, limit: int, project_id: uuid.UUID | None = None
+) -> Sequence[Event]:
+    query = select(Event).where(Event.id > after).order_by(Event.id).limit(limit)
+    if project_id is not None:
+        query = query.where(Event.project_id == project_id)
+    return (await session.scalars(query)).all()
+
+
+async def webhooks_of(session: AsyncSession, project_id: uuid.UUID) -> Sequence[Webhook]:
+    query = select(Webhook).where(Webhook.project_id == project_id).order_by(Webhook.created_at)
+    return (await session.scalars(query)).all()
+
+
+async def webhook_count(session: AsyncSession, project_id: uuid.UUID) -> int:
+    query = select(func.count()).where(Webhook.project_id == project_id)
+    return int(await session.scalar(query) or 0)
+
+
+async def deliveries_of(
+    session: AsyncSession, webhook_id: uuid.UUID, before: int | None, limit: int
+) -> Sequence[WebhookDelivery]:
+    query = select(WebhookDelivery).where(WebhookDelivery.webhook_id == webhook_id)
+    if before is not None:
+        query = query.where(WebhookDelivery.id < before)
+    return (await session.scalars(query.order_by(WebhookDelivery.id.desc()).limit(limit))).all()
+
+
+async def claim_due(
+    session: AsyncSession, limit: int, lease: timedelta
+) -> list[tuple[WebhookDelivery, Webhook, Event]]:
+    """Pending deliveries that are due, each claimed by pushing its ``due_at`` past the
+    lease with a conditional UPDATE: two workers never both send one (unless a sender
+    outlives its lease, when at-least-once delivery sends it again)."""
+    now = utcnow()
+    candidates = await session.scalars(
+        select(WebhookDelivery.id)
+        .where(WebhookDelivery.status == "pending", WebhookDelivery.due_at <= now)
+        .order_by(WebhookDelivery.due_at)
+        .limit(limit)
+    )
+    claimed: list[int] = []
+    for delivery_id in list(candidates):
+        result = await session.execute(
+            update(WebhookDelivery)
+            .where(
+                WebhookDelivery.id == delivery_id,
+                WebhookDelivery.status == "pending",
+                WebhookDelivery.due_at <= now,
+            )
+            .values(due_at=now + lease, attempts=WebhookDelivery.attempts + 1)
+        )
+        if result.rowcount:  # type: ignore[attr-defined]
+            claimed.append(delivery_id)
+    await session.commit()
+    if not claimed:
+        return []
+    rows = await session.execute(
+        select(WebhookDelivery, Webhook, Event)
+        .join(Webhook, Webhook.id == WebhookDelivery.webhook_id)
+        .join(Event, Event.id == WebhookDelivery.event_id)
+        .where(WebhookDelivery.id.in_(claimed))
+        .order_by(WebhookDelivery.id)
+    )
+    return [(d, w, e) for d, w, e in rows]
+
+
+async def record_attempt(
+    session: AsyncSession,
+    delivery_id: int,
+    *,
+    status: str,
+    response_status: int | None,
+    error: str | None,
+    due_at: datetime | None = None,
+) -> None:
+    values: dict[str, Any] = {
+        "status": status,
+        "response_status": response_status,
+        "error": error,
+    }
+    if status == "succeeded":
+        values["delivered_at"] = utcnow()
+    if due_at is not None:
+        values["due_at"] = due_at
+    await session.execute(
+        update(WebhookDelivery).where(WebhookDelivery.id == delivery_id).values(**values)
+    )
+    await session.commit()
+
+
+async def pending_deliveries(session: AsyncSession) -> tuple[int, datetime | None]:
+    """How many deliveries wait, and since when the oldest one does."""
+    count, oldest = (
+        await session.execute(
+            select(func.count(), func.min(WebhookDelivery.created_at)).where(
+                WebhookDelivery.status == "pending"
+            )
+        )
+    ).one()
+    if oldest is not None and oldest.tzinfo is None:  # SQLite returns aggregates naive
+        oldest = oldest.replace(tzinfo=UTC)
+    return int(count), oldest

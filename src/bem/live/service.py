@@ -1,0 +1,172 @@
+"""Events and webhooks: the business rules (no HTTP).
+
+Domain code reports a change with :func:`publish` inside the transaction that makes it;
+the event is visible to the feed and queued for webhooks exactly when that commits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import ipaddress
+import secrets
+import socket
+import uuid
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+from sqlalchemy import event as sa_event
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Session
+
+from bem.auth import audit
+from bem.auth.audit import Origin
+from bem.config import Settings
+from bem.kit.errors import Conflict, NotFound, Unprocessable
+from bem.kit.metrics import Metrics
+from bem.live import repository
+from bem.live.models import Event, Webhook, WebhookDelivery
+from bem.live.schemas import WebhookCreate
+from bem.projects.models import Project
+
+SIGNATURE_HEADER = "BEM-Signature"
+
+
+async def publish(
+    session: AsyncSession,
+    project_id: uuid.UUID,
+    kind: str,
+    data: dict[str, Any],
+    model_id: uuid.UUID | None = None,
+) -> Event:
+    return await repository.append(session, project_id, kind, data, model_id)
+
+
+async def require_project(session: AsyncSession, project_id: uuid.UUID) -> None:
+    """404 for a project that does not exist (an admin passes every role check)."""
+    if await session.get(Project, project_id) is None:
+        raise NotFound(f"Project {project_id} does not exist.")
+
+
+def count_published(sessions: async_sessionmaker[AsyncSession], metrics: Metrics) -> None:
+    """Count events in ``bem_events_total`` when (and only if) their transaction commits."""
+
+    def committed(session: Session) -> None:
+        for kind in session.info.pop(repository.APPENDED, ()):
+            metrics.events.labels(kind).inc()
+
+    def rolled_back(session: Session, _previous: Any) -> None:
+        session.info.pop(repository.APPENDED, None)
+
+    session_class = sessions.kw["sync_session_class"]  # see kit.db.session_factory
+    sa_event.listen(session_class, "after_commit", committed)
+    sa_event.listen(session_class, "after_soft_rollback", rolled_back)
+
+
+def sign(secret: str, timestamp: int, body: bytes) -> str:
+    """``t=<unix time>,v1=<hex HMAC-SHA256 of "<t>." + body>``: the receiver recomputes it
+    and rejects old timestamps, so a captured delivery cannot be replayed later."""
+    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
+    return f"t={timestamp},v1={mac.hexdigest()}"
+
+
+def _forbidden_address(address: str) -> bool:
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    return not ip.is_global or ip.is_multicast
+
+
+async def check_destination(settings: Settings, url: str) -> None:
+    """Refuse receivers that resolve to loopback, private or link-local addresses (unless
+    ``BEM_WEBHOOK_ALLOW_PRIVATE``). Checked when a webhook is created and before each send,
+    since DNS may change in between."""
+    if settings.webhook_allow_private:
+        return
+    host = urlsplit(url).hostname or ""
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise Unprocessable(f"The webhook host {host!r} does not resolve.") from exc
+    if any(_forbidden_address(str(info[4][0])) for info in infos):
+        raise Unprocessable(
+            f"The webhook host {host!r} resolves to a private or local address; "
+            "the server's operator may allow that with BEM_WEBHOOK_ALLOW_PRIVATE."
+        )
+
+
+async def create_webhook(
+    session: AsyncSession,
+    settings: Settings,
+    origin: Origin,
+    actor_id: uuid.UUID,
+    project_id: uuid.UUID,
+    data: WebhookCreate,
+) -> Webhook:
+    url = str(data.url)
+    await require_project(session, project_id)
+    await check_destination(settings, url)
+    if await repository.webhook_count(session, project_id) >= settings.webhooks_per_project:
+        raise Conflict(f"A project may have at most {settings.webhooks_per_project} webhooks.")
+    hook = Webhook(
+        project_id=project_id,
+        url=url,
+        kinds=sorted(set(data.kinds)),
+        secret=secrets.token_hex(32),
+        created_by=actor_id,
+    )
+    session.add(hook)
+    await session.flush()
+    audit.record(
+        session,
+        origin,
+        "webhook.create",
+        actor_id=actor_id,
+        target_type="webhook",
+        target_id=hook.id,
+        project_id=str(project_id),
+        host=urlsplit(url).hostname,
+    )
+    await session.commit()
+    return hook
+
+
+async def get_webhook(
+    session: AsyncSession, project_id: uuid.UUID, webhook_id: uuid.UUID
+) -> Webhook:
+    hook = await session.get(Webhook, webhook_id)
+    if hook is None or hook.project_id != project_id:
+        raise NotFound(f"Webhook {webhook_id} does not exist in this project.")
+    return hook
+
+
+async def delete_webhook(
+    session: AsyncSession,
+    origin: Origin,
+    actor_id: uuid.UUID,
+    project_id: uuid.UUID,
+    webhook_id: uuid.UUID,
+) -> None:
+    await session.delete(await get_webhook(session, project_id, webhook_id))
+    audit.record(
+        session,
+        origin,
+        "webhook.delete",
+        actor_id=actor_id,
+        target_type="webhook",
+        target_id=webhook_id,
+        project_id=str(project_id),
+    )
+    await session.commit()
+
+
+async def list_deliveries(
+    session: AsyncSession,
+    project_id: uuid.UUID,
+    webhook_id: uuid.UUID,
+    before: int | None,
+    limit: int,
+) -> Sequence[WebhookDelivery]:
+    """Newest first; ``before`` is the id of the last delivery of the previous page."""
+    await get_webhook(session, project_id, webhook_id)
+    return await repository.deliveries_of(session, webhook_id, before, limit)

@@ -154,7 +154,7 @@ def create_app(
             metrics=app.state.metrics,
             draining=lambda: bool(app.state.draining),
         )
-        app.state.hub.start()
+        await app.state.hub.start()
         # Webhooks go out from the process that runs jobs: this one, or bem worker.
         deliverer = None
         if isinstance(app.state.job_queue, LocalQueue):

@@ -13,7 +13,7 @@ import httpx
 import orjson
 import pytest
 from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from bem.testing import ifcgen
 from tests.conftest import make_api
@@ -48,14 +48,20 @@ async def test_gateway_and_worker_carry_events_across_processes(
         )
         assert r.status_code == 201, r.text
         with (
-            bem_server(env, tmp_path, command="gateway") as (base, gateway),
+            bem_server(env, tmp_path, command="gateway", capture=True) as (base, gateway),
             worker_process(env, tmp_path / "worker.log"),
         ):
             outside = httpx.AsyncClient(timeout=10)
             assert (await outside.get(f"{base}/v1/projects", headers=headers)).status_code == 404
             assert (await outside.get(f"{base}/health/ready")).status_code == 200
             url = base.replace("http://", "ws://") + f"/v1/projects/{pid}/events/ws?after=0"
-            async with connect(url, additional_headers=headers) as ws:
+            try:
+                ws = await connect(url, additional_headers=headers)
+            except InvalidStatus as exc:  # say why, from the gateway's own log
+                gateway.terminate()
+                log = gateway.communicate(timeout=30)[0].decode()
+                raise AssertionError(f"{exc.response.body!r}\n{log}") from exc
+            async with ws:
                 first = orjson.loads(await asyncio.wait_for(ws.recv(), 10))
                 assert first["event"]["kind"] == "model.created"
                 scrape = (await outside.get(f"{base}/metrics")).text

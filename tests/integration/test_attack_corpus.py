@@ -72,6 +72,7 @@ async def test_hostile_requests_are_refused_and_change_nothing(api: Api) -> None
         "version_id": world.version_id,
         "user_id": str(api.users["vic"].id),
         "token_id": "00000000-0000-0000-0000-000000000000",
+        "webhook_id": world.webhook_id,
     }
     tried = 0
     for route in api_routes(api.app):

@@ -100,6 +100,7 @@ def outcome(status: int) -> str:
 
 
 async def make_world(api: Api, owner: dict[str, str], users: dict[str, uuid.UUID]) -> World:
+    api.settings.webhook_allow_private = True  # the world's webhook points at 127.0.0.1
     c = api.client
     pid = (await c.post("/v1/projects", json={"name": "P"}, headers=owner)).json()["id"]
     for name, role in (("ed", "editor"), ("vic", "viewer")):
@@ -192,7 +193,6 @@ async def _no_events(*_: Any) -> AsyncIterator[Any]:
 
 
 async def test_every_route_declares_a_permission_and_enforces_it(api: Api) -> None:
-    api.settings.webhook_allow_private = True  # the sample webhooks point at 127.0.0.1
     api.app.state.hub.follow = _no_events
     routes = list(api_routes(api.app))
     undeclared = [

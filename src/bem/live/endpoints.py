@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing
 from typing import Annotated
 
+import orjson
 from fastapi import APIRouter, Header, Query, Request, Response, WebSocket, status
 from fastapi.requests import HTTPConnection
 from fastapi.responses import StreamingResponse
@@ -89,14 +91,15 @@ async def list_events(
 def _sse(events: AsyncGenerator[EventOut | Heartbeat | Ended, None]) -> AsyncIterator[bytes]:
     async def frames() -> AsyncIterator[bytes]:
         yield f"retry: {SSE_RETRY_MS}\n\n".encode()
-        async for item in events:
-            if isinstance(item, EventOut):
-                data = item.model_dump_json()
-                yield f"id: {item.id}\nevent: {item.kind}\ndata: {data}\n\n".encode()
-            elif isinstance(item, Heartbeat):
-                yield b": keep-alive\n\n"
-            else:
-                yield f'event: end\ndata: {{"reason": "{item.reason}"}}\n\n'.encode()
+        async with aclosing(events):  # unsubscribes as soon as the client goes
+            async for item in events:
+                if isinstance(item, EventOut):
+                    data = item.model_dump_json()
+                    yield f"id: {item.id}\nevent: {item.kind}\ndata: {data}\n\n".encode()
+                elif isinstance(item, Heartbeat):
+                    yield b": keep-alive\n\n"
+                else:
+                    yield b"event: end\ndata: " + orjson.dumps({"reason": item.reason}) + b"\n\n"
 
     return frames()
 

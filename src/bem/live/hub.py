@@ -88,11 +88,21 @@ class Hub:
         return sum(self.counts.values())
 
     def admit(self) -> None:
-        """Refuse a new connection (503) when full or shutting down; call before answering."""
-        if self.connections >= self.max_connections or self.draining():
+        """Refuse a new connection (503) when full, shutting down, or before the hub knows
+        where the outbox ends; call before answering."""
+        if self.draining() or self.last_id is None:
+            raise Busy("The change feed is not available on this server right now.")
+        if self.connections >= self.max_connections:
             raise Busy("This server holds as many feed connections as it may; retry later.")
 
-    def start(self) -> None:
+    async def start(self) -> None:
+        """Note where the outbox ends (followers replay what came before themselves), then
+        poll. If the database does not answer yet, the poller finds out later."""
+        try:
+            async with self.sessions() as session:
+                self.last_id = await repository.last_id(session)
+        except SQLAlchemyError as exc:
+            log.warning("feed.start_failed", error=str(exc).splitlines()[0])
         self.task = asyncio.create_task(self._run(), name="feed-hub")
 
     async def close(self) -> None:
@@ -114,7 +124,7 @@ class Hub:
 
     async def _poll(self) -> None:
         async with self.sessions() as session:
-            if self.last_id is None:  # clients replay history themselves
+            if self.last_id is None:  # no follower yet: admit() waits for this
                 self.last_id = await repository.last_id(session)
                 return
             while rows := await repository.events_after(session, self.last_id, BATCH):

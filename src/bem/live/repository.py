@@ -18,32 +18,17 @@ from bem.live.models import Event, Webhook, WebhookDelivery
 # (A sequence alone gives ids in insert order; a slower transaction could commit id 10 after
 # a reader moved past 11.) SQLite has one writer at a time anyway.
 OUTBOX_LOCK = 0x42454D5F4C495645  # "BEM_LIVE"
-# Names of the events appended in a session, counted once the session commits.
-APPENDED = "bem.events.appended"
 
 
-async def append(
-    session: AsyncSession,
-    project_id: uuid.UUID,
-    kind: str,
-    data: dict[str, Any],
-    model_id: uuid.UUID | None = None,
-) -> Event:
-    """Add an event (and a pending delivery per matching webhook) to the session's
-    transaction; it becomes visible when the caller commits."""
+async def lock_outbox(session: AsyncSession) -> None:
+    """Take the outbox lock until this transaction ends (PostgreSQL; see ``OUTBOX_LOCK``)."""
     if session.get_bind().dialect.name == "postgresql":
         await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": OUTBOX_LOCK})
-    event = Event(project_id=project_id, kind=kind, model_id=model_id, data=data)
-    session.add(event)
-    await session.flush()
-    hooks = await session.scalars(
-        select(Webhook).where(Webhook.project_id == project_id, Webhook.active.is_(True))
-    )
-    for hook in hooks:
-        if not hook.kinds or kind in hook.kinds:
-            session.add(WebhookDelivery(webhook_id=hook.id, event_id=event.id))
-    session.info.setdefault(APPENDED, []).append(kind)
-    return event
+
+
+async def active_webhooks(session: AsyncSession, project_id: uuid.UUID) -> Sequence[Webhook]:
+    query = select(Webhook).where(Webhook.project_id == project_id, Webhook.active.is_(True))
+    return (await session.scalars(query)).all()
 
 
 async def last_id(session: AsyncSession, project_id: uuid.UUID | None = None) -> int:

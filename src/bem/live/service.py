@@ -32,6 +32,8 @@ from bem.live.schemas import WebhookCreate
 from bem.projects.models import Project
 
 SIGNATURE_HEADER = "BEM-Signature"
+# Kinds of the events published in a session, counted once the session commits.
+APPENDED = "bem.events.appended"
 
 
 async def publish(
@@ -41,7 +43,17 @@ async def publish(
     data: dict[str, Any],
     model_id: uuid.UUID | None = None,
 ) -> Event:
-    return await repository.append(session, project_id, kind, data, model_id)
+    """Add an event, and a pending delivery for each matching webhook, to the session's
+    transaction: they exist once the caller commits, and not at all if it rolls back."""
+    await repository.lock_outbox(session)
+    event = Event(project_id=project_id, kind=kind, model_id=model_id, data=data)
+    session.add(event)
+    await session.flush()
+    for hook in await repository.active_webhooks(session, project_id):
+        if not hook.kinds or kind in hook.kinds:
+            session.add(WebhookDelivery(webhook_id=hook.id, event_id=event.id))
+    session.info.setdefault(APPENDED, []).append(kind)
+    return event
 
 
 async def require_project(session: AsyncSession, project_id: uuid.UUID) -> None:
@@ -54,11 +66,11 @@ def count_published(sessions: async_sessionmaker[AsyncSession], metrics: Metrics
     """Count events in ``bem_events_total`` when (and only if) their transaction commits."""
 
     def committed(session: Session) -> None:
-        for kind in session.info.pop(repository.APPENDED, ()):
+        for kind in session.info.pop(APPENDED, ()):
             metrics.events.labels(kind).inc()
 
     def rolled_back(session: Session, _previous: Any) -> None:
-        session.info.pop(repository.APPENDED, None)
+        session.info.pop(APPENDED, None)
 
     session_class = sessions.kw["sync_session_class"]  # see kit.db.session_factory
     sa_event.listen(session_class, "after_commit", committed)

@@ -42,6 +42,7 @@ bench: $(VENV)/.dev
 	$(BIN)/python bench/db_driver.py
 	$(BIN)/python bench/query.py
 	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/feed.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

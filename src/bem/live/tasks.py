@@ -46,14 +46,20 @@ class Deliverer:
         self.sessions = sessions
         self.settings = settings
         self.metrics = metrics
-        self.client = httpx.AsyncClient(
-            timeout=settings.webhook_timeout_s,
-            follow_redirects=False,  # a redirect could lead anywhere, past the address check
-            headers={"User-Agent": f"BEM-Webhooks/{__version__}"},
-        )
+        self._client: httpx.AsyncClient | None = None  # made at the first delivery (~50 ms)
         # A claimed delivery is someone else's to retry only after its sender surely gave up.
         self.lease = timedelta(seconds=settings.webhook_timeout_s + 30)
         self.task: asyncio.Task[None] | None = None
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        if self._client is None:
+            self._client = httpx.AsyncClient(
+                timeout=self.settings.webhook_timeout_s,
+                follow_redirects=False,  # a redirect could lead anywhere, past the address check
+                headers={"User-Agent": f"BEM-Webhooks/{__version__}"},
+            )
+        return self._client
 
     def start(self) -> None:
         self.task = asyncio.create_task(self._run(), name="webhook-deliverer")
@@ -62,7 +68,8 @@ class Deliverer:
         if self.task is not None:
             self.task.cancel()
             await asyncio.gather(self.task, return_exceptions=True)
-        await self.client.aclose()
+        if self._client is not None:
+            await self._client.aclose()
 
     async def _run(self) -> None:
         while True:

@@ -13,6 +13,7 @@ PgBouncer (no LISTEN/NOTIFY); the price is up to ``feed_poll_s`` of latency.
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections import defaultdict
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
@@ -118,8 +119,11 @@ class Hub:
             try:
                 await self._poll()
                 await asyncio.sleep(self.poll_s)
-            except SQLAlchemyError as exc:
+            except (SQLAlchemyError, OSError) as exc:  # the database is away: try again
                 log.warning("feed.poll_failed", error=str(exc).splitlines()[0])
+                await asyncio.sleep(ERROR_BACKOFF_S)
+            except Exception:  # a bug must not stop the feed of every follower for good
+                log.exception("feed.poll_error")
                 await asyncio.sleep(ERROR_BACKOFF_S)
 
     async def _poll(self) -> None:
@@ -161,6 +165,8 @@ class Hub:
         self.subscribers[project_id].add(sub)
         self.counts[transport] += 1
         self.metrics.feed_connections.labels(transport).inc()
+        opened, sent = time.monotonic(), after
+        log.info("feed.opened", transport=transport, project_id=str(project_id), after=after)
         try:
             if after is None:
                 async with self.sessions() as session:
@@ -196,6 +202,13 @@ class Hub:
                 del self.subscribers[project_id]
             self.counts[transport] -= 1
             self.metrics.feed_connections.labels(transport).dec()
+            log.info(
+                "feed.closed",
+                transport=transport,
+                project_id=str(project_id),
+                last_sent=sent,
+                seconds=round(time.monotonic() - opened, 1),
+            )
 
     async def _next(self, sub: Subscription) -> EventOut | None:
         """The next queued event; None after ``heartbeat_s`` of quiet or when ended."""

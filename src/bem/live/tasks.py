@@ -75,8 +75,11 @@ class Deliverer:
         while True:
             try:
                 sent = await self.deliver_due()
-            except SQLAlchemyError as exc:
+            except (SQLAlchemyError, OSError) as exc:  # the database is away: try again
                 log.warning("webhooks.poll_failed", error=str(exc).splitlines()[0])
+                sent = 0
+            except Exception:  # a bug must not stop every delivery for good
+                log.exception("webhooks.error")
                 sent = 0
             if sent < BATCH:
                 await asyncio.sleep(IDLE_S)

@@ -3,6 +3,7 @@ traceparent, and its trace_id appears in every log line of the request."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import sys
 from collections.abc import AsyncIterator
@@ -55,6 +56,26 @@ async def test_request_and_database_spans_share_one_trace(
     lines = [orjson.loads(line) for line in logs.getvalue().splitlines() if line.startswith("{")]
     mine = [line for line in lines if line.get("request_id") == "traced-1"]
     assert mine and all(line["trace_id"] == format(trace_id, "032x") for line in mine)
+
+
+async def test_background_polling_makes_no_traces(
+    traced: tuple[Api, InMemorySpanExporter, io.StringIO],
+) -> None:
+    """The feed's outbox poll (every 0.05 s here) and the webhook sender's claims would
+    otherwise add a trace per poll."""
+    api, exporter, _ = traced
+    hub = api.app.state.hub
+    hub.poll_s = 0.05
+    exporter.clear()
+    before = hub.last_id
+    owner = await api.user("alice")
+    r = await api.client.post("/v1/projects", json={"name": "P"}, headers=owner)
+    pid = r.json()["id"]
+    await api.client.post(f"/v1/projects/{pid}/models", json={"name": "M"}, headers=owner)
+    exporter.clear()  # model.created is now in the outbox for the poller to read
+    await asyncio.sleep(1.2)  # polls of the outbox, and at least one of the webhook sender
+    assert hub.last_id is not None and before is not None and hub.last_id > before
+    assert exporter.get_finished_spans() == ()
 
 
 async def test_incoming_traceparent_is_continued(

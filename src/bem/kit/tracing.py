@@ -14,6 +14,7 @@ from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 from opentelemetry.instrumentation.redis import RedisInstrumentor
 from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
+from opentelemetry.instrumentation.utils import suppress_instrumentation
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
@@ -70,3 +71,8 @@ def trace_engine(engine: AsyncEngine, provider: Any) -> None:
     SQLAlchemyInstrumentor().instrument(
         engine=engine.sync_engine, tracer_provider=provider, skip_dep_check=True
     )
+
+
+# Background polling (the feed's outbox reads, heartbeat credential checks, the webhook
+# sender's claims) runs under this: a trace per poll would bury the traces that matter.
+untraced = suppress_instrumentation

@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bem.kit.errors import Problem
 from bem.kit.metrics import Metrics
+from bem.kit.tracing import untraced
 from bem.live import repository
 from bem.live.schemas import EventOut
 
@@ -117,7 +118,8 @@ class Hub:
             if self.draining():
                 self._end_all()
             try:
-                await self._poll()
+                with untraced():
+                    await self._poll()
                 await asyncio.sleep(self.poll_s)
             except (SQLAlchemyError, OSError) as exc:  # the database is away: try again
                 log.warning("feed.poll_failed", error=str(exc).splitlines()[0])
@@ -189,7 +191,9 @@ class Hub:
                     continue
                 item = await self._next(sub)
                 if item is None:
-                    if not await still_allowed():
+                    with untraced():
+                        allowed = await still_allowed()
+                    if not allowed:
                         yield Ended(Ended.REVOKED)
                         return
                     yield Heartbeat()

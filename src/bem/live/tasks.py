@@ -24,6 +24,7 @@ from bem.config import Settings
 from bem.kit.db import utcnow
 from bem.kit.errors import Problem
 from bem.kit.metrics import Metrics
+from bem.kit.tracing import untraced
 from bem.live import repository, service
 from bem.live.models import Event, Webhook, WebhookDelivery
 from bem.live.schemas import EventOut
@@ -86,8 +87,9 @@ class Deliverer:
 
     async def deliver_due(self) -> int:
         """Send every due delivery (up to a batch, concurrently); how many were sent."""
-        async with self.sessions() as session:
-            claimed = await repository.claim_due(session, BATCH, self.lease)
+        with untraced():  # a poll that finds nothing is not worth a trace
+            async with self.sessions() as session:
+                claimed = await repository.claim_due(session, BATCH, self.lease)
         await asyncio.gather(*(self._send(*row) for row in claimed))
         return len(claimed)
 

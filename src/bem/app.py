@@ -158,7 +158,9 @@ def create_app(
         # Webhooks go out from the process that runs jobs: this one, or bem worker.
         deliverer = None
         if isinstance(app.state.job_queue, LocalQueue):
-            deliverer = Deliverer(app.state.sessions, settings, app.state.metrics)
+            provider = app.state.tracer_provider
+            tracer = provider.get_tracer("bem.webhooks") if provider is not None else None
+            deliverer = Deliverer(app.state.sessions, settings, app.state.metrics, tracer)
             deliverer.start()
         mark_draining_on_sigterm(app)
         log.info("startup", profile=settings.profile.value, version=__version__)

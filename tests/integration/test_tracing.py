@@ -8,21 +8,22 @@ import io
 import sys
 from collections.abc import AsyncIterator
 
+import httpx
 import orjson
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from bem.app import create_app
 from bem.kit.logging import configure_logging
+from bem.live import tasks
 from tests.conftest import Api, settings_for
+from tests.integration.test_webhooks import Receiver
 
 
 @pytest.fixture
 async def traced(
     sqlite_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[tuple[Api, InMemorySpanExporter, io.StringIO]]:
-    import httpx
-
     logs = io.StringIO()
     monkeypatch.setattr(sys, "stdout", logs)
     configure_logging("INFO", json=True)
@@ -76,6 +77,41 @@ async def test_background_polling_makes_no_traces(
     await asyncio.sleep(1.2)  # polls of the outbox, and at least one of the webhook sender
     assert hub.last_id is not None and before is not None and hub.last_id > before
     assert exporter.get_finished_spans() == ()
+
+
+async def test_a_webhook_delivery_is_traced_to_its_receiver(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tasks, "IDLE_S", 0.05)
+    receiver = Receiver()
+    server = await asyncio.start_server(receiver.handle, "127.0.0.1", 0)
+    receiver.port = server.sockets[0].getsockname()[1]
+    exporter = InMemorySpanExporter()
+    settings = settings_for(sqlite_url, webhook_allow_private=True)
+    app = create_app(settings, span_exporter=exporter)
+    async with server, app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://bem.test") as client:
+            api = Api(app=app, client=client, settings=settings)
+            owner = await api.user("alice")
+            pid = (await client.post("/v1/projects", json={"name": "P"}, headers=owner)).json()
+            hook = {"url": receiver.url}
+            r = await client.post(f"/v1/projects/{pid['id']}/webhooks", json=hook, headers=owner)
+            assert r.status_code == 201
+            await client.post(f"/v1/projects/{pid['id']}/models", json={"name": "M"}, headers=owner)
+            await receiver.until(1)
+            for _ in range(100):  # the sender records the answer after the receiver has it
+                spans = exporter.get_finished_spans()
+                if any(s.name == "webhook delivery" for s in spans):
+                    break
+                await asyncio.sleep(0.05)
+    (delivery,) = [s for s in spans if s.name == "webhook delivery"]
+    assert delivery.attributes is not None and delivery.attributes["bem.event.id"] >= 1
+    # The POST carries the delivery's trace to the receiver. (Its client span and the SQL
+    # spans go to the first tracer provider of this test process: OpenTelemetry instruments
+    # httpx and SQLAlchemy once per process, so they are not asserted here.)
+    traceparent = receiver.received[0]["headers"]["traceparent"]
+    assert traceparent.split("-")[1] == format(delivery.context.trace_id, "032x")
 
 
 async def test_incoming_traceparent_is_continued(

@@ -61,7 +61,9 @@ def build_worker(settings: Settings, *, burst: bool = False, signals: bool = Tru
         sessions = session_factory(engine)
         count_published(sessions, metrics)
         ctx["bem"] = job_context(settings, sessions, provider, metrics)
-        ctx["deliverer"] = Deliverer(sessions, settings, metrics)  # webhooks go out from here
+        ctx["deliverer"] = Deliverer(  # webhooks go out from here
+            sessions, settings, metrics, provider.get_tracer("bem.webhooks") if provider else None
+        )
         ctx["deliverer"].start()
 
     async def shutdown(ctx: dict[str, Any]) -> None:

@@ -16,6 +16,7 @@ from datetime import timedelta
 import httpx
 import orjson
 import structlog
+from opentelemetry import trace
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -43,10 +44,13 @@ class Deliverer:
         sessions: async_sessionmaker[AsyncSession],
         settings: Settings,
         metrics: Metrics | None = None,
+        tracer: trace.Tracer | None = None,
     ) -> None:
         self.sessions = sessions
         self.settings = settings
         self.metrics = metrics
+        # One trace per delivery: its outgoing POST and the recording of its answer.
+        self.tracer = tracer or trace.get_tracer("bem.webhooks")
         self._client: httpx.AsyncClient | None = None  # made at the first delivery (~50 ms)
         # A claimed delivery is someone else's to retry only after its sender surely gave up.
         self.lease = timedelta(seconds=settings.webhook_timeout_s + 30)
@@ -94,6 +98,15 @@ class Deliverer:
         return len(claimed)
 
     async def _send(self, delivery: WebhookDelivery, hook: Webhook, event: Event) -> None:
+        attributes: dict[str, str | int] = {
+            "bem.webhook.id": str(hook.id),
+            "bem.event.id": event.id,
+            "bem.delivery.id": delivery.id,
+        }
+        with self.tracer.start_as_current_span("webhook delivery", attributes=attributes):
+            await self._attempt(delivery, hook, event)
+
+    async def _attempt(self, delivery: WebhookDelivery, hook: Webhook, event: Event) -> None:
         body = orjson.dumps(EventOut.model_validate(event).model_dump(mode="json"))
         headers = {
             "Content-Type": "application/json",

@@ -30,6 +30,7 @@ from bem.kit.db import SessionDep
 from bem.kit.errors import Forbidden, NotFound, Unauthorized, Unprocessable
 from bem.kit.security import TOKEN_PREFIX
 from bem.projects import repository as projects_repository
+from bem.projects.models import Project
 from bem.versions import repository as versions_repository
 
 bearer = HTTPBearer(
@@ -98,10 +99,13 @@ CurrentPrincipal = Annotated[Principal, Depends(authenticate)]
 
 
 async def _project_of(session: AsyncSession, params: dict[str, Any]) -> uuid.UUID | None:
-    """The project a path refers to, or None if the path's object does not exist."""
+    """The project a path refers to, or None if it (or the path's object) does not exist."""
     try:
         if "project_id" in params:
-            return uuid.UUID(str(params["project_id"]))
+            # Checked here so an admin (who passes every role check) gets a 404 too; the
+            # session keeps the row, so a service's get_project costs no second query.
+            project = await session.get(Project, uuid.UUID(str(params["project_id"])))
+            return project.id if project is not None else None
         if "model_id" in params:
             return await projects_repository.project_of_model(
                 session, uuid.UUID(str(params["model_id"]))

@@ -73,23 +73,25 @@ async def claim_due(
     lease with a conditional UPDATE: two workers never both send one (unless a sender
     outlives its lease, when at-least-once delivery sends it again)."""
     now = utcnow()
-    due = (
+    candidates = await session.scalars(
         select(WebhookDelivery.id)
         .where(WebhookDelivery.status == "pending", WebhookDelivery.due_at <= now)
         .order_by(WebhookDelivery.due_at)
         .limit(limit)
     )
-    result = await session.scalars(
-        update(WebhookDelivery)
-        .where(
-            WebhookDelivery.id.in_(due),
-            WebhookDelivery.status == "pending",
-            WebhookDelivery.due_at <= now,  # re-checked after a concurrent claim's lock
+    claimed: list[int] = []
+    for delivery_id in list(candidates):
+        result = await session.execute(
+            update(WebhookDelivery)
+            .where(
+                WebhookDelivery.id == delivery_id,
+                WebhookDelivery.status == "pending",
+                WebhookDelivery.due_at <= now,
+            )
+            .values(due_at=now + lease, attempts=WebhookDelivery.attempts + 1)
         )
-        .values(due_at=now + lease, attempts=WebhookDelivery.attempts + 1)
-        .returning(WebhookDelivery.id)
-    )
-    claimed = list(result)
+        if result.rowcount:  # type: ignore[attr-defined]
+            claimed.append(delivery_id)
     await session.commit()
     if not claimed:
         return []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import socket
 import subprocess
 import sys
@@ -11,6 +12,31 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import pytest
+
+from bem.kit.build import Build
+from bem.kit.metrics import Metrics
+from tests.conftest import REQUIRE_SERVICES
+
+SAMPLE_SUFFIXES = ("", "_total", "_bucket", "_count", "_sum")
+
+
+def tool(name: str, package: str) -> str:
+    """The path of a command-line tool a test runs; skipped without it, failed under
+    ``BEM_REQUIRE_SERVICES=1`` (``.ci/run`` installs it)."""
+    path = shutil.which(name)
+    if path is None:
+        reason = f"{name} is not installed (Debian package {package})"
+        if REQUIRE_SERVICES:
+            pytest.fail(f"BEM_REQUIRE_SERVICES=1 but {reason}")
+        pytest.skip(reason)
+    return path
+
+
+def exported_metrics() -> set[str]:
+    """Every sample name BEM's registry can expose (counters, histograms and gauges)."""
+    registry = Metrics(Build("test", "0123456789ab")).registry
+    return {family.name + suffix for family in registry.collect() for suffix in SAMPLE_SUFFIXES}
 
 
 def free_port() -> int:

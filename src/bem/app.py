@@ -31,6 +31,7 @@ from bem.jobs.endpoints import router as jobs_router
 from bem.jobs.handlers import HANDLERS, job_context
 from bem.jobs.queue import ArqQueue, JobQueue, LocalQueue
 from bem.kit import migrate
+from bem.kit.build import build_of
 from bem.kit.cache import Cache
 from bem.kit.context import RequestContextMiddleware
 from bem.kit.db import create_engine, session_factory
@@ -163,7 +164,9 @@ def create_app(
             deliverer = Deliverer(app.state.sessions, settings, app.state.metrics, tracer)
             deliverer.start()
         mark_draining_on_sigterm(app)
-        log.info("startup", profile=settings.profile.value, version=__version__)
+        log.info(
+            "startup", profile=settings.profile.value, version=build.version, commit=build.commit
+        )
         try:
             yield
         finally:
@@ -189,13 +192,12 @@ def create_app(
     )
     app.state.settings = settings
     app.state.store = SourceStore(settings.storage_dir)
+    build = app.state.build = build_of(settings.build_commit)
     if settings.sentry_dsn is not None:
-        init_error_tracking(
-            settings.sentry_dsn.get_secret_value(), __version__, settings.profile.value
-        )
+        init_error_tracking(settings.sentry_dsn.get_secret_value(), build, settings.profile.value)
     app.state.limiter = app.state.concurrency = None
     app.state.draining = False
-    metrics = app.state.metrics = Metrics(__version__)
+    metrics = app.state.metrics = Metrics(build)
     app.state.migration_heads = migrate.heads(settings)
     redis_url = settings.redis_url.get_secret_value() if settings.redis_url else None
     app.state.redis = (

@@ -136,6 +136,10 @@ class Settings(BaseSettings):
     cors_origins: list[str] = []  # e.g. ["https://viewer.example.com"]; never "*" or "null"
     hsts: bool = True  # Strict-Transport-Security on responses served over https
 
+    # The commit this build came from (the image build sets it); labels bem_build_info,
+    # /health and error reports. Unset or empty: the checkout's HEAD, or "unknown".
+    build_commit: str | None = Field(default=None, pattern=r"^([0-9a-f]{7,40})?$")
+
     # Tracing (OpenTelemetry), off by default
     tracing_enabled: bool = False
     otlp_endpoint: str | None = None  # e.g. http://otel-collector:4318/v1/traces

@@ -85,6 +85,7 @@ async def test_one_scrubbed_envelope_per_unhandled_error(
     event = events[0]
     assert event["release"] == __version__ and event["environment"] == "test"
     assert event["tags"]["request_id"] == "boom-1"
+    assert event["tags"]["commit"] == api.app.state.build.commit
     text = json.dumps(collector.envelopes)
     for secret in (
         "SUPERSECRETTOKEN123",

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import re
+import subprocess
 import uuid
 
+from bem import __version__
 from tests.conftest import Api, make_api, settings_for
 
 
@@ -81,6 +83,25 @@ async def test_uploads_and_rate_limits_are_counted(sqlite_url: str) -> None:
         assert sample(text, "bem_version_uploads_total", outcome="failed") == 1
         assert sample(text, "bem_upload_elements_total") == 1
         assert sample(text, "bem_rate_limit_rejections_total", rule="auth") == 1
+
+
+def checkout_head() -> str:
+    """Tests run from a checkout: its HEAD is the commit when none is configured."""
+    done = subprocess.run(
+        ["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True, check=False
+    )
+    return done.stdout.strip() or "unknown"
+
+
+async def test_build_info_names_the_version_and_commit(sqlite_url: str) -> None:
+    expected_commits = {None: checkout_head(), "0123abcd4567": "0123abcd4567"}
+    for n, (configured, expected) in enumerate(expected_commits.items()):
+        async with make_api(settings_for(sqlite_url, build_commit=configured)) as api:
+            text = await scrape(api)
+            assert sample(text, "bem_build_info", version=__version__, commit=expected) == 1
+            admin = await api.user(f"root{n}", admin=True)
+            detail = (await api.client.get("/health", headers=admin)).json()
+            assert (detail["version"], detail["commit"]) == (__version__, expected)
 
 
 async def test_metrics_can_be_restricted(sqlite_url: str) -> None:

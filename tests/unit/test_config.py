@@ -82,3 +82,15 @@ def test_dotenv_file_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.delenv("BEM_LOG_LEVEL", raising=False)
     settings = load_settings()
     assert settings.port == 9123 and settings.log_level == "DEBUG"
+
+
+def test_build_commit_is_a_hash_or_empty(monkeypatch: pytest.MonkeyPatch) -> None:
+    from bem.kit.build import build_of
+
+    monkeypatch.setenv("BEM_BUILD_COMMIT", "")  # the image's default when no commit was given
+    assert build_of(Settings().build_commit).commit  # then the checkout's HEAD, or "unknown"
+    monkeypatch.setenv("BEM_BUILD_COMMIT", "0123abcd4567")
+    assert build_of(Settings().build_commit).commit == "0123abcd4567"
+    monkeypatch.setenv("BEM_BUILD_COMMIT", "main; rm -rf /")
+    with pytest.raises(ValidationError, match="build_commit"):
+        Settings()

@@ -5,25 +5,20 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
 import yaml
 
-from bem.kit.metrics import Metrics
-from tests.conftest import REQUIRE_SERVICES
+from tests.helpers import exported_metrics, tool
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
-SUFFIXES = ("", "_total", "_bucket", "_count", "_sum")
 
 
 def exported_and_recorded() -> set[str]:
-    exported = {f.name + s for f in Metrics("test").registry.collect() for s in SUFFIXES}
     rules = yaml.safe_load((DEPLOY / "prometheus" / "rules" / "bem.yml").read_text())
     recorded = {r["record"] for g in rules["groups"] for r in g["rules"] if "record" in r}
-    return exported | recorded
+    return exported_metrics() | recorded
 
 
 def test_every_dashboard_query_names_a_metric_bem_exports() -> None:
@@ -47,11 +42,7 @@ def test_every_dashboard_query_names_a_metric_bem_exports() -> None:
 
 
 def test_alertmanager_config_is_valid() -> None:
-    amtool = shutil.which("amtool")
-    if amtool is None:
-        if REQUIRE_SERVICES:
-            pytest.fail("BEM_REQUIRE_SERVICES=1 but amtool (prometheus-alertmanager) is missing")
-        pytest.skip("amtool is not installed (Debian package prometheus-alertmanager)")
+    amtool = tool("amtool", "prometheus-alertmanager")
     config = DEPLOY / "alertmanager" / "alertmanager.yml"
     result = subprocess.run(
         [amtool, "check-config", str(config)], capture_output=True, text=True, timeout=60

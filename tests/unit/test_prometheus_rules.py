@@ -4,15 +4,12 @@ runbook and a promtool unit test; every BEM metric the rules use is one the app 
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
 import yaml
 
-from bem.kit.metrics import Metrics
-from tests.conftest import REQUIRE_SERVICES
+from tests.helpers import exported_metrics, tool
 
 ROOT = Path(__file__).resolve().parents[2]
 PROM = ROOT / "deploy" / "prometheus"
@@ -21,11 +18,7 @@ TESTS = PROM / "tests" / "bem.test.yml"
 
 
 def promtool(*args: str) -> subprocess.CompletedProcess[str]:
-    binary = shutil.which("promtool")
-    if binary is None:
-        if REQUIRE_SERVICES:
-            pytest.fail("BEM_REQUIRE_SERVICES=1 but promtool (Debian: prometheus) is missing")
-        pytest.skip("promtool is not installed (Debian package prometheus)")
+    binary = tool("promtool", "prometheus")
     return subprocess.run([binary, *args], capture_output=True, text=True, timeout=120)
 
 
@@ -54,9 +47,5 @@ def test_every_alert_has_a_runbook_and_a_unit_test() -> None:
 
 
 def test_rules_use_only_metrics_bem_exports() -> None:
-    suffixes = ("", "_total", "_bucket", "_count", "_sum")
-    exported = {
-        family.name + suffix for family in Metrics("test").registry.collect() for suffix in suffixes
-    }
     used = set(re.findall(r"\b(bem_[a-z_]+)", RULES.read_text()))
-    assert used - exported == set()
+    assert used - exported_metrics() == set()

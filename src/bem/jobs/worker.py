@@ -22,6 +22,7 @@ from bem.config import Settings
 from bem.jobs.handlers import HANDLERS, job_context
 from bem.jobs.queue import ARQ_FUNCTION, queue_name
 from bem.jobs.service import RetryLater, execute
+from bem.kit.build import build_of
 from bem.kit.db import create_engine, session_factory
 from bem.kit.metrics import Metrics
 from bem.kit.tracing import trace_engine, tracer_provider
@@ -53,7 +54,7 @@ def build_worker(settings: Settings, *, burst: bool = False, signals: bool = Tru
             )
             trace_engine(engine, provider)
         ctx["tracer_provider"] = provider
-        metrics = Metrics(__version__)
+        metrics = Metrics(build_of(settings.build_commit))
         if settings.worker_metrics_port is not None:
             ctx["metrics_server"], _ = start_http_server(
                 settings.worker_metrics_port, addr=settings.host, registry=metrics.registry

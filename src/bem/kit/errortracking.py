@@ -13,6 +13,8 @@ from typing import Any
 
 import sentry_sdk
 
+from bem.kit.build import Build
+
 _SECRET_KEYS = re.compile(r"authorization|cookie|token|secret|password|otp|code|dsn|key", re.I)
 _SECRET_VALUES = [
     re.compile(r"bem_(?:pat|rt)_[A-Za-z0-9_-]+"),  # API and refresh tokens
@@ -48,10 +50,10 @@ def scrub(event: dict[str, Any], _hint: dict[str, Any]) -> dict[str, Any]:
     return scrubbed
 
 
-def init_error_tracking(dsn: str, release: str, environment: str) -> None:
+def init_error_tracking(dsn: str, build: Build, environment: str) -> None:
     sentry_sdk.init(
         dsn=dsn,
-        release=release,
+        release=build.version,
         environment=environment,
         default_integrations=False,
         include_local_variables=False,
@@ -59,6 +61,7 @@ def init_error_tracking(dsn: str, release: str, environment: str) -> None:
         before_send=scrub,  # type: ignore[arg-type]
         shutdown_timeout=2,
     )
+    sentry_sdk.get_global_scope().set_tag("commit", build.commit)
 
 
 def report_exception(exc: BaseException, request_id: str, path: str | None) -> None:

@@ -22,6 +22,8 @@ from prometheus_client import (
 )
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from bem.kit.build import Build
+
 # Resolves 5-100 ms (the SLO is p95 < 100 ms) and still sees slow outliers.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 # Imports take from under a second to many minutes.
@@ -30,7 +32,7 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 class Metrics:
-    def __init__(self, version: str) -> None:
+    def __init__(self, build: Build) -> None:
         r = self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter(
             "bem_http_requests_total",
@@ -173,14 +175,14 @@ class Metrics:
             multiprocess_mode="min",
             registry=r,
         )
-        build = Gauge(
+        info = Gauge(
             "bem_build_info",
-            "Build information.",
-            ["version"],
+            "Build information: the running version and the commit it was built from.",
+            ["version", "commit"],
             multiprocess_mode="max",
             registry=r,
         )
-        build.labels(version=version).set(1)
+        info.labels(version=build.version, commit=build.commit).set(1)
 
     def exposition(self) -> bytes:
         if os.environ.get(MULTIPROC_ENV):

@@ -15,7 +15,6 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bem import __version__
 from bem.auth.dependencies import Access, allow
 from bem.auth.permissions import ADMIN, PUBLIC
 from bem.config import Settings
@@ -94,19 +93,23 @@ async def _live(request: Request) -> dict[str, Any]:
 @router.get("/health", summary="Every dependency's status and latency, pools, build (admins)")
 async def health_detail(request: Request, _: Annotated[Access, allow(ADMIN)]) -> dict[str, Any]:
     app = request.app
-    checks = await run_checks(app)
+    # Concurrently, each bounded: slow reads cost the longest timeout, not their sum.
+    checks, jobs_waiting, last_backup, live_detail = await asyncio.gather(
+        run_checks(app), _jobs_waiting(request), _last_backup(request), _live(request)
+    )
     limiter = app.state.limiter
     return {
-        "jobs": await _jobs_waiting(request),
-        "backup": await _last_backup(request),
-        "live": await _live(request),
+        "jobs": jobs_waiting,
+        "backup": last_backup,
+        "live": live_detail,
         "status": "ok" if all(c["status"] == "ok" for c in checks.values()) else "failing",
         "checks": checks,
         "database_pool": pool_stats(app),
         "rate_limit_store": limiter.status if limiter is not None else "disabled",
         "cache": app.state.cache.describe() if app.state.cache is not None else "disabled",
         "migration_heads": list(app.state.migration_heads),
-        "version": __version__,
+        "version": app.state.build.version,
+        "commit": app.state.build.commit,
         "uptime_s": round(time.time() - app.state.started_at, 1),
         "draining": app.state.draining,
     }
@@ -131,7 +134,6 @@ async def metrics(request: Request, _: Annotated[Access, allow(PUBLIC)]) -> Resp
         expected = f"Bearer {settings.metrics_token.get_secret_value()}"
         if not hmac.compare_digest(request.headers.get("authorization", ""), expected):
             raise Unauthorized("The metrics token is missing or wrong.")
-    await _jobs_waiting(request)  # refreshes the queue gauges
-    await _last_backup(request)
-    await _live(request)
+    # Refresh the gauges read from the database at scrape time.
+    await asyncio.gather(_jobs_waiting(request), _last_backup(request), _live(request))
     return Response(request.app.state.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)

@@ -22,6 +22,7 @@ import asyncpg
 import httpx
 import pytest
 import redis
+from opentelemetry.sdk.trace.export import SpanExporter
 from sqlalchemy.engine import make_url
 
 from bem.app import create_app
@@ -186,8 +187,11 @@ class Api:
 
 
 @asynccontextmanager
-async def make_api(settings: Settings) -> AsyncIterator[Api]:
-    app = create_app(settings)
+async def make_api(
+    settings: Settings, span_exporter: SpanExporter | None = None
+) -> AsyncIterator[Api]:
+    """The app with its lifespan running, and a client; spans go to ``span_exporter``."""
+    app = create_app(settings, span_exporter=span_exporter)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://bem.test") as client:

@@ -5,17 +5,26 @@ and no partial version is ever visible."""
 from __future__ import annotations
 
 import asyncio
+import gzip
 import os
 import signal
 import subprocess
 import sys
+import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from bem.config import Settings
 from bem.jobs.worker import build_worker
@@ -152,3 +161,97 @@ async def test_killed_worker_job_is_retried_and_succeeds_once(
             "LEFT JOIN versions v ON v.id = ve.version_id WHERE v.id IS NULL"
         )
         assert await api.scalar(orphans) == 0
+
+
+class OtlpCollector:
+    """A stub OTLP/HTTP trace collector on 127.0.0.1 that keeps every span it receives."""
+
+    def __init__(self) -> None:
+        spans = self.spans = []  # type: list[Any]
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                if self.headers.get("Content-Encoding") == "gzip":
+                    body = gzip.decompress(body)
+                request = ExportTraceServiceRequest.FromString(body)
+                for resource in request.resource_spans:
+                    for scope in resource.scope_spans:
+                        spans.extend(scope.spans)
+                reply = ExportTraceServiceResponse().SerializeToString()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", str(len(reply)))
+                self.end_headers()
+                self.wfile.write(reply)
+
+            def log_message(self, *args: Any) -> None:
+                return  # quiet
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1/traces"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+async def test_a_worker_job_continues_the_request_trace_over_otlp(
+    postgres_url: str, shared_redis: str, tmp_path: Path
+) -> None:
+    """The production path: the API (in-memory exporter) enqueues on Redis, ``bem worker``
+    exports over OTLP; the job's spans share the request's trace id, and the worker's log
+    lines of the job carry the request id and that trace id."""
+    settings = queued_settings(postgres_url, shared_redis)
+    exporter = InMemorySpanExporter()
+    collector = OtlpCollector()
+    log = tmp_path / "worker.log"
+    try:
+        async with make_api(settings, exporter) as api:
+            headers, mid = await model_of(api)
+            exporter.clear()
+            r = await submit(
+                api,
+                {**headers, "X-Request-ID": "worker-trace-1"},
+                mid,
+                "m.ifc",
+                ifc_bytes(ifcgen.generate(10)),
+            )
+            assert r.status_code == 202
+            job_id = r.json()["id"]
+            env = {
+                **worker_env(settings, tmp_path),
+                "BEM_TRACING_ENABLED": "true",
+                "BEM_OTLP_ENDPOINT": collector.url,
+                "BEM_LOG_JSON": "true",
+            }
+            with worker_process(env, log):  # stopped afterwards: its spans are flushed then
+                assert (await wait_for(api, headers, job_id))["status"] == "succeeded"
+        (request,) = [
+            s
+            for s in exporter.get_finished_spans()
+            if s.kind.name == "SERVER" and s.attributes.get("bem.request_id") == "worker-trace-1"
+        ]
+        trace_id = request.context.trace_id
+        redis_spans = [
+            s for s in exporter.get_finished_spans() if s.attributes.get("db.system") == "redis"
+        ]
+        assert redis_spans and all(s.context.trace_id == trace_id for s in redis_spans)
+
+        def trace_of(span: Any) -> int:
+            return int.from_bytes(span.trace_id, "big")
+
+        (job,) = [s for s in collector.spans if s.name == "job import"]
+        assert trace_of(job) == trace_id
+        sql = [s for s in collector.spans if s.parent_span_id and trace_of(s) == trace_id]
+        assert len(sql) > 3  # the job's own database work, in the same trace
+        lines = [
+            orjson.loads(line) for line in log.read_text().splitlines() if line.startswith("{")
+        ]
+        mine = [line for line in lines if line.get("job_id") == job_id]
+        assert {line["event"] for line in mine} >= {"job.start", "job.succeeded"}
+        assert all(line["request_id"] == "worker-trace-1" for line in mine)
+        assert all(line["trace_id"] == format(trace_id, "032x") for line in mine)
+    finally:
+        collector.close()

@@ -16,7 +16,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from bem.app import create_app
 from bem.kit.logging import configure_logging
 from bem.live import tasks
-from tests.conftest import Api, settings_for
+from tests.conftest import Api, make_api, settings_for
 from tests.integration.test_webhooks import Receiver
 
 
@@ -28,12 +28,8 @@ async def traced(
     monkeypatch.setattr(sys, "stdout", logs)
     configure_logging("INFO", json=True)
     exporter = InMemorySpanExporter()
-    settings = settings_for(sqlite_url)
-    app = create_app(settings, span_exporter=exporter)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://bem.test") as client:
-            yield Api(app=app, client=client, settings=settings), exporter, logs
+    async with make_api(settings_for(sqlite_url), exporter) as api:
+        yield api, exporter, logs
     monkeypatch.undo()
     configure_logging("INFO", json=True)
 

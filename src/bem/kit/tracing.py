@@ -52,8 +52,13 @@ def tracer_provider(
 
         otlp = OTLPSpanExporter(endpoint=endpoint, timeout=EXPORT_TIMEOUT_S)
         provider.add_span_processor(BatchSpanProcessor(otlp))
-    RedisInstrumentor().instrument(tracer_provider=provider)
-    HTTPXClientInstrumentor().instrument(tracer_provider=provider)
+    # Client instrumentation patches redis-py and httpx process-wide, and a second
+    # instrument() call is ignored: the newest provider takes it over (a process runs one
+    # app; the tests build many).
+    for instrumentor in (RedisInstrumentor(), HTTPXClientInstrumentor()):
+        if instrumentor.is_instrumented_by_opentelemetry:
+            instrumentor.uninstrument()
+        instrumentor.instrument(tracer_provider=provider)
     return provider
 
 

@@ -1,11 +1,14 @@
 """Error tracking: a route that raises sends exactly one scrubbed envelope to a local stub
-collector (release, environment, request id; no secrets); a 404 sends none."""
+collector (release, environment, request id; no secrets); a 404 sends none. A job that fails
+unexpectedly is reported with the request id that enqueued it, from the API process or from
+``bem worker``; a file refused as bad input is not."""
 
 from __future__ import annotations
 
 import gzip
 import json
 import threading
+import uuid
 import zlib
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -15,7 +18,11 @@ import pytest
 import sentry_sdk
 
 from bem import __version__
+from bem.jobs.handlers import HANDLERS
+from bem.jobs.worker import build_worker
+from bem.testing.ifcgen import generate
 from tests.conftest import make_api, settings_for
+from tests.integration.test_imports import ifc_bytes, imported, model_of, submit, wait_for
 
 
 class Collector:
@@ -96,3 +103,65 @@ async def test_one_scrubbed_envelope_per_unhandled_error(
     ):
         assert secret not in text
     assert "RuntimeError" in text
+
+
+async def broken_import(*_: Any) -> None:
+    raise RuntimeError("the disk refused alice@example.com")
+
+
+def job_events(collector: Collector, job_id: str) -> list[dict[str, Any]]:
+    events = [item for env in collector.envelopes for item in env if item.get("exception")]
+    assert "alice@example.com" not in json.dumps(collector.envelopes)
+    return [e for e in events if e["tags"].get("job_id") == job_id]
+
+
+async def test_a_job_failing_unexpectedly_is_reported_with_its_request_id(
+    sqlite_url: str, collector: Collector, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = settings_for(sqlite_url, sentry_dsn=collector.dsn, job_max_attempts=1)
+    async with make_api(settings) as api:
+        headers, mid = await model_of(api)
+        bad_file = await imported(api, headers, mid, "bad.ifc", b"ISO-10303-21;\n")
+        assert bad_file["status"] == "failed"  # refused input: an answer, not an error
+        monkeypatch.setitem(HANDLERS, "import", broken_import)
+        r = await submit(
+            api, {**headers, "X-Request-ID": "job-boom-1"}, mid, "m.ifc", ifc_bytes(generate(5))
+        )
+        job = await wait_for(api, headers, r.json()["id"])
+        assert job["status"] == "failed"
+        sentry_sdk.flush(timeout=5)
+    assert job_events(collector, bad_file["id"]) == []
+    (event,) = job_events(collector, job["id"])
+    assert event["tags"]["request_id"] == "job-boom-1" and event["tags"]["job_kind"] == "import"
+    assert event["contexts"]["job"] == {"attempt": 1, "max_attempts": 1}
+
+
+@pytest.mark.postgres
+async def test_bem_worker_reports_unexpected_job_errors(
+    postgres_url: str, shared_redis: str, collector: Collector, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    queue: dict[str, Any] = {
+        "redis_url": shared_redis,
+        "job_queue": "redis",
+        "redis_key_prefix": f"bemtest{uuid.uuid4().hex[:8]}",
+        "job_max_attempts": 1,
+    }
+    settings = settings_for(postgres_url, **queue)
+    monkeypatch.setitem(HANDLERS, "import", broken_import)
+    async with make_api(settings) as api:  # the API reports nothing itself: no DSN
+        headers, mid = await model_of(api)
+        r = await submit(
+            api, {**headers, "X-Request-ID": "worker-boom-1"}, mid, "m.ifc", ifc_bytes(generate(5))
+        )
+        worker = build_worker(
+            settings_for(postgres_url, sentry_dsn=collector.dsn, **queue), burst=True, signals=False
+        )
+        try:
+            await worker.async_run()
+        finally:
+            await worker.close()
+        assert (await wait_for(api, headers, r.json()["id"]))["status"] == "failed"
+    sentry_sdk.flush(timeout=5)
+    (event,) = job_events(collector, r.json()["id"])
+    assert event["tags"]["request_id"] == "worker-boom-1"
+    assert event["release"] == __version__ and event["environment"] == "test"

@@ -21,6 +21,7 @@ from bem.jobs import repository
 from bem.jobs.models import Job
 from bem.kit.db import utcnow
 from bem.kit.errors import NotFound, Problem
+from bem.kit.errortracking import report_exception
 from bem.kit.metrics import Metrics
 from bem.kit.storage import SourceStore
 from bem.live import service as live
@@ -223,6 +224,15 @@ async def execute(
         raise
     except Exception as exc:  # the job boundary: record, then retry or give up
         log.exception("job.error", attempt=job.attempts)
+        report_exception(
+            exc,
+            {
+                "request_id": job.params.get("request_id"),
+                "job_id": str(job.id),
+                "job_kind": job.kind,
+            },
+            job={"attempt": job.attempts, "max_attempts": job.max_attempts},
+        )
         detail = f"Attempt {job.attempts} failed unexpectedly ({type(exc).__name__})."
         if job.attempts < job.max_attempts:
             async with ctx.sessions() as session:

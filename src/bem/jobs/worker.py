@@ -24,6 +24,7 @@ from bem.jobs.queue import ARQ_FUNCTION, queue_name
 from bem.jobs.service import RetryLater, execute
 from bem.kit.build import build_of
 from bem.kit.db import create_engine, session_factory
+from bem.kit.errortracking import init_error_tracking
 from bem.kit.metrics import Metrics
 from bem.kit.tracing import trace_engine, tracer_provider
 from bem.live.service import count_published
@@ -41,6 +42,11 @@ def build_worker(settings: Settings, *, burst: bool = False, signals: bool = Tru
     assert settings.redis_url is not None, "bem worker needs BEM_REDIS_URL"
 
     async def startup(ctx: dict[str, Any]) -> None:
+        build = build_of(settings.build_commit)
+        if settings.sentry_dsn is not None:
+            init_error_tracking(
+                settings.sentry_dsn.get_secret_value(), build, settings.profile.value
+            )
         engine = create_engine(settings)
         ctx["engine"] = engine
         provider = None
@@ -54,7 +60,7 @@ def build_worker(settings: Settings, *, burst: bool = False, signals: bool = Tru
             )
             trace_engine(engine, provider)
         ctx["tracer_provider"] = provider
-        metrics = Metrics(build_of(settings.build_commit))
+        metrics = Metrics(build)
         if settings.worker_metrics_port is not None:
             ctx["metrics_server"], _ = start_http_server(
                 settings.worker_metrics_port, addr=settings.host, registry=metrics.registry

@@ -66,7 +66,7 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send_with_id)
         except Exception as exc:
             error_log.exception("unhandled_error", path=scope.get("path"))
-            report_exception(exc, request_id, scope.get("path"))
+            report_exception(exc, {"request_id": request_id}, request={"path": scope.get("path")})
             if scope["type"] != "http" or response_started:
                 raise
             response = problem_response(

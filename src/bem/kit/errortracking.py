@@ -1,7 +1,9 @@
 """Error tracking with sentry-sdk (Sentry, GlitchTip and other compatible servers).
 
 Only unexpected errors are reported: the request-context middleware captures an unhandled
-exception once, with the request id as a tag; 4xx problems are answers, not errors. Default
+exception once, with the request id as a tag, and a job reports each attempt that failed
+unexpectedly, with the id of the request that enqueued it; 4xx problems (and files refused
+as bad input) are answers, not errors. Default
 integrations stay off, so the same failure is not reported again through logging or the
 framework. Every event passes through :func:`scrub` before it leaves the process.
 """
@@ -9,6 +11,7 @@ framework. Every event passes through :func:`scrub` before it leaves the process
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
 
 import sentry_sdk
@@ -64,10 +67,16 @@ def init_error_tracking(dsn: str, build: Build, environment: str) -> None:
     sentry_sdk.get_global_scope().set_tag("commit", build.commit)
 
 
-def report_exception(exc: BaseException, request_id: str, path: str | None) -> None:
-    """Send one event for an unhandled exception (no-op when error tracking is off)."""
+def report_exception(
+    exc: BaseException, tags: Mapping[str, str | None], **contexts: dict[str, Any]
+) -> None:
+    """Send one event for an unexpected exception, with ``tags`` (``request_id`` at least:
+    the reference the client was given) and named contexts; a no-op when tracking is off."""
     if sentry_sdk.get_client().is_active():
         with sentry_sdk.new_scope() as scope:
-            scope.set_tag("request_id", request_id)
-            scope.set_context("request", {"path": path})
+            for name, value in tags.items():
+                if value is not None:
+                    scope.set_tag(name, value)
+            for name, context in contexts.items():
+                scope.set_context(name, context)
             sentry_sdk.capture_exception(exc)

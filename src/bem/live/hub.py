@@ -25,6 +25,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bem.kit.errors import Problem
+from bem.kit.errortracking import report_exception
 from bem.kit.metrics import Metrics
 from bem.kit.tracing import untraced
 from bem.live import repository
@@ -124,8 +125,9 @@ class Hub:
             except (SQLAlchemyError, OSError) as exc:  # the database is away: try again
                 log.warning("feed.poll_failed", error=str(exc).splitlines()[0])
                 await asyncio.sleep(ERROR_BACKOFF_S)
-            except Exception:  # a bug must not stop the feed of every follower for good
+            except Exception as exc:  # a bug must not stop the feed of every follower for good
                 log.exception("feed.poll_error")
+                report_exception(exc, {"component": "feed-hub"})
                 await asyncio.sleep(ERROR_BACKOFF_S)
 
     async def _poll(self) -> None:

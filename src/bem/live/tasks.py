@@ -24,6 +24,7 @@ from bem import __version__
 from bem.config import Settings
 from bem.kit.db import utcnow
 from bem.kit.errors import Problem
+from bem.kit.errortracking import report_exception
 from bem.kit.metrics import Metrics
 from bem.kit.tracing import untraced
 from bem.live import repository, service
@@ -83,8 +84,9 @@ class Deliverer:
             except (SQLAlchemyError, OSError) as exc:  # the database is away: try again
                 log.warning("webhooks.poll_failed", error=str(exc).splitlines()[0])
                 sent = 0
-            except Exception:  # a bug must not stop every delivery for good
+            except Exception as exc:  # a bug must not stop every delivery for good
                 log.exception("webhooks.error")
+                report_exception(exc, {"component": "webhooks"})
                 sent = 0
             if sent < BATCH:
                 await asyncio.sleep(IDLE_S)

@@ -180,6 +180,7 @@ def create_app(
                 app.state.tracer_provider.shutdown()
             if app.state.redis is not None:
                 await app.state.redis.aclose()
+            app.state.metrics.close()
             log.info("shutdown")
 
     app = FastAPI(

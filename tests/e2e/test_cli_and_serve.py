@@ -109,7 +109,14 @@ def test_tokens_create_uses_the_api_token_mechanism(env: dict[str, str], tmp_pat
 
 def test_metrics_add_up_across_worker_processes(env: dict[str, str], tmp_path: Path) -> None:
     bem(["migrate"], env, tmp_path)
-    workers_env = {**env, "BEM_WORKERS": "2", "BEM_RATE_LIMIT_ENABLED": "false"}
+    shared = tmp_path / "metrics"
+    shared.mkdir()
+    workers_env = {
+        **env,
+        "BEM_WORKERS": "2",
+        "BEM_RATE_LIMIT_ENABLED": "false",
+        "PROMETHEUS_MULTIPROC_DIR": str(shared),
+    }
     with bem_server(workers_env, tmp_path) as (base, _):
         for _ in range(20):
             with httpx.Client() as client:  # a new connection each time: spread over workers
@@ -122,6 +129,9 @@ def test_metrics_add_up_across_worker_processes(env: dict[str, str], tmp_path: P
                 if line.startswith("bem_http_requests_total") and 'route="/v1/me"' in line
             )
             assert float(line.rsplit(" ", 1)[1]) == 20
+        assert list(shared.glob("gauge_live*.db"))
+    # Workers that stopped leave their counters and drop their live gauges.
+    assert list(shared.glob("counter_*.db")) and not list(shared.glob("gauge_live*.db"))
 
 
 def test_bem_import_makes_a_version_of_a_file(env: dict[str, str], tmp_path: Path) -> None:

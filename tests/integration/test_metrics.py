@@ -104,6 +104,16 @@ async def test_build_info_names_the_version_and_commit(sqlite_url: str) -> None:
             assert (detail["version"], detail["commit"]) == (__version__, expected)
 
 
+async def test_a_scrape_refreshes_readiness_without_a_probe(sqlite_api: Api) -> None:
+    text = await scrape(sqlite_api)  # nobody has called /health/ready
+    assert sample(text, "bem_health_check_ok", check="database") == 1
+    assert sample(text, "bem_health_check_ok", check="draining") == 1
+    sqlite_api.app.state.draining = True
+    text = await scrape(sqlite_api)
+    assert sample(text, "bem_health_check_ok", check="draining") == 0
+    assert sample(text, "bem_health_check_ok", check="database") == 1
+
+
 async def test_metrics_can_be_restricted(sqlite_url: str) -> None:
     async with make_api(settings_for(sqlite_url, metrics_token="s" * 32)) as api:
         assert (await api.client.get("/metrics")).status_code == 401

@@ -89,9 +89,17 @@ async def _timed(app: FastAPI, check: Callable[[FastAPI], Awaitable[None]]) -> d
 
 
 async def run_checks(app: FastAPI) -> dict[str, dict[str, Any]]:
+    """Every check, concurrently, each bounded; the outcome is also set on
+    ``bem_health_check_ok``, so readiness alerts work whoever asks (a probe, a scrape)."""
     checks = checks_for(app)
-    results = await asyncio.gather(*(_timed(app, check) for check in checks.values()))
-    return dict(zip(checks, results, strict=True))
+    results = dict(
+        zip(checks, await asyncio.gather(*(_timed(app, c) for c in checks.values())), strict=True)
+    )
+    metrics = getattr(app.state, "metrics", None)
+    if metrics is not None:
+        for name, result in results.items():
+            metrics.health.labels(name).set(1 if result["status"] == "ok" else 0)
+    return results
 
 
 @router.get("/live", summary="The process is up (touches no dependency)")
@@ -107,10 +115,6 @@ async def live() -> dict[str, str]:
 async def ready(request: Request, response: Response) -> dict[str, object]:
     results = await run_checks(request.app)
     failing = sorted(name for name, r in results.items() if r["status"] != "ok")
-    metrics = getattr(request.app.state, "metrics", None)
-    if metrics is not None:
-        for name, result in results.items():
-            metrics.health.labels(name).set(1 if result["status"] == "ok" else 0)
     response.status_code = 503 if failing else 200
     body: dict[str, object] = {
         "status": "failing" if failing else "ok",

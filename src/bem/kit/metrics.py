@@ -170,9 +170,9 @@ class Metrics:
         )
         self.health = Gauge(
             "bem_health_check_ok",
-            "1 when a readiness check passed at its last run, else 0.",
+            "1 when a readiness check passed at its last run (a probe or a scrape), else 0.",
             ["check"],
-            multiprocess_mode="min",
+            multiprocess_mode="livemin",
             registry=r,
         )
         info = Gauge(
@@ -183,6 +183,12 @@ class Metrics:
             registry=r,
         )
         info.labels(version=build.version, commit=build.commit).set(1)
+
+    def close(self) -> None:
+        """At a worker's shutdown: drop its ``live*`` gauges from the multiprocess directory,
+        so the others no longer count its connections, pool or readiness."""
+        if os.environ.get(MULTIPROC_ENV):
+            multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
 
     def exposition(self) -> bytes:
         if os.environ.get(MULTIPROC_ENV):

@@ -134,6 +134,8 @@ async def metrics(request: Request, _: Annotated[Access, allow(PUBLIC)]) -> Resp
         expected = f"Bearer {settings.metrics_token.get_secret_value()}"
         if not hmac.compare_digest(request.headers.get("authorization", ""), expected):
             raise Unauthorized("The metrics token is missing or wrong.")
-    # Refresh the gauges read from the database at scrape time.
-    await asyncio.gather(_jobs_waiting(request), _last_backup(request), _live(request))
+    # Refresh the gauges that are read at scrape time: readiness, and the database's tables.
+    await asyncio.gather(
+        run_checks(request.app), _jobs_waiting(request), _last_backup(request), _live(request)
+    )
     return Response(request.app.state.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)

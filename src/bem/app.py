@@ -45,7 +45,7 @@ from bem.kit.metrics import Metrics, MetricsMiddleware
 from bem.kit.ratelimit import Concurrency, Limiter, RateLimitMiddleware
 from bem.kit.routes import api_routes
 from bem.kit.storage import SourceStore
-from bem.kit.tracing import setup_tracing, trace_engine
+from bem.kit.tracing import setup_tracing, start_client_tracing, stop_tracing
 from bem.live.endpoints import router as live_router
 from bem.live.hub import Hub
 from bem.live.service import count_published
@@ -143,7 +143,7 @@ def create_app(
         app.state.engine = engine
         app.state.sessions = session_factory(engine)
         if app.state.tracer_provider is not None:
-            trace_engine(engine, app.state.tracer_provider)
+            start_client_tracing(app.state.tracer_provider, engine)
         app.state.started_at = time.time()
         count_published(app.state.sessions, app.state.metrics)
         app.state.job_queue = None if gateway else await _job_queue(settings, app)
@@ -177,7 +177,7 @@ def create_app(
                 await app.state.job_queue.close()
             await engine.dispose()
             if app.state.tracer_provider is not None:
-                app.state.tracer_provider.shutdown()
+                stop_tracing(app.state.tracer_provider)
             if app.state.redis is not None:
                 await app.state.redis.aclose()
             app.state.metrics.close()

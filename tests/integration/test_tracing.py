@@ -11,6 +11,9 @@ from collections.abc import AsyncIterator
 import httpx
 import orjson
 import pytest
+from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+from opentelemetry.instrumentation.redis import RedisInstrumentor
+from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from bem.app import create_app
@@ -124,6 +127,23 @@ async def test_incoming_traceparent_is_continued(
 
 async def test_tracing_is_off_by_default(sqlite_api: Api) -> None:
     assert sqlite_api.app.state.tracer_provider is None
+
+
+async def test_each_app_traces_its_own_clients_and_releases_them_when_it_stops(
+    sqlite_url: str,
+) -> None:
+    """The client instrumentations patch libraries process-wide: the second traced app must
+    get its own SQL spans, and an app that stopped must leave no hooks behind."""
+    for n in range(2):
+        exporter = InMemorySpanExporter()
+        async with make_api(settings_for(sqlite_url), exporter) as api:
+            user = await api.user(f"user{n}")
+            exporter.clear()
+            assert (await api.client.get("/v1/projects", headers=user)).status_code == 200
+            spans = exporter.get_finished_spans()
+            assert any(s.attributes.get("db.system") == "sqlite" for s in spans)
+    instrumentors = (SQLAlchemyInstrumentor(), RedisInstrumentor(), HTTPXClientInstrumentor())
+    assert not any(i.is_instrumented_by_opentelemetry for i in instrumentors)
 
 
 async def test_an_import_job_continues_the_request_trace(

@@ -26,7 +26,7 @@ from bem.kit.build import build_of
 from bem.kit.db import create_engine, session_factory
 from bem.kit.errortracking import init_error_tracking
 from bem.kit.metrics import Metrics
-from bem.kit.tracing import trace_engine, tracer_provider
+from bem.kit.tracing import start_client_tracing, stop_tracing, tracer_provider
 from bem.live.service import count_published
 from bem.live.tasks import Deliverer
 
@@ -58,7 +58,7 @@ def build_worker(settings: Settings, *, burst: bool = False, signals: bool = Tru
                 endpoint=settings.otlp_endpoint,
                 sample_ratio=settings.tracing_sample_ratio,
             )
-            trace_engine(engine, provider)
+            start_client_tracing(provider, engine)
         ctx["tracer_provider"] = provider
         metrics = Metrics(build)
         if settings.worker_metrics_port is not None:
@@ -79,7 +79,7 @@ def build_worker(settings: Settings, *, burst: bool = False, signals: bool = Tru
         if "engine" in ctx:
             await ctx["engine"].dispose()
         if ctx.get("tracer_provider") is not None:
-            ctx["tracer_provider"].shutdown()
+            stop_tracing(ctx["tracer_provider"])
         if ctx.get("metrics_server") is not None:
             ctx["metrics_server"].shutdown()
 

@@ -33,8 +33,8 @@ def tracer_provider(
     sample_ratio: float,
     exporter: SpanExporter | None = None,
 ) -> TracerProvider:
-    """A provider exporting to ``exporter`` or OTLP, with Redis and outgoing HTTP traced (the
-    API and ``bem worker`` both start from this)."""
+    """A provider exporting to ``exporter`` or OTLP (the API and ``bem worker`` both start
+    from this)."""
     resource = Resource.create(
         {
             "service.name": service,
@@ -52,13 +52,6 @@ def tracer_provider(
 
         otlp = OTLPSpanExporter(endpoint=endpoint, timeout=EXPORT_TIMEOUT_S)
         provider.add_span_processor(BatchSpanProcessor(otlp))
-    # Client instrumentation patches redis-py and httpx process-wide, and a second
-    # instrument() call is ignored: the newest provider takes it over (a process runs one
-    # app; the tests build many).
-    for instrumentor in (RedisInstrumentor(), HTTPXClientInstrumentor()):
-        if instrumentor.is_instrumented_by_opentelemetry:
-            instrumentor.uninstrument()
-        instrumentor.instrument(tracer_provider=provider)
     return provider
 
 
@@ -71,11 +64,36 @@ def setup_tracing(app: FastAPI, **options: Any) -> TracerProvider:
     return provider
 
 
-def trace_engine(engine: AsyncEngine, provider: Any) -> None:
-    # The instrumentation declares sqlalchemy<2.1; its engine-event hooks work on 2.1 (tested).
+def _instrumentors() -> tuple[Any, ...]:
+    return SQLAlchemyInstrumentor(), RedisInstrumentor(), HTTPXClientInstrumentor()
+
+
+def _release_clients() -> None:
+    for instrumentor in _instrumentors():
+        if instrumentor.is_instrumented_by_opentelemetry:
+            instrumentor.uninstrument()
+
+
+def start_client_tracing(provider: TracerProvider, engine: AsyncEngine) -> None:
+    """Trace SQL on ``engine``, Redis commands and outgoing HTTP to ``provider``.
+
+    These instrumentations patch their libraries for the whole process and ignore a second
+    ``instrument()``: an earlier owner is released first, and :func:`stop_tracing` releases
+    them again (a process runs one app or worker; the tests start many, traced or not).
+    """
+    _release_clients()
+    # The SQLAlchemy instrumentation declares sqlalchemy<2.1; its event hooks work on 2.1.
     SQLAlchemyInstrumentor().instrument(
         engine=engine.sync_engine, tracer_provider=provider, skip_dep_check=True
     )
+    RedisInstrumentor().instrument(tracer_provider=provider)
+    HTTPXClientInstrumentor().instrument(tracer_provider=provider)
+
+
+def stop_tracing(provider: TracerProvider) -> None:
+    """Release the client instrumentation and flush the spans still queued."""
+    _release_clients()
+    provider.shutdown()
 
 
 # Background polling (the feed's outbox reads, heartbeat credential checks, the webhook

@@ -194,8 +194,7 @@ def create_app(
     app.state.settings = settings
     app.state.store = SourceStore(settings.storage_dir)
     build = app.state.build = build_of(settings.build_commit)
-    if settings.sentry_dsn is not None:
-        init_error_tracking(settings.sentry_dsn.get_secret_value(), build, settings.profile.value)
+    init_error_tracking(settings, build)
     app.state.limiter = app.state.concurrency = None
     app.state.draining = False
     metrics = app.state.metrics = Metrics(build)

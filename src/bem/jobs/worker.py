@@ -43,10 +43,7 @@ def build_worker(settings: Settings, *, burst: bool = False, signals: bool = Tru
 
     async def startup(ctx: dict[str, Any]) -> None:
         build = build_of(settings.build_commit)
-        if settings.sentry_dsn is not None:
-            init_error_tracking(
-                settings.sentry_dsn.get_secret_value(), build, settings.profile.value
-            )
+        init_error_tracking(settings, build)
         engine = create_engine(settings)
         ctx["engine"] = engine
         provider = None

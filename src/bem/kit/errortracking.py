@@ -3,9 +3,9 @@
 Only unexpected errors are reported: the request-context middleware captures an unhandled
 exception once, with the request id as a tag, and a job reports each attempt that failed
 unexpectedly, with the id of the request that enqueued it; 4xx problems (and files refused
-as bad input) are answers, not errors. Default
-integrations stay off, so the same failure is not reported again through logging or the
-framework. Every event passes through :func:`scrub` before it leaves the process.
+as bad input) are answers, not errors. Default integrations stay off, so the same failure
+is not reported again through logging or the framework. Every event passes through
+:func:`scrub` before it leaves the process.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any
 
 import sentry_sdk
 
+from bem.config import Settings
 from bem.kit.build import Build
 
 _SECRET_KEYS = re.compile(r"authorization|cookie|token|secret|password|otp|code|dsn|key", re.I)
@@ -53,11 +54,15 @@ def scrub(event: dict[str, Any], _hint: dict[str, Any]) -> dict[str, Any]:
     return scrubbed
 
 
-def init_error_tracking(dsn: str, build: Build, environment: str) -> None:
+def init_error_tracking(settings: Settings, build: Build) -> None:
+    """Report to ``BEM_SENTRY_DSN`` from this process (the API, gateway or worker); a no-op
+    without one."""
+    if settings.sentry_dsn is None:
+        return
     sentry_sdk.init(
-        dsn=dsn,
+        dsn=settings.sentry_dsn.get_secret_value(),
         release=build.version,
-        environment=environment,
+        environment=settings.profile.value,
         default_integrations=False,
         include_local_variables=False,
         include_source_context=False,

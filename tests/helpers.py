@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import gzip
 import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -19,6 +24,40 @@ from bem.kit.metrics import Metrics
 from tests.conftest import REQUIRE_SERVICES
 
 SAMPLE_SUFFIXES = ("", "_total", "_bucket", "_count", "_sum")
+
+
+class PostCollector:
+    """A stub collector on 127.0.0.1 keeping every POST body, decompressed (Sentry
+    envelopes, OTLP exports). It serves from a thread of its own, so a process the test
+    stops synchronously can still deliver its last batch."""
+
+    def __init__(self) -> None:
+        bodies = self.bodies = []  # type: list[bytes]
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                encoding = self.headers.get("Content-Encoding", "")
+                if encoding == "gzip":
+                    body = gzip.decompress(body)
+                elif encoding == "deflate":
+                    body = zlib.decompress(body)
+                bodies.append(body)
+                self.send_response(200)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+            def log_message(self, *args: Any) -> None:
+                return  # quiet
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = int(self.server.server_address[1])
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
 
 
 def tool(name: str, package: str) -> str:

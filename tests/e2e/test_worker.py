@@ -5,32 +5,26 @@ and no partial version is ever visible."""
 from __future__ import annotations
 
 import asyncio
-import gzip
 import os
 import signal
 import subprocess
 import sys
-import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-    ExportTraceServiceRequest,
-    ExportTraceServiceResponse,
-)
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from bem.config import Settings
 from bem.jobs.worker import build_worker
 from bem.testing import ifcgen
 from tests.conftest import SOURCES, Api, make_api, settings_for
-from tests.helpers import free_port, stop
+from tests.helpers import PostCollector, free_port, stop
 from tests.integration.test_imports import ifc_bytes, model_of, submit, wait_for
 from tests.integration.test_metrics import sample
 
@@ -163,38 +157,16 @@ async def test_killed_worker_job_is_retried_and_succeeds_once(
         assert await api.scalar(orphans) == 0
 
 
-class OtlpCollector:
-    """A stub OTLP/HTTP trace collector on 127.0.0.1 that keeps every span it receives."""
-
-    def __init__(self) -> None:
-        spans = self.spans = []  # type: list[Any]
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                if self.headers.get("Content-Encoding") == "gzip":
-                    body = gzip.decompress(body)
-                request = ExportTraceServiceRequest.FromString(body)
-                for resource in request.resource_spans:
-                    for scope in resource.scope_spans:
-                        spans.extend(scope.spans)
-                reply = ExportTraceServiceResponse().SerializeToString()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/x-protobuf")
-                self.send_header("Content-Length", str(len(reply)))
-                self.end_headers()
-                self.wfile.write(reply)
-
-            def log_message(self, *args: Any) -> None:
-                return  # quiet
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1/traces"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+def exported_spans(collector: PostCollector) -> list[Any]:
+    """The spans of every OTLP/HTTP export the collector received."""
+    requests = map(ExportTraceServiceRequest.FromString, collector.bodies)
+    return [
+        span
+        for request in requests
+        for resource in request.resource_spans
+        for scope in resource.scope_spans
+        for span in scope.spans
+    ]
 
 
 async def test_a_worker_job_continues_the_request_trace_over_otlp(
@@ -205,7 +177,7 @@ async def test_a_worker_job_continues_the_request_trace_over_otlp(
     lines of the job carry the request id and that trace id."""
     settings = queued_settings(postgres_url, shared_redis)
     exporter = InMemorySpanExporter()
-    collector = OtlpCollector()
+    collector = PostCollector()
     log = tmp_path / "worker.log"
     try:
         async with make_api(settings, exporter) as api:
@@ -223,7 +195,7 @@ async def test_a_worker_job_continues_the_request_trace_over_otlp(
             env = {
                 **worker_env(settings, tmp_path),
                 "BEM_TRACING_ENABLED": "true",
-                "BEM_OTLP_ENDPOINT": collector.url,
+                "BEM_OTLP_ENDPOINT": f"http://127.0.0.1:{collector.port}/v1/traces",
                 "BEM_LOG_JSON": "true",
             }
             with worker_process(env, log):  # stopped afterwards: its spans are flushed then
@@ -242,9 +214,10 @@ async def test_a_worker_job_continues_the_request_trace_over_otlp(
         def trace_of(span: Any) -> int:
             return int.from_bytes(span.trace_id, "big")
 
-        (job,) = [s for s in collector.spans if s.name == "job import"]
+        spans = exported_spans(collector)
+        (job,) = [s for s in spans if s.name == "job import"]
         assert trace_of(job) == trace_id
-        sql = [s for s in collector.spans if s.parent_span_id and trace_of(s) == trace_id]
+        sql = [s for s in spans if s.parent_span_id and trace_of(s) == trace_id]
         assert len(sql) > 3  # the job's own database work, in the same trace
         lines = [
             orjson.loads(line) for line in log.read_text().splitlines() if line.startswith("{")

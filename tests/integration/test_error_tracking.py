@@ -6,13 +6,9 @@ unexpectedly is reported with the request id that enqueued it, from the API proc
 from __future__ import annotations
 
 import asyncio
-import gzip
 import json
-import threading
 import uuid
-import zlib
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -23,48 +19,34 @@ from bem.jobs.handlers import HANDLERS
 from bem.jobs.worker import build_worker
 from bem.testing.ifcgen import generate
 from tests.conftest import make_api, settings_for
+from tests.helpers import PostCollector
 from tests.integration.test_imports import ifc_bytes, imported, model_of, submit, wait_for
 
 
-class Collector:
-    def __init__(self) -> None:
-        self.envelopes: list[list[dict[str, Any]]] = []
-        collector = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                encoding = self.headers.get("Content-Encoding", "")
-                if encoding == "gzip":
-                    body = gzip.decompress(body)
-                elif encoding == "deflate":
-                    body = zlib.decompress(body)
-                lines = [json.loads(line) for line in body.splitlines() if line.strip()]
-                collector.envelopes.append(lines)
-                self.send_response(200)
-                self.end_headers()
-                self.wfile.write(b"{}")
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+class Collector(PostCollector):
+    """Sentry's end of the stub: envelopes are lines of JSON."""
 
     @property
     def dsn(self) -> str:
         return f"http://publickey@127.0.0.1:{self.port}/1"
 
+    @property
+    def envelopes(self) -> list[list[dict[str, Any]]]:
+        return [[json.loads(line) for line in b.splitlines() if line.strip()] for b in self.bodies]
+
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        """The error events (items with an exception) of every envelope."""
+        return [item for env in self.envelopes for item in env if item.get("exception")]
+
 
 @pytest.fixture
 def collector() -> Iterator[Collector]:
     c = Collector()
-    c.thread.start()
     try:
         yield c
     finally:
-        c.server.shutdown()
+        c.close()
         sentry_sdk.init()  # back to a disabled client for the other tests
 
 
@@ -88,7 +70,7 @@ async def test_one_scrubbed_envelope_per_unhandled_error(
         assert r.status_code == 404
         sentry_sdk.flush(timeout=5)
 
-    events = [item for env in collector.envelopes for item in env if item.get("exception")]
+    events = collector.events
     assert len(events) == 1
     event = events[0]
     assert event["release"] == __version__ and event["environment"] == "test"
@@ -114,7 +96,7 @@ async def job_event(collector: Collector, job_id: str) -> dict[str, Any]:
     """The one event reported for ``job_id`` (waited for: the SDK sends from a thread)."""
     for _ in range(100):
         sentry_sdk.flush(timeout=1)
-        events = [item for env in collector.envelopes for item in env if item.get("exception")]
+        events = collector.events
         mine = [e for e in events if e["tags"].get("job_id") == job_id]
         if mine:
             break
@@ -139,7 +121,7 @@ async def test_a_job_failing_unexpectedly_is_reported_with_its_request_id(
         job = await wait_for(api, headers, r.json()["id"])
         assert job["status"] == "failed"
     event = await job_event(collector, job["id"])
-    reported = {e["tags"].get("job_id") for env in collector.envelopes for e in env if "tags" in e}
+    reported = {e["tags"].get("job_id") for e in collector.events}
     assert bad_file["id"] not in reported  # sent before the other, by the same thread
     assert event["tags"]["request_id"] == "job-boom-1" and event["tags"]["job_kind"] == "import"
     assert event["contexts"]["job"] == {"attempt": 1, "max_attempts": 1}

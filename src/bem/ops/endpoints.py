@@ -90,20 +90,23 @@ async def _live(request: Request) -> dict[str, Any]:
     return {**out, "webhooks": {"pending": count, "oldest_pending_age_s": round(age, 1)}}
 
 
+async def _refresh(request: Request) -> dict[str, Any]:
+    """Readiness checks and the tables behind the scrape-time gauges, read concurrently and
+    each bounded (slow reads cost the longest timeout, not their sum); sets those gauges."""
+    checks, jobs_waiting, last_backup, live = await asyncio.gather(
+        run_checks(request.app), _jobs_waiting(request), _last_backup(request), _live(request)
+    )
+    return {"checks": checks, "jobs": jobs_waiting, "backup": last_backup, "live": live}
+
+
 @router.get("/health", summary="Every dependency's status and latency, pools, build (admins)")
 async def health_detail(request: Request, _: Annotated[Access, allow(ADMIN)]) -> dict[str, Any]:
     app = request.app
-    # Concurrently, each bounded: slow reads cost the longest timeout, not their sum.
-    checks, jobs_waiting, last_backup, live_detail = await asyncio.gather(
-        run_checks(app), _jobs_waiting(request), _last_backup(request), _live(request)
-    )
+    state = await _refresh(request)
     limiter = app.state.limiter
     return {
-        "jobs": jobs_waiting,
-        "backup": last_backup,
-        "live": live_detail,
-        "status": "ok" if all(c["status"] == "ok" for c in checks.values()) else "failing",
-        "checks": checks,
+        **state,
+        "status": "ok" if all(c["status"] == "ok" for c in state["checks"].values()) else "failing",
         "database_pool": pool_stats(app),
         "rate_limit_store": limiter.status if limiter is not None else "disabled",
         "cache": app.state.cache.describe() if app.state.cache is not None else "disabled",
@@ -134,8 +137,5 @@ async def metrics(request: Request, _: Annotated[Access, allow(PUBLIC)]) -> Resp
         expected = f"Bearer {settings.metrics_token.get_secret_value()}"
         if not hmac.compare_digest(request.headers.get("authorization", ""), expected):
             raise Unauthorized("The metrics token is missing or wrong.")
-    # Refresh the gauges that are read at scrape time: readiness, and the database's tables.
-    await asyncio.gather(
-        run_checks(request.app), _jobs_waiting(request), _last_backup(request), _live(request)
-    )
+    await _refresh(request)
     return Response(request.app.state.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)

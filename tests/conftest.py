@@ -32,9 +32,9 @@ from bem.auth.sessions import issue_access_token
 from bem.config import Settings
 from bem.kit import migrate
 from bem.kit.db import utcnow
+from tests.helpers import PG_BIN, REQUIRE_SERVICES, OwnPostgres, OwnRedis
 
 PG_URL = os.environ.get("BEM_TEST_DATABASE_URL", "postgresql://127.0.0.1:5432/test")
-REQUIRE_SERVICES = os.environ.get("BEM_REQUIRE_SERVICES") == "1"
 REDIS_URL = os.environ.get("BEM_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 # Imported files, by content; shared by the whole run and removed at its end.
 SOURCES = Path(tempfile.mkdtemp(prefix="bem-test-sources-"))
@@ -209,3 +209,33 @@ async def sqlite_api(sqlite_url: str) -> AsyncIterator[Api]:
     """For behaviour that does not depend on the database."""
     async with make_api(settings_for(sqlite_url)) as value:
         yield value
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[OwnPostgres]:
+    if not (PG_BIN / "initdb").exists() or shutil.which("runuser") is None:
+        if REQUIRE_SERVICES:
+            pytest.fail("BEM_REQUIRE_SERVICES=1 but PostgreSQL server binaries are missing")
+        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) are not installed")
+    cluster = OwnPostgres()
+    try:
+        cluster.init()
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.remove()
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        if REQUIRE_SERVICES:
+            pytest.fail("BEM_REQUIRE_SERVICES=1 but redis-server is not installed")
+        pytest.skip("redis-server is not installed")
+    server = OwnRedis(binary, tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

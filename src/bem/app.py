@@ -35,6 +35,7 @@ from bem.kit.build import build_of
 from bem.kit.cache import Cache
 from bem.kit.context import RequestContextMiddleware
 from bem.kit.db import create_engine, session_factory
+from bem.kit.dberrors import DatabaseErrorMiddleware
 from bem.kit.errors import ProblemDetail, install_error_handlers, problem_responses
 from bem.kit.errortracking import init_error_tracking
 from bem.kit.guards import BodyGuardMiddleware, BodyRule, SecurityHeadersMiddleware
@@ -217,6 +218,7 @@ def create_app(
         else None
     )
     install_error_handlers(app)
+    app.add_middleware(DatabaseErrorMiddleware)  # innermost: it may replay the request
     upload_rule = BodyRule(
         re.compile(r"/v1/models/[^/]+/versions"), (*JSON_TYPES, *NDJSON_TYPES), max_bytes=None
     )

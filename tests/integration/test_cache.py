@@ -20,8 +20,8 @@ from sqlalchemy import event
 from bem.config import Settings
 from bem.kit import cache
 from tests.conftest import Api, make_api, settings_for
+from tests.helpers import OwnRedis
 from tests.integration.test_query_api import loaded
-from tests.integration.test_ratelimit import OwnRedis, own_redis  # noqa: F401 - fixture
 
 ELEMENT_TABLES = re.compile(r"\b(version_elements|element_payloads|element_facts|relations)\b")
 TAKEOFF = {"group_by": "storey,class", "measures": "Qto_WallBaseQuantities.NetVolume"}
@@ -174,7 +174,7 @@ async def test_redis_down_still_answers_correctly(sqlite_url: str) -> None:
 
 async def test_frozen_redis_costs_a_bounded_wait_then_is_bypassed_until_it_returns(
     sqlite_url: str,
-    own_redis: OwnRedis,  # noqa: F811 - the fixture
+    own_redis: OwnRedis,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(cache, "RETRY_REDIS_AFTER_S", 1.0)

@@ -6,23 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import os
-import pwd
-import shutil
 import signal
-import subprocess
-import tempfile
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from bem.kit import migrate
-from tests.conftest import REQUIRE_SERVICES, Api, make_api, settings_for
-from tests.helpers import free_port
-from tests.integration.test_ratelimit import OwnRedis, own_redis  # noqa: F401 - fixture
-
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
+from tests.conftest import Api, make_api, settings_for
+from tests.helpers import OwnPostgres, OwnRedis
 
 
 async def ready_within(api: Api, seconds: float = 2.0) -> tuple[int, dict[str, object], float]:
@@ -83,86 +74,6 @@ async def test_detail_answers_when_its_table_reads_time_out(
     assert r.json()["backup"] == {"error": "the backups table did not answer"}
 
 
-class OwnPostgres:
-    """A throwaway PostgreSQL cluster (initdb/pg_ctl as the postgres user) on a spare port."""
-
-    def __init__(self) -> None:
-        self.root = Path(tempfile.mkdtemp(prefix="bem-pg-", dir="/tmp"))
-        self.data = self.root / "data"
-        self.port = free_port()
-        os.chmod(self.root, 0o755)  # noqa: S103 - the postgres user must reach its data
-        pg = pwd.getpwnam("postgres")
-        self.data.mkdir()
-        os.chown(self.data, pg.pw_uid, pg.pw_gid)
-
-    def _as_postgres(self, *args: str) -> None:
-        subprocess.run(
-            ["runuser", "-u", "postgres", "--", *args], check=True, capture_output=True, timeout=120
-        )
-
-    def init(self) -> None:
-        self._as_postgres(
-            str(PG_BIN / "initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres"
-        )
-
-    def start(self) -> None:
-        options = f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.data}"
-        self._as_postgres(
-            str(PG_BIN / "pg_ctl"),
-            "-D",
-            str(self.data),
-            "-o",
-            options,
-            "-l",
-            str(self.data / "log"),
-            "-w",
-            "start",
-        )
-
-    def stop(self) -> None:
-        self._as_postgres(
-            str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop"
-        )
-
-    @property
-    def url(self) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
-
-    def remove(self) -> None:
-        subprocess.run(
-            [
-                "runuser",
-                "-u",
-                "postgres",
-                "--",
-                str(PG_BIN / "pg_ctl"),
-                "-D",
-                str(self.data),
-                "-m",
-                "immediate",
-                "stop",
-            ],
-            capture_output=True,
-            timeout=60,
-        )
-        shutil.rmtree(self.root, ignore_errors=True)
-
-
-@pytest.fixture
-def own_postgres() -> Iterator[OwnPostgres]:
-    if not (PG_BIN / "initdb").exists() or shutil.which("runuser") is None:
-        if REQUIRE_SERVICES:
-            pytest.fail("BEM_REQUIRE_SERVICES=1 but PostgreSQL server binaries are missing")
-        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) are not installed")
-    cluster = OwnPostgres()
-    try:
-        cluster.init()
-        cluster.start()
-        yield cluster
-    finally:
-        cluster.remove()
-
-
 async def test_postgres_stop_flips_readiness_and_recovers(own_postgres: OwnPostgres) -> None:
     settings = settings_for(own_postgres.url, db_connect_timeout=1.0)
     await asyncio.to_thread(migrate.upgrade, settings)
@@ -185,7 +96,7 @@ async def test_postgres_stop_flips_readiness_and_recovers(own_postgres: OwnPostg
 
 async def test_redis_stop_and_freeze_flip_readiness_and_recover(
     sqlite_url: str,
-    own_redis: OwnRedis,  # noqa: F811 - the fixture
+    own_redis: OwnRedis,
 ) -> None:
     # The job queue lives in the same Redis: readiness names both.
     settings = settings_for(sqlite_url, redis_url=own_redis.url, job_queue="redis")

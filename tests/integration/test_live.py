@@ -300,6 +300,47 @@ async def test_a_member_removed_mid_stream_is_disconnected(database_url: str) ->
             assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
 
 
+async def test_a_revoked_follower_is_cut_off_within_a_heartbeat_on_a_busy_project(
+    database_url: str,
+) -> None:
+    """Events every 0.1 s, faster than the 0.5 s heartbeat: the re-check is due by time, not
+    by silence, so the stream ends within about one heartbeat of the removal."""
+    async with served(database_url) as api:
+        owner = await api.user("alice")
+        vic = await api.user("vic")
+        pid, _ = await project_and_model(api, owner)
+        vic_id = api.users["vic"].id
+        r = await api.client.put(
+            f"/v1/projects/{pid}/members/{vic_id}", json={"role": "viewer"}, headers=owner
+        )
+        assert r.status_code == 200
+
+        async def busy() -> None:
+            for i in range(200):
+                async with api.app.state.sessions() as session:
+                    await live.publish(session, uuid.UUID(pid), "model.created", {"name": str(i)})
+                    await session.commit()
+                await asyncio.sleep(0.1)
+
+        traffic = asyncio.create_task(busy())
+        try:
+            async with connect(
+                ws_url(api, f"/v1/projects/{pid}/events/ws"), additional_headers=vic
+            ) as ws:
+                assert orjson.loads(await ws.recv())["type"] == "event"
+                r = await api.client.delete(f"/v1/projects/{pid}/members/{vic_id}", headers=owner)
+                assert r.status_code == 204
+                removed = asyncio.get_running_loop().time()
+                with pytest.raises(ConnectionClosed) as closed:
+                    async with asyncio.timeout(5):
+                        while True:
+                            await ws.recv()
+                assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+                assert asyncio.get_running_loop().time() - removed < 1.5
+        finally:
+            traffic.cancel()
+
+
 async def test_concurrent_changes_reach_a_follower_once_each_in_id_order(
     database_url: str,
 ) -> None:

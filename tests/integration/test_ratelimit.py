@@ -4,19 +4,14 @@ and the documented behaviour when Redis goes away (per-process limits, never unl
 from __future__ import annotations
 
 import asyncio
-import shutil
-import subprocess
 import time
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-import redis
 
 from bem.kit import ratelimit
-from tests.conftest import REQUIRE_SERVICES, make_api, settings_for
-from tests.helpers import free_port
+from tests.conftest import make_api, settings_for
+from tests.helpers import OwnRedis
 
 
 def limited(database_url: str, **overrides: object) -> object:
@@ -133,60 +128,6 @@ async def test_concurrent_uploads_are_throttled_per_user(sqlite_url: str) -> Non
             r = await api.client.post(url, content=body, headers=headers)
             assert r.status_code == 429 and r.json()["type"].endswith("/too-many-concurrent")
         assert (await api.client.post(url, content=body, headers=headers)).status_code == 201
-
-
-class OwnRedis:
-    """A private redis-server on a spare port, so stopping it harms nobody."""
-
-    def __init__(self, binary: str, directory: Path) -> None:
-        self.binary, self.directory = binary, directory
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        args = [
-            self.binary,
-            "--port",
-            str(self.port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(self.directory),
-        ]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        for _ in range(100):
-            try:
-                redis.Redis(port=self.port, socket_timeout=0.2).ping()
-                return
-            except redis.RedisError:
-                time.sleep(0.05)
-        raise RuntimeError("redis-server did not start")
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-            self.proc = None
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        if REQUIRE_SERVICES:
-            pytest.fail("BEM_REQUIRE_SERVICES=1 but redis-server is not installed")
-        pytest.skip("redis-server is not installed")
-    server = OwnRedis(binary, tmp_path)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 async def test_redis_outage_falls_back_to_per_process_limits_and_recovers(

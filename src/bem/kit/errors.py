@@ -1,8 +1,9 @@
 """RFC 9457 problem details: one exception type for domain code, handlers for the app.
 
 Domain code raises :class:`Problem` (or a subclass); HTTP and validation errors from FastAPI
-are shaped the same way. Unknown exceptions are handled by the request-context middleware
-(``kit/context.py``) so their traceback goes to the log only.
+are shaped the same way. Database and Redis failures are answered by
+``kit/dberrors.py``; other unknown exceptions by the request-context middleware
+(``kit/context.py``), so their traceback goes to the log only.
 """
 
 from __future__ import annotations
@@ -15,8 +16,7 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy.exc import IntegrityError, OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
@@ -160,28 +160,6 @@ async def _on_validation(_: Request, exc: Exception) -> Response:
     )
 
 
-async def _on_pool_timeout(_: Request, __: Exception) -> Response:
-    # Pool exhausted: answer fast and let the client retry, rather than hang.
-    return problem_response(
-        503,
-        "database-busy",
-        "All database connections are busy; retry shortly.",
-        headers={"Retry-After": "1"},
-    )
-
-
-async def _on_database_unavailable(_: Request, exc: Exception) -> Response:
-    # Lost connection, server shutting down, SQLite write lock held past busy_timeout:
-    # transient for the client, worth a warning for the operator.
-    structlog.get_logger("bem.db").warning("database_unavailable", error=type(exc).__name__)
-    return problem_response(
-        503,
-        "database-unavailable",
-        "The database is unavailable or busy; retry shortly.",
-        headers={"Retry-After": "1"},
-    )
-
-
 async def _on_integrity(_: Request, exc: Exception) -> Response:
     # Validation should have caught it; a constraint is the last line, not a 500.
     structlog.get_logger("bem.db").warning("integrity_error", error=str(exc.__cause__)[:200])
@@ -192,8 +170,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Problem, _on_problem)
     app.add_exception_handler(StarletteHTTPException, _on_http)
     app.add_exception_handler(RequestValidationError, _on_validation)
-    app.add_exception_handler(PoolTimeoutError, _on_pool_timeout)
-    app.add_exception_handler(OperationalError, _on_database_unavailable)
     app.add_exception_handler(IntegrityError, _on_integrity)
 
 

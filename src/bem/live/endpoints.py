@@ -22,6 +22,7 @@ from bem.auth.audit import origin_of
 from bem.auth.dependencies import Access, allow, authorize, principal_for
 from bem.auth.permissions import PROJECT_MANAGE, PROJECT_READ
 from bem.kit.db import SessionDep
+from bem.kit.dberrors import as_problem
 from bem.kit.errors import Problem, Unauthorized, Unprocessable, problem_response, problem_responses
 from bem.kit.pagination import (
     CursorParam,
@@ -179,7 +180,10 @@ async def events_websocket(
             principal = await principal_for(websocket.app.state.settings, session, secret)
             await authorize(websocket, session, principal, PROJECT_READ)
             hub.admit()
-        except Problem as problem:
+        except Exception as exc:
+            problem = exc if isinstance(exc, Problem) else as_problem(exc)
+            if problem is None:
+                raise
             await _deny(websocket, problem)
             return
     await websocket.accept(subprotocol=subprotocol)
@@ -213,8 +217,8 @@ async def events_websocket(
         await asyncio.gather(*tasks, return_exceptions=True)
         await events.aclose()
     for task in done:
-        if not task.cancelled() and (exc := task.exception()) is not None:
-            raise exc
+        if not task.cancelled() and (error := task.exception()) is not None:
+            raise error
 
 
 @router.post(

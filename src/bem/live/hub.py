@@ -16,14 +16,15 @@ import asyncio
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from functools import partial
+from typing import Literal, TypeVar
 
 import structlog
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bem.kit.dberrors import classify
 from bem.kit.errors import Problem
 from bem.kit.errortracking import report_exception
 from bem.kit.metrics import Metrics
@@ -37,6 +38,7 @@ BATCH = 500
 QUEUE_SIZE = 256
 ERROR_BACKOFF_S = 2.0
 Transport = Literal["websocket", "sse"]
+T = TypeVar("T")
 
 
 class Busy(Problem):
@@ -104,7 +106,9 @@ class Hub:
         try:
             async with self.sessions() as session:
                 self.last_id = await repository.last_id(session)
-        except SQLAlchemyError as exc:
+        except Exception as exc:
+            if classify(exc) is None:
+                raise
             log.warning("feed.start_failed", error=str(exc).splitlines()[0])
         self.task = asyncio.create_task(self._run(), name="feed-hub")
 
@@ -122,10 +126,11 @@ class Hub:
                 with untraced():
                     await self._poll()
                 await asyncio.sleep(self.poll_s)
-            except (SQLAlchemyError, OSError) as exc:  # the database is away: try again
-                log.warning("feed.poll_failed", error=str(exc).splitlines()[0])
-                await asyncio.sleep(ERROR_BACKOFF_S)
             except Exception as exc:  # a bug must not stop the feed of every follower for good
+                if classify(exc) is not None:  # the database is away: try again
+                    log.warning("feed.poll_failed", error=str(exc).splitlines()[0])
+                    await asyncio.sleep(ERROR_BACKOFF_S)
+                    continue
                 log.exception("feed.poll_error")
                 report_exception(exc, {"component": "feed-hub"})
                 await asyncio.sleep(ERROR_BACKOFF_S)
@@ -164,40 +169,59 @@ class Hub:
         still_allowed: Callable[[], Awaitable[bool]],
     ) -> AsyncGenerator[EventOut | Heartbeat | Ended, None]:
         """The events of ``project_id`` after id ``after`` (None: from now on), then live
-        ones as they come, with a heartbeat when quiet; ends with :class:`Ended`."""
+        ones as they come, with a heartbeat when quiet; ends with :class:`Ended`.
+
+        The credential is checked again whenever ``heartbeat_s`` has passed since the last
+        check, before the next event or heartbeat, however busy the project (a revoked
+        follower learns nothing more after that). While the database is away, replay and
+        re-checks wait and heartbeats go on: the follower stays connected."""
         sub = Subscription(project_id)
         self.subscribers[project_id].add(sub)
         self.counts[transport] += 1
         self.metrics.feed_connections.labels(transport).inc()
         opened, sent = time.monotonic(), after
+        check = Recheck(still_allowed, self.heartbeat_s)
         log.info("feed.opened", transport=transport, project_id=str(project_id), after=after)
         try:
-            if after is None:
-                async with self.sessions() as session:
-                    after = await repository.last_id(session, project_id)
-            sent = after
-            async for event in self._replay(project_id, sent):
-                sent = event.id
-                yield event
+            while sent is None:  # "from now on": where this project's events end
+                sent = await self._read(partial(repository.last_id, project_id=project_id))
+                if sent is None:
+                    yield Heartbeat()
+            replaying = True
             while True:
                 if sub.ended.is_set():
                     yield Ended(Ended.SHUTDOWN)
                     return
-                if sub.behind:
-                    sub.behind = False
-                    while not sub.queue.empty():
-                        sub.queue.get_nowait()
-                    async for event in self._replay(project_id, sent):
+                if replaying:
+                    if sub.behind:  # the queue overflowed: the outbox has it all
+                        sub.behind = False
+                        while not sub.queue.empty():
+                            sub.queue.get_nowait()
+                    batch = await self._read(
+                        partial(
+                            repository.events_after, after=sent, limit=BATCH, project_id=project_id
+                        )
+                    )
+                    if batch is None:  # the database is away: keep the connection alive
+                        yield Heartbeat()
+                        continue
+                    for row in batch:
+                        if not await check.allowed():
+                            yield Ended(Ended.REVOKED)
+                            return
+                        event = EventOut.model_validate(row)
                         sent = event.id
                         yield event
+                    replaying = len(batch) == BATCH or sub.behind
                     continue
                 item = await self._next(sub)
+                if sub.behind:
+                    replaying = True
+                    continue
+                if not await check.allowed():
+                    yield Ended(Ended.REVOKED)
+                    return
                 if item is None:
-                    with untraced():
-                        allowed = await still_allowed()
-                    if not allowed:
-                        yield Ended(Ended.REVOKED)
-                        return
                     yield Heartbeat()
                 elif item.id > sent:
                     sent = item.id
@@ -216,6 +240,19 @@ class Hub:
                 seconds=round(time.monotonic() - opened, 1),
             )
 
+    async def _read(self, query: Callable[[AsyncSession], Awaitable[T]]) -> T | None:
+        """``query`` in a session of its own; None (after a pause) when the database is
+        away."""
+        try:
+            async with self.sessions() as session:
+                return await query(session)
+        except Exception as exc:
+            if classify(exc) is None:
+                raise
+            log.warning("feed.read_failed", error=type(exc).__name__)
+            await asyncio.sleep(min(ERROR_BACKOFF_S, self.heartbeat_s))
+            return None
+
     async def _next(self, sub: Subscription) -> EventOut | None:
         """The next queued event; None after ``heartbeat_s`` of quiet or when ended."""
         get = asyncio.ensure_future(sub.queue.get())
@@ -229,13 +266,27 @@ class Hub:
                 task.cancel()  # no-op for a finished one: an event taken is never lost
         return get.result() if get.done() and not get.cancelled() else None
 
-    async def _replay(self, project_id: uuid.UUID, after: int) -> AsyncIterator[EventOut]:
-        while True:
-            async with self.sessions() as session:
-                rows = await repository.events_after(session, after, BATCH, project_id)
-                events = [EventOut.model_validate(row) for row in rows]
-            for event in events:
-                yield event
-            if len(events) < BATCH:
-                return
-            after = events[-1].id
+
+class Recheck:
+    """Whether a follower's credential still allows reading, asked again once
+    ``interval_s`` has passed since the last answer. An answer the database could not give
+    (it is away) keeps the last one and is asked for again next time."""
+
+    def __init__(self, ask: Callable[[], Awaitable[bool]], interval_s: float) -> None:
+        self.ask = ask
+        self.interval_s = interval_s
+        self.checked_at = time.monotonic()
+
+    async def allowed(self) -> bool:
+        if time.monotonic() - self.checked_at < self.interval_s:
+            return True
+        try:
+            with untraced():
+                verdict = await self.ask()
+        except Exception as exc:
+            if classify(exc) is None:
+                raise
+            log.warning("feed.recheck_failed", error=type(exc).__name__)
+            return True
+        self.checked_at = time.monotonic()
+        return verdict

@@ -191,6 +191,7 @@ async def _create_token(
     expires_at: datetime | None,
 ) -> str:
     from bem.auth.audit import Origin
+    from bem.auth.models import Principal
     from bem.auth.repository import user_by_email
     from bem.auth.service import create_token, normalize_email
     from bem.kit.db import create_engine, session_factory
@@ -202,8 +203,9 @@ async def _create_token(
             if user is None:
                 err.print(f"No user with email {email}.")
                 raise typer.Exit(1)
+            operator = Principal.of_session(user)
             _, secret = await create_token(
-                session, Origin(user_agent="bem-cli"), user, name, scopes, project, expires_at
+                session, Origin(user_agent="bem-cli"), operator, name, scopes, project, expires_at
             )
     finally:
         await engine.dispose()

@@ -189,3 +189,68 @@ async def test_project_bound_tokens_see_only_their_project(api: Api) -> None:
 async def test_malformed_authorization_headers(api: Api, header: str) -> None:
     r = await api.client.get("/v1/me", headers={"Authorization": header})
     assert r.status_code == 401
+
+
+async def test_a_token_never_mints_one_that_reaches_further(api: Api) -> None:
+    """The probe's escalations: a project-bound token with only `account` minted an unbound
+    `projects:write` token that uploaded elsewhere; a bound admin token minted an unbound
+    admin token and created an admin user."""
+    owner = await api.user("alice")
+    here = (await api.client.post("/v1/projects", json={"name": "A"}, headers=owner)).json()
+    there = (await api.client.post("/v1/projects", json={"name": "B"}, headers=owner)).json()
+    model = await api.client.post(
+        f"/v1/projects/{there['id']}/models", json={"name": "M"}, headers=owner
+    )
+    bound = await api.api_token("alice", ["account"], project_id=uuid.UUID(here["id"]))
+
+    def mint(headers: dict[str, str], **body: object) -> object:
+        return api.client.post("/v1/me/tokens", json={"name": "derived", **body}, headers=headers)
+
+    r = await mint(bound, scopes=["projects:write"])
+    assert r.status_code == 403 and "projects:write" in r.json()["detail"]
+    r = await mint(bound, scopes=["account"], project_id=there["id"])
+    assert r.status_code == 403
+    r = await mint(bound, scopes=["account"])  # the binding is inherited
+    assert r.status_code == 201 and r.json()["project_id"] == here["id"]
+
+    # Even a broad token bound to project A cannot write into B, nor create projects.
+    writer = await api.api_token(
+        "alice", ["projects:write", "models:write"], project_id=uuid.UUID(here["id"])
+    )
+    upload = await api.client.post(
+        f"/v1/models/{model.json()['id']}/versions",
+        content=b'{"global_id": "0000000000000000000S01", "ifc_class": "IfcBuildingStorey"}\n',
+        headers={**writer, "content-type": "application/x-ndjson"},
+    )
+    assert upload.status_code == 404
+    assert (
+        await api.client.post("/v1/projects", json={"name": "C"}, headers=writer)
+    ).status_code == 403
+
+    await api.user("root", admin=True)
+    bound_admin = await api.api_token("root", ["admin"], project_id=uuid.UUID(here["id"]))
+    r = await mint(bound_admin, scopes=["admin"])
+    assert r.status_code == 201 and r.json()["project_id"] == here["id"]
+    invite = {"email": "mallory@example.com", "name": "M", "is_admin": True}
+    for headers in (bound_admin, {"Authorization": f"Bearer {r.json()['token']}"}):
+        denied = await api.client.post("/v1/admin/users", json=invite, headers=headers)
+        assert denied.status_code == 403, denied.text
+        assert (await api.client.get("/health", headers=headers)).status_code == 403
+
+
+async def test_a_derived_token_expires_no_later_than_its_creator(api: Api) -> None:
+    owner = await api.user("alice")
+    soon = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    later = (datetime.now(UTC) + timedelta(days=30)).isoformat()
+    r = await api.client.post(
+        "/v1/me/tokens",
+        json={"name": "t", "scopes": ["account"], "expires_at": soon},
+        headers=owner,
+    )
+    short = {"Authorization": f"Bearer {r.json()['token']}"}
+    body = {"name": "d", "scopes": ["account"]}
+    r = await api.client.post("/v1/me/tokens", json={**body, "expires_at": later}, headers=short)
+    assert r.status_code == 403
+    r = await api.client.post("/v1/me/tokens", json=body, headers=short)
+    assert r.status_code == 201
+    assert datetime.fromisoformat(r.json()["expires_at"]) <= datetime.fromisoformat(soon)

@@ -76,7 +76,10 @@ class World:
 ROLES = {"alice": Role.owner, "ed": Role.editor, "vic": Role.viewer}
 
 
-def expected(caller: Caller, permission: Permission) -> str:
+MINTED = frozenset({Scope.projects_read})  # what the sample POST /v1/me/tokens asks for
+
+
+def expected(caller: Caller, permission: Permission, key: str) -> str:
     """The permission table, written independently of the code that enforces it. (Public
     routes are checked separately: every caller must get the same answer.)"""
     if caller.user is None:
@@ -85,6 +88,10 @@ def expected(caller: Caller, permission: Permission) -> str:
         return "403"
     if permission.admin_only and not caller.admin:
         return "403"
+    if caller.bound_elsewhere and (permission.admin_only or key == "POST /v1/projects"):
+        return "403"  # a project-bound token reaches nothing beyond its project
+    if key == "POST /v1/me/tokens" and not MINTED <= caller.scopes:
+        return "403"  # a token cannot grant what its creator lacks
     if permission.role is None:
         return "ok"
     if caller.bound_elsewhere:
@@ -161,11 +168,30 @@ async def callers(api: Api, other_project: uuid.UUID) -> list[Caller]:
     )
     out.append(
         Caller(
+            "alice account-only token of another project",
+            await api.api_token("alice", ["account"], project_id=other_project),
+            "alice",
+            frozenset({Scope.account}),
+            bound_elsewhere=True,
+        )
+    )
+    out.append(
+        Caller(
             "root admin token",
             await api.api_token("root", ["admin"]),
             "root",
             frozenset(Scope),
             admin=True,
+        )
+    )
+    out.append(
+        Caller(
+            "root admin token of another project",
+            await api.api_token("root", ["admin"], project_id=other_project),
+            "root",
+            frozenset(Scope),
+            admin=True,
+            bound_elsewhere=True,
         )
     )
     return out
@@ -253,7 +279,7 @@ async def test_every_route_declares_a_permission_and_enforces_it(api: Api) -> No
                 if permission.public:
                     public_statuses.add(r.status_code)
                     continue
-                want, got = expected(caller, permission), outcome(r.status_code)
+                want, got = expected(caller, permission, key), outcome(r.status_code)
                 if want != got:
                     mismatches.append(f"{key} as {caller.name}: want {want}, got {r.status_code}")
             if permission.public and len(public_statuses) != 1:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import structlog
 from fastapi import Depends, Request
@@ -21,7 +21,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bem.auth import repository, service
-from bem.auth.models import User
+from bem.auth.models import Principal, User
 from bem.auth.permissions import Permission, Role, Scope, expand
 from bem.auth.sessions import verify_access_token
 from bem.config import Settings
@@ -38,19 +38,6 @@ bearer = HTTPBearer(
     description="A session access token (JWT from /v1/auth/otp/verify) or a personal API "
     "token (`bem_pat_...`).",
 )
-
-SESSION_SCOPES = frozenset(Scope) - {Scope.admin}
-
-
-@dataclass(frozen=True)
-class Principal:
-    """Who is calling, and what their credential allows."""
-
-    user: User
-    scopes: frozenset[Scope]
-    kind: Literal["session", "api_token"]
-    token_id: uuid.UUID | None = None
-    project_id: uuid.UUID | None = None  # an API token bound to one project
 
 
 @dataclass(frozen=True)
@@ -73,12 +60,12 @@ async def principal_for(settings: Settings, session: AsyncSession, secret: str) 
                 kind="api_token",
                 token_id=token.id,
                 project_id=token.project_id,
+                expires_at=token.expires_at,
             )
     elif (user_id := verify_access_token(settings, secret)) is not None:
         session_user = await session.get(User, user_id)
         if session_user is not None:
-            scopes = frozenset(Scope) if session_user.is_admin else SESSION_SCOPES
-            principal = Principal(user=session_user, scopes=scopes, kind="session")
+            principal = Principal.of_session(session_user)
     if principal is None:
         raise Unauthorized("The bearer token is invalid, expired or revoked.")
     structlog.contextvars.bind_contextvars(user_id=str(principal.user.id))
@@ -154,6 +141,8 @@ async def authorize(
         raise Forbidden(f"This credential lacks the {permission.scope.value!r} scope.")
     if permission.admin_only and not principal.user.is_admin:
         raise Forbidden("Only server administrators may do this.")
+    if permission.refuses_bound and principal.project_id is not None:
+        raise Forbidden("A token bound to one project cannot do this.")
     if permission.role is None:
         return Access(principal=principal)
     project_id = await _project_of(session, conn.path_params)

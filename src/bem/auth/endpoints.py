@@ -178,15 +178,20 @@ async def me(access: Authenticated) -> UserOut:
     response_model=ApiTokenCreated,
     tags=["identity"],
     summary="Create a personal API token (the secret is shown once)",
+    description="The new token never reaches further than the credential that makes it: "
+    "no scope it lacks; a token bound to a project makes tokens bound to that project (the "
+    "binding is inherited when `project_id` is omitted); a token with an expiry makes tokens "
+    "that expire no later (inherited likewise).",
     responses=problem_responses(403, 404),
 )
 async def create_token(
     data: ApiTokenCreate, request: Request, session: SessionDep, access: Account
 ) -> ApiTokenCreated:
+    assert access.principal is not None
     token, secret = await service.create_token(
         session,
         origin_of(request),
-        _user(access),
+        access.principal,
         data.name,
         data.scopes,
         data.project_id,

@@ -1,13 +1,34 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
+from bem.auth.permissions import Scope
 from bem.kit.db import Base, UTCDateTime, utcnow
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling, and what their credential allows (not a table: built per request)."""
+
+    user: User
+    scopes: frozenset[Scope]
+    kind: Literal["session", "api_token"]
+    token_id: uuid.UUID | None = None
+    project_id: uuid.UUID | None = None  # an API token bound to one project
+    expires_at: datetime | None = None  # an API token's own expiry
+
+    @classmethod
+    def of_session(cls, user: User) -> Principal:
+        """A signed-in user (or the operator at the command line): every scope but admin,
+        which only server admins have."""
+        scopes = frozenset(Scope) if user.is_admin else frozenset(Scope) - {Scope.admin}
+        return cls(user=user, scopes=scopes, kind="session")
 
 
 class User(Base):

@@ -49,6 +49,13 @@ class Permission:
     role: Role | None = None  # set: a project route; the project comes from the path
     admin_only: bool = False
     public: bool = False
+    # Reaches beyond any one project (creating projects, server administration): refused to
+    # a credential bound to a project, whatever its scopes.
+    unbound_only: bool = False
+
+    @property
+    def refuses_bound(self) -> bool:
+        return self.unbound_only or self.admin_only
 
     def describe(self) -> str:
         if self.public:
@@ -58,6 +65,8 @@ class Permission:
             parts.append(f"project role >= {self.role.name}")
         if self.admin_only:
             parts.append("server admin")
+        if self.refuses_bound:
+            parts.append("not with a project-bound token")
         return ", ".join(parts)
 
 
@@ -65,7 +74,7 @@ PUBLIC = Permission("public", None, public=True)
 AUTHENTICATED = Permission("authenticated", None)
 ACCOUNT = Permission("account", Scope.account)
 PROJECTS_LIST = Permission("projects.list", Scope.projects_read)
-PROJECTS_CREATE = Permission("projects.create", Scope.projects_write)
+PROJECTS_CREATE = Permission("projects.create", Scope.projects_write, unbound_only=True)
 PROJECT_READ = Permission("project.read", Scope.projects_read, Role.viewer)
 PROJECT_EDIT = Permission("project.edit", Scope.models_write, Role.editor)
 PROJECT_MANAGE = Permission("project.manage", Scope.projects_write, Role.owner)

@@ -15,12 +15,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bem.auth import audit, repository
 from bem.auth.audit import Origin, mask_email
-from bem.auth.models import ApiToken, OtpChallenge, RecoveryCode, RefreshToken, User
-from bem.auth.permissions import Scope
+from bem.auth.models import ApiToken, OtpChallenge, Principal, RecoveryCode, RefreshToken, User
+from bem.auth.permissions import Scope, expand
 from bem.auth.sessions import issue_access_token
 from bem.config import Settings, Signup
 from bem.kit.db import utcnow
-from bem.kit.errors import Conflict, NotFound, Problem, TooManyRequests, Unauthorized
+from bem.kit.errors import Conflict, Forbidden, NotFound, Problem, TooManyRequests, Unauthorized
 from bem.kit.security import (
     REFRESH_PREFIX,
     TOKEN_PREFIX,
@@ -133,24 +133,48 @@ async def revoke_token(
     await session.commit()
 
 
+def _confined(
+    creator: Principal,
+    scopes: list[Scope],
+    project_id: uuid.UUID | None,
+    expires_at: datetime | None,
+) -> tuple[uuid.UUID | None, datetime | None]:
+    """A token made with a credential never reaches further than that credential: no scope
+    it lacks, no project outside its binding (an unbound request inherits the binding), no
+    life past its expiry (likewise inherited)."""
+    missing = expand(frozenset(scopes)) - creator.scopes
+    if missing:
+        names = ", ".join(sorted(s.value for s in missing))
+        raise Forbidden(f"This credential cannot grant scopes it lacks: {names}.")
+    if creator.project_id is not None:
+        if project_id not in (None, creator.project_id):
+            raise Forbidden("A token bound to a project can only make tokens for that project.")
+        project_id = creator.project_id
+    if creator.expires_at is not None:
+        if expires_at is not None and expires_at > creator.expires_at:
+            raise Forbidden("A token cannot outlive the token that makes it.")
+        expires_at = expires_at or creator.expires_at
+    return project_id, expires_at
+
+
 async def create_token(
     session: AsyncSession,
     origin: Origin,
-    user: User,
+    creator: Principal,
     name: str,
     scopes: list[Scope],
     project_id: uuid.UUID | None,
     expires_at: datetime | None,
 ) -> tuple[ApiToken, str]:
+    user = creator.user
+    if Scope.admin in scopes and not user.is_admin:
+        raise Forbidden("Only server administrators can create admin tokens.")
+    project_id, expires_at = _confined(creator, scopes, project_id, expires_at)
     if project_id is not None and (
         await repository.membership_role(session, project_id, user.id) is None
         and not (user.is_admin and await repository.project_exists(session, project_id))
     ):
         raise NotFound(f"Project {project_id} does not exist or you are not a member.")
-    if Scope.admin in scopes and not user.is_admin:
-        raise Problem(
-            "Only server administrators can create admin tokens.", status=403, slug="forbidden"
-        )
     token, secret = await issue_token(
         session,
         user,
@@ -168,6 +192,7 @@ async def create_token(
         target_id=token.id,
         scopes=token.scopes,
         project_id=str(project_id) if project_id else None,
+        by_token=str(creator.token_id) if creator.token_id else None,
     )
     await session.commit()
     return token, secret

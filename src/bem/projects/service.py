@@ -9,8 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bem.auth import audit
 from bem.auth.audit import Origin
-from bem.auth.dependencies import Principal
-from bem.auth.models import User
+from bem.auth.models import Principal, User
 from bem.kit.errors import Conflict, NotFound
 from bem.kit.pagination import (
     InvalidCursor,

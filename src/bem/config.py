@@ -186,6 +186,8 @@ class Settings(BaseSettings):
     webhook_max_attempts: Annotated[int, Field(ge=1, le=20)] = 8
     webhook_retry_base_s: Annotated[float, Field(gt=0, le=3600)] = 10.0  # x3 per attempt
     webhooks_per_project: Annotated[int, Field(ge=1, le=1000)] = 20
+    webhook_concurrency: Annotated[int, Field(ge=1, le=1000)] = 16  # sends at once, per sender
+    webhook_per_destination: Annotated[int, Field(ge=1, le=100)] = 2  # ... per receiver host
     # Receivers on loopback, private or link-local addresses are refused unless allowed
     # (a webhook must not become a way to reach the server's internal network).
     webhook_allow_private: bool = False

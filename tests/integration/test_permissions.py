@@ -90,7 +90,7 @@ def expected(caller: Caller, permission: Permission, key: str) -> str:
         return "403"
     if caller.bound_elsewhere and (permission.admin_only or key == "POST /v1/projects"):
         return "403"  # a project-bound token reaches nothing beyond its project
-    if key == "POST /v1/me/tokens" and not MINTED <= caller.scopes:
+    if key == "POST /v1/me/tokens" and not caller.scopes >= MINTED:
         return "403"  # a token cannot grant what its creator lacks
     if permission.role is None:
         return "ok"

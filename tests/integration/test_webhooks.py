@@ -6,15 +6,17 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import socket
 import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 import pytest
 
-from bem.live import tasks
+from bem.live import service, tasks
 from tests.conftest import Api, make_api, settings_for
 from tests.integration.test_live import project_and_model, upload
 from tests.integration.test_metrics import sample
@@ -235,3 +237,144 @@ async def test_bad_webhooks_are_refused_and_change_nothing(sqlite_url: str) -> N
         assert r.status_code == 409
         editor_token = await api.api_token("bob", ["projects:read"])
         assert (await api.client.get(url, headers=editor_token)).status_code == 403
+
+
+async def _hook(api: Api, owner: dict[str, str], name: str, url: str) -> tuple[str, str, str]:
+    """A project with a model and a webhook to ``url``: (project, model, webhook) ids."""
+    pid = (await api.client.post("/v1/projects", json={"name": name}, headers=owner)).json()["id"]
+    mid = (
+        await api.client.post(f"/v1/projects/{pid}/models", json={"name": "M"}, headers=owner)
+    ).json()["id"]
+    r = await api.client.post(f"/v1/projects/{pid}/webhooks", json={"url": url}, headers=owner)
+    assert r.status_code == 201, r.text
+    return pid, mid, r.json()["id"]
+
+
+@dataclass
+class Hostile:
+    """A receiver that reads the request, then answers badly: ``trickle`` sends headers and
+    one byte every ``pause_s``; ``flood`` sends an endless body as fast as it can."""
+
+    mode: str
+    pause_s: float = 0.5
+    connections: int = 0
+    written: int = 0  # body bytes the receiver managed to send
+    closed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(
+            int(line.split(b":", 1)[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length")
+        )
+        await reader.readexactly(length)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 500000000\r\n\r\n")
+        chunk = b"x" * (1 if self.mode == "trickle" else 1024 * 1024)
+        try:
+            for _ in range(500):
+                writer.write(chunk)
+                await writer.drain()
+                self.written += len(chunk)
+                if self.mode == "trickle":
+                    await asyncio.sleep(self.pause_s)
+        except (ConnectionError, OSError):
+            pass  # the sender hung up: what this receiver is here to prove
+        finally:
+            self.closed.set()
+            writer.close()
+
+
+@asynccontextmanager
+async def hostile(mode: str) -> AsyncIterator[tuple[Hostile, str]]:
+    found = Hostile(mode)
+    server = await asyncio.start_server(found.handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        yield found, f"http://127.0.0.1:{port}/hook"
+        server.close()
+
+
+async def test_a_slow_receiver_delays_no_other_project(hooked: Api, receiver: Receiver) -> None:
+    """Headers, then a byte every 0.5 s: each read is quick, so only a deadline for the
+    whole attempt (2 s here) ends it; meanwhile another project's delivery goes out."""
+    api = hooked
+    owner = await api.user("alice")
+    async with hostile("trickle") as (slow, slow_url):
+        _, slow_model, slow_hook = await _hook(api, owner, "Slow", slow_url)
+        _, fast_model, _ = await _hook(api, owner, "Fast", receiver.url)
+        await upload(api, owner, slow_model)
+        for _ in range(100):
+            if slow.connections:
+                break
+            await asyncio.sleep(0.05)
+        started = time.monotonic()
+        await upload(api, owner, fast_model)
+        await receiver.until(1)  # the version of "Fast"
+        assert time.monotonic() - started < 1.5  # not behind the slow one
+        await asyncio.wait_for(slow.closed.wait(), 5)
+        first = (await settled_once(api, owner, "Slow", slow_hook))[-1]
+        assert first["error"].startswith("Timeout") and first["attempts"] >= 1
+        assert slow.written < 20  # bytes trickled before the deadline hung up
+
+
+async def settled_once(api: Api, owner: dict[str, str], project: str, hook: str) -> list[Any]:
+    """The delivery log of a project's webhook once its oldest attempt has an answer."""
+    pid = next(
+        p["id"]
+        for p in (await api.client.get("/v1/projects", headers=owner)).json()["items"]
+        if p["name"] == project
+    )
+    for _ in range(100):
+        found = await deliveries(api, owner, pid, hook)
+        if found and found[-1]["error"] is not None:
+            return found
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no attempt was recorded: {found}")
+
+
+async def test_a_huge_answer_is_not_read(hooked: Api) -> None:
+    api = hooked
+    owner = await api.user("alice")
+    async with hostile("flood") as (flood, url):
+        pid, _, hook = await _hook(api, owner, "Flood", url)
+        await api.client.post(f"/v1/projects/{pid}/models", json={"name": "M2"}, headers=owner)
+        (delivery,) = await settled(api, owner, pid, hook, 1)
+        assert delivery["status"] == "succeeded" and delivery["response_status"] == 200
+        await asyncio.wait_for(flood.closed.wait(), 5)
+        # Socket buffers take a few MiB before the receiver notices; not the 500 MB it offered.
+        assert flood.written < 16 * 1024 * 1024, flood.written
+
+
+async def test_a_delivery_connects_to_the_address_that_was_checked(
+    sqlite_url: str, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DNS rebinding: the name answers a public address to the checks and an internal one
+    afterwards. The connection must go where the check said, never to the second answer."""
+    internal = Receiver()
+    try:
+        server = await asyncio.start_server(internal.handle, "127.0.0.2", receiver.port)
+    except OSError:
+        pytest.skip(f"port {receiver.port} is taken on 127.0.0.2")
+    real = socket.getaddrinfo
+    answers = iter(["127.0.0.1", "127.0.0.1"])  # the webhook's creation, the send's check
+
+    def rebinding(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+        if host != "hooks.example.test":
+            return real(host, port, *args, **kwargs)
+        address = next(answers, "127.0.0.2")
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, int(port or 80)))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+    # In this test 127.0.0.1 stands for a public address and 127.0.0.2 for an internal one.
+    monkeypatch.setattr(service, "_forbidden_address", lambda address: address == "127.0.0.2")
+    monkeypatch.setattr(tasks, "IDLE_S", 0.05)
+    async with server, make_api(settings_for(sqlite_url)) as api:
+        owner = await api.user("alice")
+        url = f"http://hooks.example.test:{receiver.port}/hook"
+        pid, _, hook = await _hook(api, owner, "P", url)
+        await api.client.post(f"/v1/projects/{pid}/models", json={"name": "M2"}, headers=owner)
+        await settled(api, owner, pid, hook, 1)
+        assert internal.received == []
+        assert receiver.received[0]["headers"]["host"] == f"hooks.example.test:{receiver.port}"

@@ -66,21 +66,28 @@ async def deliveries_of(
     return (await session.scalars(query.order_by(WebhookDelivery.id.desc()).limit(limit))).all()
 
 
-async def claim_due(
-    session: AsyncSession, limit: int, lease: timedelta
-) -> list[tuple[WebhookDelivery, Webhook, Event]]:
-    """Pending deliveries that are due, each claimed by pushing its ``due_at`` past the
-    lease with a conditional UPDATE: two workers never both send one (unless a sender
-    outlives its lease, when at-least-once delivery sends it again)."""
-    now = utcnow()
-    candidates = await session.scalars(
-        select(WebhookDelivery.id)
-        .where(WebhookDelivery.status == "pending", WebhookDelivery.due_at <= now)
+async def due_deliveries(session: AsyncSession, limit: int) -> list[tuple[int, str]]:
+    """Pending deliveries that are due, oldest first, with their webhook's URL (the sender
+    picks among them by destination before claiming)."""
+    rows = await session.execute(
+        select(WebhookDelivery.id, Webhook.url)
+        .join(Webhook, Webhook.id == WebhookDelivery.webhook_id)
+        .where(WebhookDelivery.status == "pending", WebhookDelivery.due_at <= utcnow())
         .order_by(WebhookDelivery.due_at)
         .limit(limit)
     )
+    return [(delivery_id, url) for delivery_id, url in rows]
+
+
+async def claim(
+    session: AsyncSession, delivery_ids: list[int], lease: timedelta
+) -> list[tuple[WebhookDelivery, Webhook, Event]]:
+    """Claim deliveries by pushing their ``due_at`` past the lease with a conditional
+    UPDATE each: two senders never both send one (unless a sender outlives its lease, when
+    at-least-once delivery sends it again)."""
+    now = utcnow()
     claimed: list[int] = []
-    for delivery_id in list(candidates):
+    for delivery_id in delivery_ids:
         result = await session.execute(
             update(WebhookDelivery)
             .where(

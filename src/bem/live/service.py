@@ -14,8 +14,9 @@ import secrets
 import socket
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from sqlalchemy import event as sa_event
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -82,22 +83,46 @@ def _forbidden_address(address: str) -> bool:
     return not ip.is_global or ip.is_multicast
 
 
-async def check_destination(settings: Settings, url: str) -> None:
-    """Refuse receivers that resolve to loopback, private or link-local addresses (unless
-    ``BEM_WEBHOOK_ALLOW_PRIVATE``). Checked when a webhook is created and before each send,
-    since DNS may change in between."""
-    if settings.webhook_allow_private:
-        return
-    host = urlsplit(url).hostname or ""
+@dataclass(frozen=True)
+class Destination:
+    """Where a delivery goes: the address that passed the check, pinned, so the connection
+    cannot be steered elsewhere by a second DNS answer (rebinding)."""
+
+    url: str  # the webhook URL with its host replaced by the checked address
+    host: str  # the Host header the receiver sees
+    server_name: str  # TLS server name: SNI and the certificate's name check
+
+
+def destination_key(url: str) -> str:
+    """``scheme://host:port``: deliveries to one receiver share a concurrency budget."""
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return f"{parts.scheme}://{parts.hostname}:{port}"
+
+
+async def resolve_destination(settings: Settings, url: str) -> Destination:
+    """Resolve the receiver once and refuse loopback, private or link-local addresses
+    (unless ``BEM_WEBHOOK_ALLOW_PRIVATE``). Called when a webhook is created and before each
+    send (DNS may change in between); the send connects to the address checked here."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    port = parts.port or (443 if parts.scheme == "https" else 80)
     try:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
+        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except OSError as exc:
         raise Unprocessable(f"The webhook host {host!r} does not resolve.") from exc
-    if any(_forbidden_address(str(info[4][0])) for info in infos):
+    addresses = [str(info[4][0]) for info in infos]
+    if not addresses:
+        raise Unprocessable(f"The webhook host {host!r} does not resolve.")
+    if not settings.webhook_allow_private and any(_forbidden_address(a) for a in addresses):
         raise Unprocessable(
             f"The webhook host {host!r} resolves to a private or local address; "
             "the server's operator may allow that with BEM_WEBHOOK_ALLOW_PRIVATE."
         )
+    address = addresses[0].split("%", 1)[0]
+    literal = f"[{address}]" if ":" in address else address
+    pinned = urlunsplit(parts._replace(netloc=f"{literal}:{port}"))
+    return Destination(url=pinned, host=parts.netloc.rpartition("@")[2], server_name=host)
 
 
 async def create_webhook(
@@ -109,7 +134,7 @@ async def create_webhook(
     data: WebhookCreate,
 ) -> Webhook:
     url = str(data.url)
-    await check_destination(settings, url)
+    await resolve_destination(settings, url)
     if await repository.webhook_count(session, project_id) >= settings.webhooks_per_project:
         raise Conflict(f"A project may have at most {settings.webhooks_per_project} webhooks.")
     hook = Webhook(

@@ -5,24 +5,31 @@ Deliveries are rows written with their event, so none is lost when the sender or
 receiver is down; each is sent at least once, retried with backoff (``webhook_retry_base_s``
 times 3 per attempt, at most six hours apart) until ``webhook_max_attempts``, and its last
 answer is kept for the delivery log.
+
+A receiver cannot hold the sender up: each attempt has one deadline for everything
+(connect, send, answer; ``webhook_timeout_s``), only the first ``RESPONSE_CAP_BYTES`` of an
+answer are read, each delivery runs as a task of its own (a slow one delays nobody else's),
+and at most ``webhook_per_destination`` run at once per receiver, ``webhook_concurrency``
+in all.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from datetime import timedelta
 
 import httpx
 import orjson
 import structlog
 from opentelemetry import trace
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bem import __version__
 from bem.config import Settings
 from bem.kit.db import utcnow
+from bem.kit.dberrors import classify
 from bem.kit.errors import Problem
 from bem.kit.errortracking import report_exception
 from bem.kit.metrics import Metrics
@@ -33,10 +40,11 @@ from bem.live.schemas import EventOut
 
 log = structlog.get_logger("bem.webhooks")
 
-BATCH = 20
 IDLE_S = 1.0
 MAX_DELAY_S = 6 * 3600.0
 ERROR_CHARS = 500
+RESPONSE_CAP_BYTES = 64 * 1024  # of an answer, read and dropped; the rest is never read
+CANDIDATES_PER_SLOT = 4  # due rows looked at per free slot, to skip busy destinations
 
 
 class Deliverer:
@@ -55,15 +63,16 @@ class Deliverer:
         self._client: httpx.AsyncClient | None = None  # made at the first delivery (~50 ms)
         # A claimed delivery is someone else's to retry only after its sender surely gave up.
         self.lease = timedelta(seconds=settings.webhook_timeout_s + 30)
+        self.sending: dict[asyncio.Task[None], str] = {}  # task -> destination
         self.task: asyncio.Task[None] | None = None
 
     @property
     def client(self) -> httpx.AsyncClient:
         if self._client is None:
             self._client = httpx.AsyncClient(
-                timeout=self.settings.webhook_timeout_s,
                 follow_redirects=False,  # a redirect could lead anywhere, past the address check
                 headers={"User-Agent": f"BEM-Webhooks/{__version__}"},
+                limits=httpx.Limits(max_connections=self.settings.webhook_concurrency),
             )
         return self._client
 
@@ -74,30 +83,74 @@ class Deliverer:
         if self.task is not None:
             self.task.cancel()
             await asyncio.gather(self.task, return_exceptions=True)
+        for task in list(self.sending):
+            task.cancel()
+        await asyncio.gather(*self.sending, return_exceptions=True)
         if self._client is not None:
             await self._client.aclose()
 
     async def _run(self) -> None:
         while True:
             try:
-                sent = await self.deliver_due()
-            except (SQLAlchemyError, OSError) as exc:  # the database is away: try again
-                log.warning("webhooks.poll_failed", error=str(exc).splitlines()[0])
-                sent = 0
+                await self.dispatch()
             except Exception as exc:  # a bug must not stop every delivery for good
-                log.exception("webhooks.error")
-                report_exception(exc, {"component": "webhooks"})
-                sent = 0
-            if sent < BATCH:
-                await asyncio.sleep(IDLE_S)
+                if classify(exc) is not None:  # the database is away: try again
+                    log.warning("webhooks.poll_failed", error=str(exc).splitlines()[0])
+                else:
+                    log.exception("webhooks.error")
+                    report_exception(exc, {"component": "webhooks"})
+            await self._pause()
 
-    async def deliver_due(self) -> int:
-        """Send every due delivery (up to a batch, concurrently); how many were sent."""
+    async def _pause(self) -> None:
+        """Until a delivery finishes (a slot is free) or ``IDLE_S`` has passed."""
+        if self.sending:
+            await asyncio.wait(self.sending, timeout=IDLE_S, return_when=asyncio.FIRST_COMPLETED)
+        else:
+            await asyncio.sleep(IDLE_S)
+
+    async def dispatch(self) -> list[asyncio.Task[None]]:
+        """Claim due deliveries that fit the free slots and start sending each; returns
+        their tasks without waiting for them."""
+        free = self.settings.webhook_concurrency - len(self.sending)
+        if free <= 0:
+            return []
+        busy = Counter(self.sending.values())
         with untraced():  # a poll that finds nothing is not worth a trace
             async with self.sessions() as session:
-                claimed = await repository.claim_due(session, BATCH, self.lease)
-        await asyncio.gather(*(self._send(*row) for row in claimed))
-        return len(claimed)
+                due = await repository.due_deliveries(session, free * CANDIDATES_PER_SLOT)
+                chosen: list[int] = []
+                for delivery_id, url in due:
+                    key = service.destination_key(url)
+                    if busy[key] < self.settings.webhook_per_destination:
+                        busy[key] += 1
+                        chosen.append(delivery_id)
+                    if len(chosen) == free:
+                        break
+                claimed = await repository.claim(session, chosen, self.lease) if chosen else []
+        started = []
+        for delivery, hook, event in claimed:
+            task = asyncio.create_task(self._send(delivery, hook, event))
+            self.sending[task] = service.destination_key(hook.url)
+            task.add_done_callback(self._done)
+            started.append(task)
+        return started
+
+    async def deliver_due(self) -> int:
+        """Send what is due now and wait for those sends (tests, one-off use)."""
+        started = await self.dispatch()
+        await asyncio.gather(*started)
+        return len(started)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self.sending.pop(task, None)
+        if task.cancelled() or (exc := task.exception()) is None:
+            return
+        # Its answer was not recorded: the delivery is sent again once its lease expires.
+        if classify(exc) is not None:
+            log.warning("webhooks.record_failed", error=type(exc).__name__)
+        else:
+            log.error("webhooks.send_failed", error=type(exc).__name__)
+            report_exception(exc, {"component": "webhooks"})
 
     async def _send(self, delivery: WebhookDelivery, hook: Webhook, event: Event) -> None:
         attributes: dict[str, str | int] = {
@@ -107,6 +160,25 @@ class Deliverer:
         }
         with self.tracer.start_as_current_span("webhook delivery", attributes=attributes):
             await self._attempt(delivery, hook, event)
+
+    async def _post(self, url: str, body: bytes, headers: dict[str, str]) -> int:
+        """One POST to the checked address, resolution included, under one deadline; reads
+        at most ``RESPONSE_CAP_BYTES`` of the answer. Returns the status."""
+        async with asyncio.timeout(self.settings.webhook_timeout_s):
+            target = await service.resolve_destination(self.settings, url)
+            async with self.client.stream(
+                "POST",
+                target.url,
+                content=body,
+                headers={**headers, "Host": target.host},
+                extensions={"sni_hostname": target.server_name},
+            ) as response:
+                read = 0
+                async for chunk in response.aiter_raw():
+                    read += len(chunk)
+                    if read >= RESPONSE_CAP_BYTES:
+                        break  # closing the stream drops the connection, the rest unread
+                return response.status_code
 
     async def _attempt(self, delivery: WebhookDelivery, hook: Webhook, event: Event) -> None:
         body = orjson.dumps(EventOut.model_validate(event).model_dump(mode="json"))
@@ -121,13 +193,13 @@ class Deliverer:
         error: str | None = None
         final = False
         try:
-            await service.check_destination(self.settings, hook.url)
-            response = await self.client.post(hook.url, content=body, headers=headers)
-            status = response.status_code
-            if not response.is_success:
+            status = await self._post(hook.url, body, headers)
+            if not 200 <= status < 300:
                 error = f"HTTP {status}"
         except Problem as exc:  # the address is refused: retrying will not help
             error, final = exc.detail, True
+        except TimeoutError:
+            error = f"Timeout: no complete answer within {self.settings.webhook_timeout_s} s"
         except httpx.HTTPError as exc:
             error = f"{type(exc).__name__}: {exc}"[:ERROR_CHARS] or type(exc).__name__
         if self.metrics is not None:

@@ -127,7 +127,7 @@ async def _job_queue(settings: Settings, app: FastAPI) -> JobQueue:
     if settings.job_queue is JobQueueKind.redis:
         return ArqQueue(settings)
     ctx = job_context(settings, app.state.sessions, app.state.tracer_provider, app.state.metrics)
-    local = LocalQueue(ctx, HANDLERS, settings.local_job_concurrency)
+    local = LocalQueue(ctx, HANDLERS, settings.local_job_concurrency, settings.job_sweep_s)
     await local.start()
     return local
 

@@ -167,6 +167,9 @@ class Settings(BaseSettings):
     job_timeout_s: Annotated[int, Field(ge=5, le=86_400)] = 1800
     worker_concurrency: Annotated[int, Field(ge=1, le=64)] = 2  # jobs per bem worker
     local_job_concurrency: Annotated[int, Field(ge=1, le=16)] = 1  # jobs per API process
+    # Every so often the job runner (bem worker, or the embedded one) re-queues jobs nobody
+    # works on: queued this long ago without running, or running with no sign of life.
+    job_sweep_s: Annotated[float, Field(ge=0.2, le=3600)] = 30.0
     # bem worker serves its Prometheus metrics on BEM_HOST at this port; unset: not served
     worker_metrics_port: Annotated[int, Field(ge=1, le=65535)] | None = None
     max_import_bytes: Annotated[int, Field(ge=1024)] = 2 * 1024 * 1024 * 1024

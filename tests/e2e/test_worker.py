@@ -24,7 +24,7 @@ from bem.config import Settings
 from bem.jobs.worker import build_worker
 from bem.testing import ifcgen
 from tests.conftest import SOURCES, Api, make_api, settings_for
-from tests.helpers import PostCollector, free_port, stop
+from tests.helpers import OwnRedis, PostCollector, free_port, stop
 from tests.integration.test_imports import ifc_bytes, model_of, submit, wait_for
 from tests.integration.test_metrics import sample
 
@@ -228,3 +228,57 @@ async def test_a_worker_job_continues_the_request_trace_over_otlp(
         assert all(line["trace_id"] == format(trace_id, "032x") for line in mine)
     finally:
         collector.close()
+
+
+async def test_the_worker_rides_out_a_redis_restart_and_nothing_waits_on_a_human(
+    postgres_url: str, own_redis: OwnRedis, tmp_path: Path
+) -> None:
+    """A private Redis is restarted (losing its data) under a running ``bem worker``: the
+    worker stays up and takes new imports; an import whose queue entry died with Redis,
+    and one whose row committed without ever being enqueued (a crash in between), are
+    swept back onto the queue. Each import makes one version."""
+    settings = queued_settings(postgres_url, own_redis.url, job_sweep_s=1)
+    env = {**worker_env(settings, tmp_path), "BEM_JOB_SWEEP_S": "1"}
+    log = tmp_path / "worker.log"
+    content = ifc_bytes(ifcgen.generate(10))
+    async with make_api(settings) as api:
+        headers, mid = await model_of(api)
+
+        async def imports(n: int) -> list[str]:
+            return [
+                (await submit(api, headers, mid, f"{i}.ifc", content)).json()["id"]
+                for i in range(n)
+            ]
+
+        with worker_process(env, log) as worker:
+            first = await imports(1)
+            assert (await wait_for(api, headers, first[0]))["status"] == "succeeded"
+            own_redis.stop()
+            await asyncio.sleep(2)  # the worker's polls fail meanwhile
+            own_redis.start()
+            after = await imports(2)
+            for job_id in after:
+                job = await wait_for(api, headers, job_id)
+                assert job["status"] == "succeeded", (job, log.read_text()[-3000:])
+            assert worker.poll() is None, log.read_text()[-3000:]
+
+        # The worker is away; one import is enqueued, then Redis loses it; another never
+        # reached the queue at all.
+        stranded = await imports(1)
+        own_redis.stop()
+        own_redis.start()
+        async with api.app.state.sessions() as session:
+            from bem.ingest.service import import_path
+
+            path = tmp_path / "crashed.ifc"
+            path.write_bytes(content)
+            never_enqueued = await import_path(
+                session, settings, model_id=uuid.UUID(mid), path=path, message=None
+            )
+        with worker_process(env, log):
+            for job_id in [*stranded, str(never_enqueued.id)]:
+                job = await wait_for(api, headers, job_id)
+                assert job["status"] == "succeeded", (job, log.read_text()[-3000:])
+        versions = f"SELECT count(*) FROM versions WHERE model_id = '{mid}'"  # noqa: S608
+        assert await api.scalar(versions) == 5
+        assert "worker.redis_unavailable" in log.read_text()

@@ -12,6 +12,7 @@ import anyio.to_thread
 
 from bem.ingest.formats import Format
 from bem.ingest.sources import open_source
+from bem.jobs import service as jobs
 from bem.jobs.models import Job
 from bem.jobs.service import JobContext, JobResult, Progress
 from bem.kit.errors import NotFound
@@ -61,6 +62,9 @@ async def run_import(ctx: JobContext, job: Job, progress: Progress) -> JobResult
                 max_elements=settings.max_import_elements,
                 batch_size=settings.upload_batch_size,
                 on_progress=progress,
+                before_commit=lambda session, version: jobs.succeed(
+                    session, job, JobResult(version.id, version.element_count)
+                ),
             )
             source = versions.StoredSource(sha256=params["sha256"], size=params["size"])
             version = await versions.create_version(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Mapping
+from datetime import timedelta
 from typing import Protocol
 
 import structlog
@@ -20,6 +21,7 @@ from bem.config import Settings
 from bem.jobs import repository
 from bem.jobs.service import STALE_AFTER, Handler, JobContext, RetryLater, execute
 from bem.kit.db import utcnow
+from bem.kit.dberrors import classify
 
 log = structlog.get_logger("bem.jobs")
 ARQ_FUNCTION = "run_job"
@@ -60,20 +62,29 @@ class ArqQueue:
 
 
 class LocalQueue:
-    """Runs jobs as tasks of this process, ``concurrency`` at a time. On start it picks up
-    what a previous run left (queued, or running with no sign of life); on stop it cancels
+    """Runs jobs as tasks of this process, ``concurrency`` at a time. Every ``sweep_s`` it
+    picks up what nobody works on (queued, or running with no sign of life: a previous run
+    of this process crashed, or another process did), skipping its own; on stop it cancels
     running jobs, which puts them back to queued for the next start."""
 
     def __init__(
-        self, ctx: JobContext, handlers: Mapping[str, Handler], concurrency: int = 1
+        self,
+        ctx: JobContext,
+        handlers: Mapping[str, Handler],
+        concurrency: int = 1,
+        sweep_s: float = 30.0,
     ) -> None:
         self.ctx = ctx
         self.handlers = handlers
         self.slots = asyncio.Semaphore(concurrency)
+        self.sweep_s = sweep_s
         self.tasks: set[asyncio.Task[None]] = set()
+        self.mine: set[uuid.UUID] = set()  # spawned here and not ended
         self.waiting = 0
+        self.sweeper: asyncio.Task[None] | None = None
 
     def _spawn(self, job_id: uuid.UUID, takeover: bool, delay_s: float = 0.0) -> None:
+        self.mine.add(job_id)
         task = asyncio.create_task(self._run(job_id, takeover, delay_s), name=f"job-{job_id}")
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
@@ -81,6 +92,7 @@ class LocalQueue:
     async def _run(self, job_id: uuid.UUID, takeover: bool, delay_s: float) -> None:
         self.waiting += 1
         started = False
+        again: float | None = None
         try:
             await asyncio.sleep(delay_s)
             async with self.slots:
@@ -88,36 +100,56 @@ class LocalQueue:
                 started = True
                 await execute(self.ctx, self.handlers, job_id, takeover=takeover)
         except RetryLater as retry:
-            self._spawn(job_id, takeover=False, delay_s=retry.delay_s)
+            again = retry.delay_s
         except SQLAlchemyError:
             # The database failed under the job's own bookkeeping: try again later. The row
             # may still say running; it is taken over once stale.
             log.exception("job.database_error", job_id=str(job_id))
-            self._spawn(job_id, takeover=False, delay_s=STALE_AFTER.total_seconds())
+            again = STALE_AFTER.total_seconds()
         finally:
             if not started:
                 self.waiting -= 1
+            self.mine.discard(job_id)
+        if again is not None:
+            self._spawn(job_id, takeover=False, delay_s=again)
 
     async def enqueue(self, job_id: uuid.UUID) -> None:
         self._spawn(job_id, takeover=False)
 
     async def start(self) -> None:
-        try:
-            async with self.ctx.sessions() as session:
-                left = await repository.unfinished(session, utcnow() - STALE_AFTER)
-        except SQLAlchemyError as exc:
-            # Start anyway (readiness reports the database); they resume at the next start.
-            log.warning("jobs.resume_failed", error=str(exc).splitlines()[0])
-            return
-        for job_id in left:
+        self.sweeper = asyncio.create_task(self._sweep_forever(), name="job-sweeper")
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            try:
+                await self.sweep()
+            except Exception as exc:  # the database is away: the next sweep finds them
+                if classify(exc) is None:
+                    raise
+                log.warning("jobs.sweep_failed", error=type(exc).__name__)
+            await asyncio.sleep(self.sweep_s)
+
+    async def sweep(self) -> int:
+        """Spawn the jobs nobody works on; how many."""
+        now = utcnow()
+        async with self.ctx.sessions() as session:
+            found = await repository.lost(
+                session, now - timedelta(seconds=self.sweep_s), now - STALE_AFTER
+            )
+        lost = [job_id for job_id in found if job_id not in self.mine]
+        for job_id in lost:
             self._spawn(job_id, takeover=False)
-        if left:
-            log.info("jobs.resumed", count=len(left))
+        if lost:
+            log.info("jobs.resumed", count=len(lost))
+            if self.ctx.metrics is not None:
+                self.ctx.metrics.jobs_resumed.inc(len(lost))
+        return len(lost)
 
     async def depth(self) -> int:
         return self.waiting
 
     async def close(self) -> None:
-        for task in list(self.tasks):
+        tasks = [*self.tasks, *filter(None, [self.sweeper])]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -42,38 +42,69 @@ async def claim(session: AsyncSession, job_id: uuid.UUID, running_before: dateti
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
+def _this_attempt(job_id: uuid.UUID, attempt: int) -> ColumnElement[bool]:
+    """The job as this attempt left it: nobody took it over (a takeover raises ``attempts``)
+    and it has not ended."""
+    return (Job.id == job_id) & (Job.attempts == attempt) & Job.status.in_(("queued", "running"))
+
+
 async def set_progress(
-    session: AsyncSession, job_id: uuid.UUID, phase: str, done: int, total: int | None
+    session: AsyncSession,
+    job_id: uuid.UUID,
+    attempt: int,
+    phase: str | None,
+    done: int,
+    total: int | None,
+) -> None:
+    """Progress (or, with ``phase=None``, only a sign of life) of a running attempt."""
+    values: dict[str, Any] = {"updated_at": utcnow()}
+    if phase is not None:
+        values.update(phase=phase, done=done, total=total)
+    await session.execute(
+        update(Job).where(_this_attempt(job_id, attempt), Job.status == "running").values(**values)
+    )
+    await session.commit()
+
+
+async def finish(session: AsyncSession, job_id: uuid.UUID, attempt: int, **values: Any) -> bool:
+    """End the job as ``attempt`` (in the caller's transaction); False when another attempt
+    has taken it over or it has ended already."""
+    now = utcnow()
+    result = await session.execute(
+        update(Job)
+        .where(_this_attempt(job_id, attempt))
+        .values(updated_at=now, finished_at=now, **values)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def requeue(
+    session: AsyncSession, job_id: uuid.UUID, attempt: int, error: dict[str, str] | None
 ) -> None:
     await session.execute(
         update(Job)
-        .where(Job.id == job_id, Job.status == "running")
-        .values(phase=phase, done=done, total=total, updated_at=utcnow())
-    )
-    await session.commit()
-
-
-async def finish(session: AsyncSession, job_id: uuid.UUID, **values: Any) -> None:
-    now = utcnow()
-    await session.execute(
-        update(Job).where(Job.id == job_id).values(updated_at=now, finished_at=now, **values)
-    )
-    await session.commit()
-
-
-async def requeue(session: AsyncSession, job_id: uuid.UUID, error: dict[str, str] | None) -> None:
-    await session.execute(
-        update(Job)
-        .where(Job.id == job_id, Job.status == "running")
+        .where(_this_attempt(job_id, attempt), Job.status == "running")
         .values(status="queued", error=error, updated_at=utcnow())
     )
     await session.commit()
 
 
-async def unfinished(session: AsyncSession, running_before: datetime) -> list[uuid.UUID]:
-    """Jobs to pick up after a restart: queued ones, and running ones nobody touches."""
+async def lost(
+    session: AsyncSession, queued_before: datetime, running_before: datetime
+) -> list[uuid.UUID]:
+    """Jobs nothing seems to be working on: queued but untouched since ``queued_before``
+    (their queue entry may be gone: a crash before the enqueue, a Redis that lost its
+    data, a restored database), or running with no sign of life since ``running_before``."""
     rows = await session.scalars(
-        select(Job.id).where(_claimable(running_before)).order_by(Job.created_at).limit(1000)
+        select(Job.id)
+        .where(
+            or_(
+                (Job.status == "queued") & (Job.updated_at < queued_before),
+                (Job.status == "running") & (Job.updated_at < running_before),
+            )
+        )
+        .order_by(Job.created_at)
+        .limit(1000)
     )
     return list(rows)
 

@@ -20,6 +20,7 @@ from bem.config import Settings
 from bem.jobs import repository
 from bem.jobs.models import Job
 from bem.kit.db import utcnow
+from bem.kit.dberrors import classify
 from bem.kit.errors import NotFound, Problem
 from bem.kit.errortracking import report_exception
 from bem.kit.metrics import Metrics
@@ -28,8 +29,10 @@ from bem.live import service as live
 
 log = structlog.get_logger("bem.jobs")
 
-# A running job whose row has not changed for this long has lost its worker.
+# A running job whose row has not changed for this long has lost its worker; a running
+# attempt shows a sign of life at least every ALIVE_EVERY_S (PostgreSQL).
 STALE_AFTER = timedelta(seconds=120)
+ALIVE_EVERY_S = 30.0
 PROGRESS_INTERVAL_S = 0.5
 RETRY_DELAY_S = 5.0
 
@@ -56,6 +59,11 @@ class JobContext:
             self.metrics.job_duration.labels(kind).observe(seconds)
 
 
+class Superseded(Exception):
+    """This attempt no longer owns its job: another took it over (the job looked abandoned)
+    or it has ended. Raised before the attempt's result commits, so it is rolled back."""
+
+
 class RetryLater(Exception):
     """Raised to the queue adapter: run this job again after ``delay_s``."""
 
@@ -74,6 +82,7 @@ class Progress:
 
     ctx: JobContext
     job_id: uuid.UUID
+    attempt: int
     total: int | None = None
     _last: float = field(default=0.0)
 
@@ -89,7 +98,9 @@ class Progress:
             return
         self._last = now
         async with self.ctx.sessions() as session:
-            await repository.set_progress(session, self.job_id, phase, done, self.total)
+            await repository.set_progress(
+                session, self.job_id, self.attempt, phase, done, self.total
+            )
 
 
 @dataclass(frozen=True)
@@ -130,8 +141,11 @@ async def create_job(
 
 
 async def _finish(session: AsyncSession, job: Job, **values: Any) -> None:
-    """Record the end of a job and announce it (``job.succeeded`` or ``job.failed``) in one
-    transaction."""
+    """Record the end of this attempt of ``job`` and announce it (``job.succeeded`` or
+    ``job.failed``) in the caller's transaction; :class:`Superseded` if the attempt no
+    longer owns the job."""
+    if not await repository.finish(session, job.id, job.attempts, **values):
+        raise Superseded()
     project_id = await repository.project_of_job(session, job.id)
     if project_id is not None:
         data: dict[str, Any] = {"job_id": str(job.id), "kind": job.kind}
@@ -141,7 +155,22 @@ async def _finish(session: AsyncSession, job: Job, **values: Any) -> None:
             data["error"] = values["error"]
         kind = f"job.{values['status']}"
         await live.publish(session, project_id, kind, data, model_id=job.model_id)
-    await repository.finish(session, job.id, **values)
+
+
+async def succeed(session: AsyncSession, job: Job, result: JobResult) -> None:
+    """A handler records its job's success with this, in the transaction that makes the
+    result, before committing it: a job retried after its result committed then finds
+    itself succeeded, and a superseded attempt's result is rolled back (never twice)."""
+    await _finish(
+        session,
+        job,
+        status="succeeded",
+        version_id=result.version_id,
+        error=None,
+        phase="store",
+        done=result.elements,
+        total=result.elements,
+    )
 
 
 async def refuse(session: AsyncSession, job: Job, detail: str) -> None:
@@ -149,6 +178,7 @@ async def refuse(session: AsyncSession, job: Job, detail: str) -> None:
     await _finish(
         session, job, status="failed", error={"type": "queue-unavailable", "detail": detail}
     )
+    await session.commit()
 
 
 async def get_job(session: AsyncSession, job_id: uuid.UUID) -> Job:
@@ -174,8 +204,29 @@ async def run_here(ctx: JobContext, handlers: Mapping[str, Handler], job_id: uui
 
 
 async def _fail(ctx: JobContext, job: Job, slug: str, detail: str) -> None:
-    async with ctx.sessions() as session:
-        await _finish(session, job, status="failed", error={"type": slug, "detail": detail})
+    try:
+        async with ctx.sessions() as session:
+            await _finish(session, job, status="failed", error={"type": slug, "detail": detail})
+            await session.commit()
+    except Superseded:  # another attempt owns the job now: its outcome stands
+        log.warning("job.superseded", attempt=job.attempts)
+
+
+async def _keep_alive(ctx: JobContext, job: Job) -> None:
+    """Touch the running attempt's row now and then, so a long phase without progress
+    (parsing a large file) does not look abandoned. Not on SQLite: its one writer is busy
+    with the version, and the in-process queue knows its own jobs anyway."""
+    if ctx.settings.is_sqlite:
+        return
+    while True:
+        await asyncio.sleep(ALIVE_EVERY_S)
+        try:
+            async with ctx.sessions() as session:
+                await repository.set_progress(session, job.id, job.attempts, None, 0, None)
+        except Exception as exc:
+            if classify(exc) is None:
+                raise
+            log.warning("job.keep_alive_failed", error=type(exc).__name__)  # next time, then
 
 
 async def execute(
@@ -202,12 +253,16 @@ async def execute(
         return
     token = otel_context.attach(propagate.extract(job.params.get("trace") or {}))
     started = time.monotonic()
+    alive = asyncio.create_task(_keep_alive(ctx, job))
     try:
         with ctx.tracer.start_as_current_span(
             f"job {job.kind}", attributes={"bem.job.id": str(job.id)}
         ):
             log.info("job.start", attempt=job.attempts)
-            result = await handlers[job.kind](ctx, job, Progress(ctx, job.id))
+            result = await handlers[job.kind](ctx, job, Progress(ctx, job.id, job.attempts))
+    except Superseded:
+        ctx.count(job.kind, "superseded")
+        log.warning("job.superseded", attempt=job.attempts)
     except Problem as exc:
         await _fail(ctx, job, exc.slug, exc.detail)
         ctx.count(job.kind, "rejected", time.monotonic() - started)  # bad input, not ours
@@ -217,6 +272,7 @@ async def execute(
             await repository.requeue(
                 session,
                 job.id,
+                job.attempts,
                 {"type": "interrupted", "detail": "The worker stopped during the job."},
             )
         ctx.count(job.kind, "interrupted")
@@ -237,24 +293,13 @@ async def execute(
         if job.attempts < job.max_attempts:
             async with ctx.sessions() as session:
                 await repository.requeue(
-                    session, job.id, {"type": "internal-error", "detail": detail}
+                    session, job.id, job.attempts, {"type": "internal-error", "detail": detail}
                 )
             ctx.count(job.kind, "retried")
             raise RetryLater(RETRY_DELAY_S) from exc
         await _fail(ctx, job, "internal-error", detail)
         ctx.count(job.kind, "failed", time.monotonic() - started)
-    else:
-        async with ctx.sessions() as session:
-            await _finish(
-                session,
-                job,
-                status="succeeded",
-                version_id=result.version_id,
-                error=None,
-                phase="store",
-                done=result.elements,
-                total=result.elements,
-            )
+    else:  # the handler recorded the success with its result (``succeed``)
         ctx.count(job.kind, "succeeded", time.monotonic() - started)
         if ctx.metrics is not None and job.kind == "import":
             ctx.metrics.import_elements.inc(result.elements)
@@ -265,5 +310,6 @@ async def execute(
             seconds=round(time.monotonic() - started, 3),
         )
     finally:
+        alive.cancel()
         otel_context.detach(token)
         structlog.contextvars.unbind_contextvars("job_id", "job_kind")

@@ -102,7 +102,7 @@ class Metrics:
         self.jobs = Counter(
             "bem_jobs_total",
             "Job runs by kind and outcome: succeeded, rejected (bad input), failed (gave up "
-            "after errors), retried, interrupted.",
+            "after errors), retried, interrupted, superseded (another attempt took over).",
             ["kind", "outcome"],
             registry=r,
         )
@@ -111,6 +111,16 @@ class Metrics:
             "Duration of job runs that finished (succeeded or failed), by kind.",
             ["kind"],
             buckets=JOB_BUCKETS,
+            registry=r,
+        )
+        self.queue_errors = Counter(
+            "bem_queue_errors_total",
+            "Redis failures of the job runner's queue polls; it keeps polling, with backoff.",
+            registry=r,
+        )
+        self.jobs_resumed = Counter(
+            "bem_jobs_resumed_total",
+            "Jobs the sweep queued again because nobody was working on them.",
             registry=r,
         )
         self.import_elements = Counter(

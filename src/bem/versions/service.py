@@ -50,6 +50,9 @@ ANALYZE_AFTER_ELEMENTS = 5000
 # and, when known, the total.
 OnProgress = Callable[[str, int, int | None], Awaitable[None]]
 PROGRESS_EVERY = 500
+# Called with the session and the ready version just before the version commits; what it
+# writes commits with the version or not at all (an import job records its success so).
+BeforeCommit = Callable[[AsyncSession, Version], Awaitable[None]]
 
 
 @dataclass
@@ -63,6 +66,7 @@ class UploadMeta:
     max_elements: int = 2_000_000
     batch_size: int = 2000
     on_progress: OnProgress | None = None
+    before_commit: BeforeCommit | None = None
 
 
 class SourceInfo(Protocol):
@@ -314,6 +318,8 @@ async def create_version(
         },
         model_id=model.id,
     )
+    if meta.before_commit is not None:
+        await meta.before_commit(session, version)
     await session.commit()
     if len(spool.index) >= ANALYZE_AFTER_ELEMENTS:
         await repository.refresh_statistics(session)

@@ -1,0 +1,90 @@
+"""Jobs nothing works on are picked up again, and an attempt that lost its job cannot make
+its result twice."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+
+from bem.ingest.service import import_path
+from bem.jobs import queue, service
+from bem.jobs.handlers import HANDLERS, job_context
+from bem.jobs.service import Progress, execute
+from bem.testing import ifcgen
+from tests.conftest import make_api, settings_for
+from tests.integration.test_imports import ifc_bytes, model_of, wait_for
+
+
+async def queued_import(api: Any, mid: str, tmp_path: Path) -> uuid.UUID:
+    """A job committed but never enqueued (as if the process died right after)."""
+    path = tmp_path / "m.ifc"
+    path.write_bytes(ifc_bytes(ifcgen.generate(10)))
+    async with api.app.state.sessions() as session:
+        job = await import_path(
+            session, api.settings, model_id=uuid.UUID(mid), path=path, message=None
+        )
+    return job.id
+
+
+@pytest.mark.postgres
+async def test_an_attempt_taken_over_cannot_make_a_second_version(
+    postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Attempt 1 stalls (as a worker that looks dead would); attempt 2 takes the job over and
+    finishes. When attempt 1 resumes, its version is rolled back: one version, attempt 2's."""
+    async with make_api(settings_for(postgres_url)) as api:
+        headers, mid = await model_of(api)
+        job_id = await queued_import(api, mid, tmp_path)
+        ctx = job_context(api.settings, api.app.state.sessions)
+        stalled, resume = asyncio.Event(), asyncio.Event()
+        original = Progress.__call__
+
+        async def progress(self: Progress, phase: str, done: int, total: int | None) -> None:
+            if not stalled.is_set():  # the first attempt's first report: stall there
+                stalled.set()
+                await resume.wait()
+            await original(self, phase, done, total)
+
+        monkeypatch.setattr(Progress, "__call__", progress)
+        first = asyncio.create_task(execute(ctx, HANDLERS, job_id, takeover=False))
+        await asyncio.wait_for(stalled.wait(), 30)
+        await execute(ctx, HANDLERS, job_id, takeover=True)
+        resume.set()
+        await first
+        job = await wait_for(api, headers, str(job_id))
+        assert job["status"] == "succeeded" and job["attempts"] == 2
+        versions = await api.scalar(f"SELECT count(*) FROM versions WHERE model_id = '{mid}'")  # noqa: S608
+        assert versions == 1
+        (events,) = [await api.scalar("SELECT count(*) FROM events WHERE kind = 'job.succeeded'")]
+        assert events == 1
+
+
+async def test_the_embedded_runner_resumes_a_job_a_crash_left_running(
+    sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A quick restart after a crash: the job still says running and looks alive. A single
+    scan at start skipped it forever; the periodic sweep picks it up once it is stale."""
+    monkeypatch.setattr(queue, "STALE_AFTER", timedelta(seconds=1))
+    monkeypatch.setattr(service, "STALE_AFTER", timedelta(seconds=1))
+    settings = settings_for(sqlite_url, job_sweep_s=0.5)
+    async with make_api(settings) as api:
+        headers, mid = await model_of(api)
+        job_id = await queued_import(api, mid, tmp_path)
+        async with api.app.state.sessions() as session:  # the run that crashed mid-job
+            await session.execute(
+                text(
+                    "UPDATE jobs SET status = 'running', attempts = 1, "
+                    "updated_at = CURRENT_TIMESTAMP WHERE id = :id"
+                ),
+                {"id": job_id.hex},
+            )
+            await session.commit()
+    async with make_api(settings) as api:  # restarted at once; the session token still works
+        job = await wait_for(api, headers, str(job_id))
+        assert job["status"] == "succeeded" and job["attempts"] == 2, job

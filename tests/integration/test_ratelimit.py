@@ -4,12 +4,15 @@ and the documented behaviour when Redis goes away (per-process limits, never unl
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 import uuid
 
 import pytest
+import redis.asyncio
 
 from bem.kit import ratelimit
+from bem.kit.errors import Problem
 from tests.conftest import make_api, settings_for
 from tests.helpers import OwnRedis
 
@@ -155,3 +158,54 @@ async def test_redis_outage_falls_back_to_per_process_limits_and_recovers(
         r = await api.client.get("/v1/me", headers=alice)
         assert r.status_code == 200  # back on Redis (a fresh one: a fresh budget)
         assert api.app.state.limiter.status == "redis"
+
+
+HOLDER = """
+import asyncio, sys
+import redis.asyncio
+from bem.kit.ratelimit import Concurrency, Limiter
+
+async def main() -> None:
+    url, prefix = sys.argv[1], sys.argv[2]
+    limiter = Limiter(url, {}, "100/second", "100/second", prefix)
+    client = redis.asyncio.Redis.from_url(url)
+    slots = Concurrency(limiter, client, prefix, 1)  # a lease of 1 s
+    async with slots.slot("upload:alice", 1):
+        print("held", flush=True)
+        await asyncio.sleep(120)
+
+asyncio.run(main())
+"""
+
+
+async def test_a_slot_held_by_a_killed_process_lapses_by_itself(shared_redis: str) -> None:
+    """kill -9 during an upload: the holder's lease is not renewed and lapses within a
+    lease, even while the user keeps retrying (each refused try re-armed the old counter)."""
+    prefix = f"bemtest{uuid.uuid4().hex[:8]}"
+    holder = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", HOLDER, shared_redis, prefix, stdout=asyncio.subprocess.PIPE
+    )
+    try:
+        assert holder.stdout is not None
+        assert await asyncio.wait_for(holder.stdout.readline(), 30) == b"held\n"
+        holder.kill()
+        await holder.wait()
+        limiter = ratelimit.Limiter(shared_redis, {}, "100/second", "100/second", prefix)
+        client = redis.asyncio.Redis.from_url(shared_redis)
+        slots = ratelimit.Concurrency(limiter, client, prefix, 1)
+        refused, started = 0, time.monotonic()
+        while time.monotonic() - started < 5:
+            try:
+                async with slots.slot("upload:alice", 1):
+                    break
+            except Problem:
+                refused += 1
+                await asyncio.sleep(0.1)
+        else:
+            raise AssertionError(f"still locked out after {refused} tries")
+        assert refused > 0 and time.monotonic() - started < 2.5
+        await client.aclose()
+    finally:
+        if holder.returncode is None:
+            holder.kill()
+            await holder.wait()

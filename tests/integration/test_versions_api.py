@@ -153,6 +153,26 @@ async def test_concurrent_uploads_to_one_model_get_consecutive_numbers(api: Api)
     assert sorted(r.json()["seq"] for r in answers) == [1, 2, 3, 4, 5, 6]
 
 
+@pytest.mark.postgres
+async def test_overlapping_uploads_do_not_deadlock(postgres_url: str) -> None:
+    """Three uploads of the same 1,500 walls in different orders, at once, in batches of 250
+    (the probe: 500 on 3 of 3). Payloads go in in hash order, and a deadlock across batches
+    is written again from the spool."""
+    from tests.conftest import make_api, settings_for
+
+    async with make_api(settings_for(postgres_url, upload_batch_size=250)) as api:
+        owner = await api.user("alice")
+        docs = [storey()] + [wall(f"00000000000000000{i:05d}", tag=str(i)) for i in range(1500)]
+        orders = [docs, docs[::-1], docs[::2] + docs[1::2]]
+        models = [await new_model(api, owner) for _ in orders]
+        answers = await asyncio.gather(
+            *(upload(api, m, owner, ndjson(d)) for m, d in zip(models, orders, strict=True))
+        )
+        assert [r.status_code for r in answers] == [201, 201, 201], [r.text for r in answers]
+        assert {r.json()["element_count"] for r in answers} == {1501}
+        assert await api.scalar("SELECT count(*) FROM element_payloads") == 1501
+
+
 async def test_changed_elements_add_only_their_payloads(api: Api) -> None:
     alice = await api.user("alice")
     model_id = await new_model(api, alice)

@@ -12,7 +12,7 @@ Three layers, all keyed by the caller's identity (user, API token, else client I
 - the middleware applies a default limit to every request, plus a per-IP ceiling that also
   bounds floods of made-up credentials;
 - routes declare stricter named rules next to them: ``dependencies=[rate_limit("auth")]``;
-- expensive operations take a concurrency slot per identity (``concurrency_slot``).
+- expensive operations take a concurrency slot per identity (``Concurrency.slot``).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import asyncio
 import ipaddress
 import math
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -215,47 +216,94 @@ def rate_limit(rule: str) -> Any:
     return Depends(check)
 
 
+# Take a slot unless ``limit`` unexpired leases are held: drop expired leases, count, add.
+ACQUIRE = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[4]) then return 0 end
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+return 1
+"""
+
+
 class Concurrency:
     """At most ``limit`` concurrent expensive operations per identity, across processes when
-    Redis is configured (a counter with a safety TTL), else per process."""
+    Redis is configured, else per process.
+
+    In Redis each holder has a lease (a member of a sorted set, scored by its deadline) that
+    it renews while it works; a holder that dies (kill -9) stops renewing and its lease
+    lapses within ``lease_s``. Refused attempts change nothing, so retrying cannot keep a
+    dead holder's slot alive (a single counter with a TTL, re-armed by every attempt, did)."""
 
     def __init__(
-        self, limiter: Limiter, redis_client: Any, key_prefix: str = "bem", ttl_s: int = 3600
+        self, limiter: Limiter, redis_client: Any, key_prefix: str = "bem", lease_s: float = 60.0
     ) -> None:
         self.limiter = limiter
-        self.ttl_s = ttl_s
+        self.lease_s = lease_s
         self.prefix = f"{key_prefix}:busy"
         self._local: dict[str, int] = {}
         self.redis = redis_client
+        self._acquire = redis_client.register_script(ACQUIRE) if redis_client else None
+
+    def _deadline_ms(self) -> int:
+        return int((time.time() + self.lease_s) * 1000)
+
+    async def _lease(self, key: str, holder: str, limit: int) -> bool | None:
+        """Take a lease in Redis: True, False when full, None when Redis is unusable."""
+        if self._acquire is None or self.limiter.status != "redis":
+            return None
+        now_ms = int(time.time() * 1000)
+        ttl_ms = int(self.lease_s * 2000)
+        try:
+            taken = await asyncio.wait_for(
+                self._acquire(
+                    keys=[key], args=[now_ms, self._deadline_ms(), holder, limit, ttl_ms]
+                ),
+                REDIS_TIMEOUT_S * 4,
+            )
+        except Exception as exc:  # noqa: BLE001 - Redis trouble: count in this process instead
+            log.warning("concurrency_redis_failed", error=type(exc).__name__)
+            return None
+        return bool(taken)
+
+    async def _renew(self, key: str, holder: str) -> None:
+        while True:
+            await asyncio.sleep(self.lease_s / 3)
+            try:
+                await asyncio.wait_for(
+                    self.redis.zadd(key, {holder: self._deadline_ms()}, xx=True),
+                    REDIS_TIMEOUT_S * 4,
+                )
+            except Exception as exc:  # noqa: BLE001 - the next renewal may get through
+                log.warning("concurrency_renew_failed", error=type(exc).__name__)
 
     @asynccontextmanager
     async def slot(self, key: str, limit: int) -> AsyncIterator[None]:
-        client = self.redis if self.limiter.status == "redis" else None
-        if client is not None:
+        busy = Problem(
+            f"At most {limit} of these may run at once; retry when one finishes.",
+            status=429,
+            slug="too-many-concurrent",
+            headers={"Retry-After": "5"},
+        )
+        name, holder = f"{self.prefix}:{key}", uuid.uuid4().hex
+        leased = await self._lease(name, holder, limit)
+        if leased is False:
+            raise busy
+        if leased is None:  # no Redis: this process counts
+            if self._local.get(key, 0) >= limit:
+                raise busy
+            self._local[key] = self._local.get(key, 0) + 1
             try:
-                count = await asyncio.wait_for(
-                    client.incr(f"{self.prefix}:{key}"), REDIS_TIMEOUT_S * 4
-                )
-                await client.expire(f"{self.prefix}:{key}", self.ttl_s)
-            except Exception:  # noqa: BLE001 - Redis trouble: count in this process instead
-                client = None
-        if client is None:
-            count = self._local.get(key, 0) + 1
-            self._local[key] = count
+                yield
+            finally:
+                self._local[key] -= 1
+            return
+        renewal = asyncio.create_task(self._renew(name, holder))
         try:
-            if count > limit:
-                raise Problem(
-                    f"At most {limit} of these may run at once; retry when one finishes.",
-                    status=429,
-                    slug="too-many-concurrent",
-                    headers={"Retry-After": "5"},
-                )
             yield
         finally:
-            if client is not None:
-                try:
-                    await asyncio.wait_for(client.decr(f"{self.prefix}:{key}"), REDIS_TIMEOUT_S * 4)
-                except Exception as exc:  # noqa: BLE001 - the TTL clears the counter eventually
-                    log.warning("concurrency_release_failed", error=type(exc).__name__)
-            else:
-                self._local[key] -= 1
+            renewal.cancel()
+            try:
+                await asyncio.wait_for(self.redis.zrem(name, holder), REDIS_TIMEOUT_S * 4)
+            except Exception as exc:  # noqa: BLE001 - the lease lapses by itself
+                log.warning("concurrency_release_failed", error=type(exc).__name__)

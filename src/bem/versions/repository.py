@@ -69,12 +69,14 @@ async def write_batch(
 ) -> None:
     """Payloads (and their facts) are shared between versions: insert only those not stored
     yet, and facts only for the payloads that were new (a repeated upload of 50k elements
-    spent 2-4 s on facts that existed). Core inserts on the tables (not the ORM classes)
-    skip per-row ORM bookkeeping."""
+    spent 2-4 s on facts that existed). Both in hash order, so two uploads of overlapping
+    content take their row locks in one order (in document order they deadlocked). Core
+    inserts on the tables (not the ORM classes) skip per-row ORM bookkeeping."""
     if payloads:
         stmt = insert_ignore(session, ElementPayload.__table__).returning(ElementPayload.hash)
-        new = set((await session.scalars(stmt, payloads)).all())
-        if fresh := [row for row in facts if row["hash"] in new]:
+        ordered = sorted(payloads, key=lambda row: str(row["hash"]))
+        new = set((await session.scalars(stmt, ordered)).all())
+        if fresh := sorted((row for row in facts if row["hash"] in new), key=lambda r: r["hash"]):
             await session.execute(insert(cast(Table, ElementFacts.__table__)), fresh)
     if elements:
         await session.execute(insert(cast(Table, VersionElement.__table__)), elements)

@@ -24,10 +24,13 @@ from typing import IO, Any, NamedTuple, Protocol
 
 import anyio.to_thread
 import orjson
+import structlog
 from pydantic import ValidationError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bem.kit.canonical import content_hash, normalize
+from bem.kit.dberrors import classify, sqlstate
 from bem.kit.errors import NotFound, Problem, Unprocessable
 from bem.kit.pagination import decode_time_id_cursor, page_of, time_id_key
 from bem.live import service as live
@@ -44,6 +47,8 @@ SPOOL_IN_MEMORY_BYTES = 8 * 1024 * 1024
 # bench/query.py measured selector pages at 100k elements going from 265-600 ms to 8-170 ms
 # once the tables were analysed.
 ANALYZE_AFTER_ELEMENTS = 5000
+WRITE_ATTEMPTS = 3
+log = structlog.get_logger("bem.versions")
 
 
 # Called with a phase ("extract": documents validated, "store": elements written), a count
@@ -269,44 +274,74 @@ async def create_version(
         await _spool(documents, meta, spool)
         if not spool.index:
             raise Unprocessable("The upload contains no elements.")
+        target = _Target(model.id, model.project_id, user_id)
+        for attempt in range(1, WRITE_ATTEMPTS + 1):
+            try:
+                version = await _write(session, target, spool, source, meta)
+                break
+            except DBAPIError as exc:
+                # Payloads are shared between versions: overlapping uploads can still
+                # deadlock across batches (each batch is in hash order). The transaction was
+                # rolled back whole; write it again from the spool.
+                if classify(exc) != "conflict" or attempt == WRITE_ATTEMPTS:
+                    raise
+                await session.rollback()
+                log.warning("upload.write_retried", attempt=attempt, error=sqlstate(exc))
+    if version.element_count >= ANALYZE_AFTER_ELEMENTS:
+        await repository.refresh_statistics(session)
+    return version
 
-        version = Version(
-            model_id=model.id,
-            status="pending",
-            message=meta.message,
-            source_name=meta.source_name,
-            source_format=meta.source_format,
-            source_schema=meta.source_schema,
-            source_sha256=source.sha256,
-            source_bytes=source.size,
-            source_key=meta.source_key,
-            units=meta.units,
-            created_by=user_id,
+
+@dataclass(frozen=True)
+class _Target:
+    """What a version is written into (plain values: they survive a rollback)."""
+
+    model_id: uuid.UUID
+    project_id: uuid.UUID
+    user_id: uuid.UUID | None
+
+
+async def _write(
+    session: AsyncSession, target: _Target, spool: _Spool, source: SourceInfo, meta: UploadMeta
+) -> Version:
+    """Write the spooled documents as a ready version and commit, in one transaction."""
+    version = Version(
+        model_id=target.model_id,
+        status="pending",
+        message=meta.message,
+        source_name=meta.source_name,
+        source_format=meta.source_format,
+        source_schema=meta.source_schema,
+        source_sha256=source.sha256,
+        source_bytes=source.size,
+        source_key=meta.source_key,
+        units=meta.units,
+        created_by=target.user_id,
+    )
+    session.add(version)
+    await session.flush()
+
+    classes: Counter[str] = Counter()
+    relation_count = stored = 0
+    async for batch in _built_batches(spool.file, spool.index, version.id, meta.batch_size):
+        await repository.write_batch(
+            session, batch.payloads, batch.facts, batch.elements, batch.relations
         )
-        session.add(version)
-        await session.flush()
+        classes.update(batch.classes)
+        relation_count += len(batch.relations)
+        stored += len(batch.elements)
+        if meta.on_progress is not None:
+            await meta.on_progress("store", stored, len(spool.index))
 
-        classes: Counter[str] = Counter()
-        relation_count = stored = 0
-        async for batch in _built_batches(file, spool.index, version.id, meta.batch_size):
-            await repository.write_batch(
-                session, batch.payloads, batch.facts, batch.elements, batch.relations
-            )
-            classes.update(batch.classes)
-            relation_count += len(batch.relations)
-            stored += len(batch.elements)
-            if meta.on_progress is not None:
-                await meta.on_progress("store", stored, len(spool.index))
-
-    await repository.lock_model(session, model.id)
-    version.parent_id = await repository.latest_ready_id(session, model.id)
-    version.seq = await repository.next_seq(session, model.id)
+    await repository.lock_model(session, target.model_id)
+    version.parent_id = await repository.latest_ready_id(session, target.model_id)
+    version.seq = await repository.next_seq(session, target.model_id)
     version.status = "ready"
     version.element_count = len(spool.index)
     version.stats = {"by_class": dict(sorted(classes.items())), "relations": relation_count}
     await live.publish(
         session,
-        model.project_id,
+        target.project_id,
         "version.created",
         {
             "version_id": str(version.id),
@@ -316,13 +351,11 @@ async def create_version(
             "source_format": version.source_format,
             "message": version.message,
         },
-        model_id=model.id,
+        model_id=target.model_id,
     )
     if meta.before_commit is not None:
         await meta.before_commit(session, version)
     await session.commit()
-    if len(spool.index) >= ANALYZE_AFTER_ELEMENTS:
-        await repository.refresh_statistics(session)
     return version
 
 

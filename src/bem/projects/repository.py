@@ -74,6 +74,13 @@ async def membership(
     return result
 
 
+async def lock_project(session: AsyncSession, project_id: uuid.UUID) -> None:
+    """Serialize membership changes of one project until this transaction ends (a row lock
+    on PostgreSQL; SQLite has one writer). Two owners demoting each other at once both
+    counted two owners and both went ahead, leaving none."""
+    await session.execute(select(Project.id).where(Project.id == project_id).with_for_update())
+
+
 async def owner_count(session: AsyncSession, project_id: uuid.UUID) -> int:
     count = await session.scalar(
         select(func.count())

@@ -158,7 +158,10 @@ async def set_member(
     user = await session.get(User, user_id)
     if user is None:
         raise NotFound(f"User {user_id} does not exist; an admin can invite them.")
+    await repository.lock_project(session, project_id)
     membership = await repository.membership(session, project_id, user_id)
+    if membership is not None:
+        await session.refresh(membership)  # as it is now that the project is locked
     if membership is not None and role != "owner":
         await _keep_an_owner(session, membership)
     previous = membership.role if membership else None
@@ -184,7 +187,9 @@ async def set_member(
 async def remove_member(
     session: AsyncSession, origin: Origin, actor: User, project_id: uuid.UUID, user_id: uuid.UUID
 ) -> None:
+    await repository.lock_project(session, project_id)
     membership, _ = await get_member(session, project_id, user_id)
+    await session.refresh(membership)  # as it is now that the project is locked
     await _keep_an_owner(session, membership)
     await session.delete(membership)
     audit.record(

@@ -4,6 +4,7 @@ data, not an attack on a JSON API: it is stored verbatim and never executed."""
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 import orjson
@@ -135,3 +136,122 @@ async def test_html_and_sql_text_is_stored_verbatim_and_never_executed(api: Api)
         assert got["name"] == payload and got["description"] == payload
     assert await api.scalar("SELECT count(*) FROM projects") == len(payloads)
     assert await api.scalar("SELECT count(*) FROM users") == 1
+
+
+# Opaque cursors a client can forge: base64url of JSON that decodes but means nothing.
+FORGED_CURSORS = {
+    "int beyond int64": b"[99999999999999999999]",
+    "negative int beyond int64": b"[-99999999999999999999, 1]",
+    "boolean": b"[true]",
+    "booleans": b"[true, false]",
+    "float": b"[1.5]",
+    "NUL": b'["a\\u0000b"]',
+    "NULs": b'["a\\u0000b", "c\\u0000"]',
+}
+# Lists ordered by (created_at, id): a position without a time zone is not one of theirs.
+NAIVE = b'["2026-01-01T00:00:00", "00000000-0000-0000-0000-000000000000"]'
+TIME_ORDERED = ("/v1/projects", "/v1/models/{model_id}/versions")
+HUGE_INT = "99999999999999999999"
+
+
+def forged(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+async def test_crafted_read_parameters_are_4xx_naming_the_parameter(api: Api) -> None:
+    """Integers past int64, booleans, naive timestamps and NUL in cursors, selector values
+    and event ids answered 500; each is a 400/422 that names what was wrong."""
+    owner = await api.user("root", admin=True)
+    await api.user("vic")
+    world = await make_world(api, owner, {"ed": await _uid(api, "ed"), "vic": api.users["vic"].id})
+    ids = {
+        "project_id": world.project_id,
+        "model_id": world.model_id,
+        "version_id": world.version_id,
+        "other_version_id": world.version_id,
+        "webhook_id": world.webhook_id,
+    }
+    calls: list[tuple[str, dict[str, str]]] = []
+    for route in api_routes(api.app):
+        names = {p.alias for p in route.dependant.query_params}
+        known = {**ids, "global_id": "0000000000000000000S01", "user_id": str(api.users["vic"].id)}
+        if "GET" not in route.methods or "{job_id}" in route.path or "{token_id}" in route.path:
+            continue
+        path = route.path.format(**known)
+        if "cursor" in names:
+            if route.path in TIME_ORDERED:
+                calls.append((path, {"cursor": forged(NAIVE)}))
+            for raw in FORGED_CURSORS.values():
+                calls.append((path, {"cursor": forged(raw)}))
+                if "sort" in names:
+                    calls.append((path, {"cursor": forged(raw), "sort": "name"}))
+        if "after" in names:
+            calls += [(path, {"after": HUGE_INT}), (path, {"after": "-1"})]
+        if "q" in names:
+            calls += [
+                (path, {"q": f"IfcWall, Pset_WallCommon.FireRating={HUGE_INT}"}),
+                (path, {"q": f"IfcWall, Pset_WallCommon.FireRating<-{HUGE_INT}"}),
+                (path, {"q": "IfcWall, Name=a\x00b"}),
+            ]
+    assert len(calls) > 60
+    for path, params in calls:
+        r = await api.client.get(path, params=params, headers=owner)
+        label = f"GET {path} {params}"
+        if "q" in params and "\x00" not in params["q"]:
+            assert r.status_code == 200, f"{label} -> {r.status_code} {r.text[:300]}"
+            continue  # a number too big for int64 is still a number: it just matches nothing
+        assert 400 <= r.status_code < 500, f"{label} -> {r.status_code} {r.text[:300]}"
+        named = {r.json().get("parameter")} | {e["loc"][-1] for e in r.json().get("errors") or []}
+        assert next(iter(params)) in named, f"{label}: the answer does not name it: {r.text}"
+
+
+async def test_control_characters_in_an_imported_file_name_are_refused(api: Api) -> None:
+    owner = await api.user("alice")
+    world = await make_world(
+        api, owner, {"ed": await _uid(api, "ed"), "vic": await _uid(api, "vic")}
+    )
+    before = await snapshot(api)
+    content = SAMPLE_BODIES["POST /v1/models/{model_id}/imports"][1]
+    for name in (b"a\x00b.ndjson", b"escape\x1b[2J.ndjson", b"bell\x07.ndjson"):
+        # Written by hand: httpx would percent-encode the name; a hostile client need not.
+        body = (
+            b'--x\r\nContent-Disposition: form-data; name="file"; filename="' + name + b'"\r\n'
+            b"Content-Type: application/octet-stream\r\n\r\n" + content + b"\r\n--x--\r\n"
+        )
+        r = await api.client.post(
+            f"/v1/models/{world.model_id}/imports",
+            content=body,
+            headers={**owner, "content-type": "multipart/form-data; boundary=x"},
+        )
+        assert r.status_code == 422 and r.json()["parameter"] == "file", (name, r.text)
+    assert await snapshot(api) == before
+
+
+async def test_an_import_is_authorized_before_its_body_is_read(sqlite_api: Api) -> None:
+    """The multipart body was spooled to disk (up to the import limit) before anything
+    checked the caller: anyone could make the server write gigabytes."""
+    owner = await sqlite_api.user("alice")
+    world = await make_world(
+        sqlite_api,
+        owner,
+        {"ed": await _uid(sqlite_api, "ed"), "vic": await _uid(sqlite_api, "vic")},
+    )
+    sent = 0
+
+    async def body() -> Any:
+        nonlocal sent
+        yield b'--x\r\nContent-Disposition: form-data; name="file"; filename="a.ifc"\r\n\r\n'
+        for _ in range(100):
+            sent += 1
+            yield b"x" * (1024 * 1024)
+        yield b"\r\n--x--\r\n"
+
+    for headers in ({}, {"Authorization": "Bearer bem_pat_forged"}, await sqlite_api.user("olga")):
+        sent = 0
+        r = await sqlite_api.client.post(
+            f"/v1/models/{world.model_id}/imports",
+            content=body(),
+            headers={**headers, "content-type": "multipart/form-data; boundary=x"},
+        )
+        assert r.status_code in (401, 404), r.text
+        assert sent <= 2, f"{sent} MiB of the body were read before the answer"

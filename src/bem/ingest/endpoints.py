@@ -4,8 +4,10 @@ import uuid
 from typing import Annotated
 
 import anyio.to_thread
-from fastapi import APIRouter, File, Form, Request, Response, UploadFile, status
+from fastapi import APIRouter, Request, Response, status
+from pydantic import TypeAdapter, ValidationError
 from redis.exceptions import RedisError
+from starlette.datastructures import UploadFile
 
 from bem.auth.dependencies import Access, allow
 from bem.auth.permissions import PROJECT_EDIT
@@ -15,13 +17,67 @@ from bem.jobs import service as jobs
 from bem.jobs.queue import JobQueue
 from bem.jobs.schemas import JobOut
 from bem.kit.db import SessionDep
-from bem.kit.errors import Problem, problem_responses
+from bem.kit.errors import Problem, Unprocessable, problem_responses
 from bem.kit.ratelimit import rate_limit
 from bem.kit.storage import SourceStore
-from bem.kit.text import LongText
+from bem.kit.text import NO_CONTROL, LongText, has_control_chars
 from bem.projects import service as projects
 
 router = APIRouter(prefix="/v1", tags=["imports"], responses=problem_responses(401, 403, 422))
+
+# The form is read by the route itself, after authorization (as a File parameter it was read,
+# and spooled to disk, before anything checked who sent it).
+FORM_FIELDS = {"file", "message"}
+IMPORT_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "file": {
+                            "type": "string",
+                            "contentMediaType": "application/octet-stream",
+                            "description": "The model file; its extension names the format",
+                        },
+                        "message": {
+                            "type": "string",
+                            "maxLength": 4000,
+                            "pattern": NO_CONTROL,
+                            "description": "What changed",
+                        },
+                    },
+                }
+            }
+        },
+    }
+}
+_message = TypeAdapter(LongText)
+
+
+def _invalid(field: str, detail: str) -> Unprocessable:
+    return Unprocessable(detail, slug="validation-error", parameter=field)
+
+
+async def _import_form(request: Request) -> tuple[UploadFile, str | None]:
+    """The uploaded file and message, checked (names without control characters)."""
+    form = await request.form(max_files=1, max_fields=len(FORM_FIELDS))
+    if unknown := sorted(set(form) - FORM_FIELDS):
+        raise _invalid(unknown[0], f"Unknown form field {unknown[0]!r}; send file and message.")
+    file, message = form.get("file"), form.get("message")
+    if not isinstance(file, UploadFile):
+        raise _invalid("file", "Send the model as the form's `file` part.")
+    if has_control_chars(file.filename or ""):
+        raise _invalid("file", "The file name may not contain control characters.")
+    if message is not None:
+        try:
+            message = _message.validate_python(message)
+        except ValidationError as exc:
+            raise _invalid("message", exc.errors()[0]["msg"]) from exc
+    return file, message
 
 
 @router.post(
@@ -30,6 +86,7 @@ router = APIRouter(prefix="/v1", tags=["imports"], responses=problem_responses(4
     response_model=JobOut,
     responses=problem_responses(404, 413, 415, 429, 503),
     dependencies=[rate_limit("upload")],
+    openapi_extra=IMPORT_BODY,
     summary="Import a file (IFC, IFCZIP, DXF, NDJSON, JSON) as a new version, in the background",
 )
 async def create_import(
@@ -38,8 +95,6 @@ async def create_import(
     response: Response,
     session: SessionDep,
     access: Annotated[Access, allow(PROJECT_EDIT)],
-    file: Annotated[UploadFile, File(description="The model file; its extension names the format")],
-    message: Annotated[LongText | None, Form(description="What changed")] = None,
 ) -> JobOut:
     """Answers 202 with a job; follow it at `GET /v1/jobs/{id}` (the `Location` header). The
     format comes from the file name's extension and must agree with the content."""
@@ -48,7 +103,8 @@ async def create_import(
     queue: JobQueue = request.app.state.job_queue
     assert access.principal is not None
     await projects.get_model(session, model_id)
-    await session.commit()  # hold no database connection while the file is copied
+    await session.commit()  # hold no database connection while the file arrives and is copied
+    file, message = await _import_form(request)
     name = file.filename or ""
     source = await anyio.to_thread.run_sync(
         store_source, store, name, file.file, settings.max_import_bytes

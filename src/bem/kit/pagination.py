@@ -27,11 +27,22 @@ class Page(BaseModel, Generic[T]):
     next_cursor: str | None = None
 
 
+INT64 = (-(2**63), 2**63 - 1)
+
+
 class InvalidCursor(Problem):
     status, slug = 400, "invalid-cursor"
 
     def __init__(self) -> None:
-        super().__init__("The cursor is not valid for this list.")
+        super().__init__("The cursor is not valid for this list.", parameter="cursor")
+
+
+def _sound(value: Any) -> bool:
+    """What our own cursors hold: strings without NUL (PostgreSQL text cannot hold one) and
+    integers that fit a BIGINT (``bool`` is an ``int`` in Python: refused)."""
+    if isinstance(value, str):
+        return "\x00" not in value
+    return type(value) is int and INT64[0] <= value <= INT64[1]
 
 
 def encode_cursor(values: list[Any]) -> str:
@@ -45,11 +56,9 @@ def decode_cursor(cursor: str | None, arity: int) -> list[Any] | None:
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         values = orjson.loads(base64.urlsafe_b64decode(padded.encode()))
-    except (ValueError, binascii.Error, orjson.JSONDecodeError):
+    except (ValueError, binascii.Error):  # orjson.JSONDecodeError is a ValueError
         values = None
-    if not isinstance(values, list) or len(values) != arity:
-        raise InvalidCursor()
-    if not all(isinstance(v, str | int | float) for v in values):
+    if not isinstance(values, list) or len(values) != arity or not all(map(_sound, values)):
         raise InvalidCursor()
     return values
 
@@ -59,9 +68,12 @@ def decode_time_id_cursor(cursor: str | None) -> tuple[datetime, uuid.UUID] | No
     if (values := decode_cursor(cursor, 2)) is None:
         return None
     try:
-        return datetime.fromisoformat(str(values[0])), uuid.UUID(str(values[1]))
+        at, row_id = datetime.fromisoformat(str(values[0])), uuid.UUID(str(values[1]))
     except ValueError as exc:
         raise InvalidCursor() from exc
+    if at.tzinfo is None:  # ours always carry their zone
+        raise InvalidCursor()
+    return at, row_id
 
 
 def time_id_key(row: Any) -> list[Any]:

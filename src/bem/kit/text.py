@@ -22,6 +22,12 @@ def no_control_chars(value: str) -> str:
     return value
 
 
+def has_control_chars(value: str) -> bool:
+    """Any C0 control character or DEL, line breaks included (for names that end up in logs
+    and headers, such as file names)."""
+    return any(ord(c) < 0x20 or c == "\x7f" for c in value)
+
+
 Text = Annotated[StrictStr, Field(max_length=255, pattern=NO_CONTROL)]
 Name = Annotated[StrictStr, Field(min_length=1, max_length=255, pattern=NO_CONTROL)]
 LongText = Annotated[StrictStr, Field(max_length=4000, pattern=NO_CONTROL)]

@@ -25,6 +25,7 @@ from bem.kit.db import SessionDep
 from bem.kit.dberrors import as_problem
 from bem.kit.errors import Problem, Unauthorized, Unprocessable, problem_response, problem_responses
 from bem.kit.pagination import (
+    INT64,
     CursorParam,
     InvalidCursor,
     LimitParam,
@@ -51,7 +52,7 @@ WS_SUBPROTOCOL = "bem.bearer"
 SSE_RETRY_MS = 3000
 AfterParam = Annotated[
     int | None,
-    Query(ge=0, description="Resume after this event id (default: only new events)."),
+    Query(ge=0, le=INT64[1], description="Resume after this event id (default: only new events)."),
 ]
 
 
@@ -80,7 +81,7 @@ async def list_events(
     project_id: uuid.UUID,
     session: SessionDep,
     _: Annotated[Access, allow(PROJECT_READ)],
-    after: Annotated[int, Query(ge=0, description="Events with a greater id.")] = 0,
+    after: Annotated[int, Query(ge=0, le=INT64[1], description="Events with a greater id.")] = 0,
     limit: LimitParam = 100,
 ) -> EventPage:
     rows = await repository.events_after(session, after, limit, project_id)
@@ -126,8 +127,12 @@ async def stream_events(
     last_event_id: Annotated[str | None, Header(max_length=20)] = None,
 ) -> StreamingResponse:
     if last_event_id is not None:
-        if not last_event_id.isdigit():
-            raise Unprocessable("Last-Event-ID must be an event id.", slug="validation-error")
+        if not last_event_id.isdigit() or int(last_event_id) > INT64[1]:
+            raise Unprocessable(
+                "Last-Event-ID must be an event id.",
+                slug="validation-error",
+                parameter="Last-Event-ID",
+            )
         after = int(last_event_id)
     await session.close()  # hold no database connection for the life of the stream
     secret = get_authorization_scheme_param(request.headers.get("authorization"))[1]
@@ -175,8 +180,10 @@ async def events_websocket(
         try:
             if secret is None:
                 raise Unauthorized()
-            if after is not None and after < 0:
-                raise Unprocessable("after must be an event id.", slug="validation-error")
+            if after is not None and not 0 <= after <= INT64[1]:
+                raise Unprocessable(
+                    "after must be an event id.", slug="validation-error", parameter="after"
+                )
             principal = await principal_for(websocket.app.state.settings, session, secret)
             await authorize(websocket, session, principal, PROJECT_READ)
             hub.admit()

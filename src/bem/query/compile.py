@@ -75,10 +75,13 @@ def _as_float(text: str) -> float | None:
 
 
 def _as_int(text: str) -> int | None:
+    """The integer a value reads as, clamped to a BIGINT: it is only compared with a boolean's
+    0 or 1, which clamping does not change (a wider one made the database refuse the query)."""
     try:
-        return int(text)
+        number = int(text)
     except ValueError:
         return None
+    return max(-(2**63), min(number, 2**63 - 1))
 
 
 @dataclass

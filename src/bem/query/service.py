@@ -24,6 +24,9 @@ SORTS = ("global_id", "name", "ifc_class")
 class InvalidSelector(Problem):
     status, slug = 400, "invalid-selector"
 
+    def __init__(self, detail: str, **extra: Any) -> None:
+        super().__init__(detail, parameter="q", **extra)
+
 
 def compiler_for(session: AsyncSession) -> Compiler:
     return Compiler(dialect=session.get_bind().dialect.name)

@@ -101,7 +101,8 @@ class Settings(BaseSettings):
     otp_ttl_s: Annotated[int, Field(ge=60, le=3600)] = 600
     otp_max_attempts: Annotated[int, Field(ge=1, le=20)] = 5
     otp_digits: Annotated[int, Field(ge=6, le=10)] = 6
-    otp_requests_per_email: Annotated[int, Field(ge=1)] = 5  # per otp_request_window_s
+    otp_requests_per_email: Annotated[int, Field(ge=1)] = 5  # per address and client, per window
+    otp_requests_per_email_total: Annotated[int, Field(ge=1)] = 50  # per address, all clients
     otp_requests_per_ip: Annotated[int, Field(ge=1)] = 20
     otp_request_window_s: Annotated[int, Field(ge=60)] = 900
     totp_issuer: str = "BEM"

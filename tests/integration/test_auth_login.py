@@ -182,6 +182,53 @@ async def test_code_requests_are_throttled_per_email(database_url: str, tmp_path
         assert int(statuses[-1].headers["retry-after"]) > 0
 
 
+async def test_a_stranger_cannot_lock_the_owner_out(database_url: str, tmp_path: Path) -> None:
+    """Five requests for an address blocked its owner for 15 minutes (renewable forever), and
+    each one killed the owner's live code. Requests count per address and client; a code
+    works only for the client that asked for it."""
+    settings = settings_for(
+        database_url,
+        mail_backend="file",
+        mail_file_dir=tmp_path / "m",
+        trusted_proxies=["127.0.0.1/32"],  # the test client plays a proxy for two clients
+    )
+    owner, stranger = {"X-Forwarded-For": "198.51.100.7"}, {"X-Forwarded-For": "203.0.113.9"}
+    async with make_api(settings) as api:
+        await invite(api, "alice@example.com")
+        body = {"email": "alice@example.com"}
+        r = await api.client.post("/v1/auth/otp/request", json=body, headers=owner)
+        assert r.status_code == 202
+        code = code_in(inbox(api)[-1])
+        tries = [
+            (await api.client.post("/v1/auth/otp/request", json=body, headers=stranger)).status_code
+            for _ in range(7)
+        ]
+        assert tries == [202] * 5 + [429] * 2
+        for guess in ("000000", "111111", "222222", "333333", "444444"):
+            r = await api.client.post(
+                "/v1/auth/otp/verify", json={**body, "code": guess}, headers=stranger
+            )
+            assert r.status_code == 401
+        # The stranger's own codes do not work for them either: they went to the owner.
+        stolen = code_in(inbox(api)[-1])
+        r = await api.client.post(
+            "/v1/auth/otp/verify", json={**body, "code": stolen}, headers=stranger
+        )
+        assert r.status_code == 401
+        r = await api.client.post("/v1/auth/otp/verify", json={**body, "code": code}, headers=owner)
+        assert r.status_code == 200, r.text
+        r = await api.client.post("/v1/auth/otp/request", json=body, headers=owner)
+        assert r.status_code == 202
+        # Unknown addresses answer exactly alike: nothing to enumerate.
+        unknown = {"email": "nobody@example.com"}
+        assert [
+            (
+                await api.client.post("/v1/auth/otp/request", json=unknown, headers=stranger)
+            ).status_code
+            for _ in range(6)
+        ] == [202] * 5 + [429]
+
+
 async def test_bad_login_input_is_a_422(mail_api: Api) -> None:
     for body in (
         {"email": "not-an-email"},

@@ -15,6 +15,7 @@ from fastapi import Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bem.auth.models import AuditEvent
+from bem.kit.ratelimit import client_ip
 
 security_log = structlog.get_logger("bem.security")
 
@@ -29,8 +30,10 @@ class Origin:
 
 
 def origin_of(request: Request) -> Origin:
+    """Who sent the request: behind a trusted proxy, the client it forwarded for."""
+    trusted = list(request.app.state.settings.trusted_proxies)
     return Origin(
-        ip=request.client.host if request.client else None,
+        ip=client_ip(request.scope, trusted) if request.client else None,
         user_agent=(request.headers.get("user-agent") or "")[:255] or None,
         request_id=structlog.contextvars.get_contextvars().get("request_id"),
     )

@@ -3,7 +3,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import ColumnElement, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bem.auth.models import (
@@ -53,20 +53,31 @@ async def challenges_since(
     return int(await session.scalar(stmt) or 0)
 
 
-async def close_challenges(session: AsyncSession, email: str, now: datetime) -> None:
+def _of_client(ip: str | None) -> ColumnElement[bool]:
+    return OtpChallenge.ip.is_(None) if ip is None else OtpChallenge.ip == ip
+
+
+async def close_challenges(
+    session: AsyncSession, email: str, ip: str | None, now: datetime
+) -> None:
+    """End the open challenges ``ip`` asked for ``email`` (other clients' stay open)."""
     await session.execute(
         update(OtpChallenge)
-        .where(OtpChallenge.email == email, OtpChallenge.consumed_at.is_(None))
+        .where(OtpChallenge.email == email, _of_client(ip), OtpChallenge.consumed_at.is_(None))
         .values(consumed_at=now)
     )
 
 
-async def open_challenge(session: AsyncSession, email: str, now: datetime) -> OtpChallenge | None:
-    """The live challenge of ``email``, locked so concurrent guesses count one by one."""
+async def open_challenge(
+    session: AsyncSession, email: str, ip: str | None, now: datetime
+) -> OtpChallenge | None:
+    """The live challenge ``ip`` asked for ``email``, locked so concurrent guesses count
+    one by one."""
     result: OtpChallenge | None = await session.scalar(
         select(OtpChallenge)
         .where(
             OtpChallenge.email == email,
+            _of_client(ip),
             OtpChallenge.consumed_at.is_(None),
             OtpChallenge.expires_at > now,
         )

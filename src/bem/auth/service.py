@@ -252,23 +252,25 @@ async def request_otp(
 ) -> str | None:
     """Open a challenge for ``email``; return the code to send, or None when nothing may be
     sent (unknown email while sign-up is by invitation). Callers answer the same either way.
-    """
+
+    Requests are counted per address *and client*, so a stranger asking for codes for your
+    address exhausts their own budget, not yours (a higher cap per address bounds the mail
+    sent); a new code ends only the same client's earlier one, and a code is accepted only
+    from the client that asked for it, so a stranger cannot spend your code's attempts."""
     email = normalize_email(email)
     now = utcnow()
     since = now - timedelta(seconds=settings.otp_request_window_s)
-    per_email = await repository.challenges_since(session, since, email=email)
-    if per_email >= settings.otp_requests_per_email:
-        raise TooManyRequests(
-            "Too many codes requested for this address.", settings.otp_request_window_s
-        )
-    per_ip = await repository.challenges_since(session, since, ip=origin.ip) if origin.ip else 0
-    if per_ip >= settings.otp_requests_per_ip:
-        raise TooManyRequests(
-            "Too many codes requested from this address.", settings.otp_request_window_s
-        )
+    window = settings.otp_request_window_s
+    count = repository.challenges_since
+    if await count(session, since, email=email, ip=origin.ip) >= settings.otp_requests_per_email:
+        raise TooManyRequests("Too many codes requested for this address.", window)
+    if await count(session, since, email=email) >= settings.otp_requests_per_email_total:
+        raise TooManyRequests("Too many codes requested for this address.", window)
+    if origin.ip and await count(session, since, ip=origin.ip) >= settings.otp_requests_per_ip:
+        raise TooManyRequests("Too many codes requested from this address.", window)
     user = await repository.user_by_email(session, email)
     deliverable = user is not None or settings.signup is Signup.open
-    await repository.close_challenges(session, email, now)  # a new code kills the previous one
+    await repository.close_challenges(session, email, origin.ip, now)  # this client's old code
     code = numeric_code(settings.otp_digits)
     session.add(
         OtpChallenge(
@@ -302,7 +304,7 @@ async def verify_otp(
 ) -> tuple[User, str, str]:
     email = normalize_email(email)
     now = utcnow()
-    challenge = await repository.open_challenge(session, email, now)
+    challenge = await repository.open_challenge(session, email, origin.ip, now)
     user = await repository.user_by_email(session, email)
 
     async def failed(reason: str) -> None:

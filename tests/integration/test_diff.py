@@ -135,3 +135,33 @@ async def test_identical_twins_pair_in_global_id_order(api: Api) -> None:
         "1Twin00000000000000002": "2Twin00000000000000002",
         "2Twin00000000000000003": None,
     }
+
+
+async def test_a_diff_confirms_nothing_about_other_projects(api: Api) -> None:
+    """Another project's version read differently from one that does not exist, and
+    ``If-None-Match: *`` answered 304 before the model check (and before the cursor was
+    validated)."""
+    alice, bob = await api.user("alice"), await api.user("bob")
+    mine: list[str] = []
+    for headers in (alice, alice, bob):
+        pid = (await api.client.post("/v1/projects", json={"name": "P"}, headers=headers)).json()
+        mid = (
+            await api.client.post(
+                f"/v1/projects/{pid['id']}/models", json={"name": "M"}, headers=headers
+            )
+        ).json()["id"]
+        mine.append(await upload(api, headers, mid, list(element_documents(ifcgen.generate(3)))))
+    own, bobs = mine[0], mine[2]
+    answers = []
+    for other in (bobs, "00000000-0000-0000-0000-000000000000"):
+        for extra in ({}, {"If-None-Match": "*"}):
+            r = await api.client.get(f"/v1/versions/{own}/diff/{other}", headers={**alice, **extra})
+            assert r.status_code == 404, r.text
+            answers.append(r.json()["detail"].replace(other, "<id>"))
+    assert len(set(answers)) == 1, answers
+    r = await api.client.get(
+        f"/v1/versions/{own}/diff/{own}",
+        params={"cursor": "not-a-cursor"},
+        headers={**alice, "If-None-Match": "*"},
+    )
+    assert r.status_code == 400

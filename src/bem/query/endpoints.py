@@ -147,7 +147,8 @@ async def diff_versions(
     limit: LimitParam = 100,
 ) -> Any:
     old = await versions.get_version(session, version_id)
-    new = await versions.get_version(session, other_version_id)
+    new = await versions.get_sibling(session, old, other_version_id)
+    service.diff_position(cursor)  # a bad cursor is a 400 even for a client holding an ETag
     key = key_of("diff", old.id, new.id, kind, cursor, limit)
     if unchanged := validated(request, response, key):
         return unchanged

@@ -8,7 +8,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import TextClause
 
-from bem.kit.errors import NotFound, Problem
+from bem.kit.errors import Problem
 from bem.kit.pagination import InvalidCursor, decode_cursor, page_of
 from bem.query import diff as diffs
 from bem.query import repository
@@ -123,6 +123,12 @@ async def takeoff(
     return {"version_id": str(version.id), **takeoffs.table(keys, wanted, rows)}
 
 
+def diff_position(cursor: str | None) -> str:
+    """The GlobalId a diff page starts after."""
+    values = decode_cursor(cursor, 1)
+    return str(values[0]) if values else ""
+
+
 async def diff_versions(
     session: AsyncSession,
     old: Version,
@@ -131,12 +137,8 @@ async def diff_versions(
     cursor: str | None,
     limit: int,
 ) -> dict[str, Any]:
-    """Changes from ``old`` to ``new`` (two versions of one model)."""
-    if old.model_id != new.model_id:
-        # 404, not 403: the caller may not be allowed to learn that the other version exists.
-        raise NotFound(f"Version {new.id} is not a version of this model.")
-    values = decode_cursor(cursor, 1)
-    after = str(values[0]) if values else ""
+    """Changes from ``old`` to ``new`` (two versions of one model: ``get_sibling``)."""
+    after = diff_position(cursor)
     summary = await repository.diff_summary(session, old.id, new.id)
     counts = {k: summary.get(k, 0) for k in diffs.KINDS}
     counts["unchanged"] = (

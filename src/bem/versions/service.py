@@ -366,6 +366,16 @@ async def get_version(session: AsyncSession, version_id: uuid.UUID) -> Version:
     return version
 
 
+async def get_sibling(session: AsyncSession, version: Version, other_id: uuid.UUID) -> Version:
+    """Another version of ``version``'s model. One of another model (or another project,
+    which the caller may not be allowed to know of) is reported exactly like one that does
+    not exist."""
+    other = await session.get(Version, other_id)
+    if other is None or other.model_id != version.model_id:
+        raise NotFound(f"Version {other_id} is not a version of this model.")
+    return other
+
+
 async def list_versions(
     session: AsyncSession, model: Model, cursor: str | None, limit: int
 ) -> tuple[list[Version], str | None]:

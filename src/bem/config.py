@@ -20,8 +20,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 # Named per-route limits; routes declare which rule they use (``rate_limit("auth")``).
 RATE_LIMIT_RULES = {
     "auth": "10/minute",  # sign-in, refresh, logout: per client IP
-    "upload": "60/hour",  # version uploads, per user or token
-    "export": "120/hour",  # takeoffs (JSON, CSV, XLSX), per user or token
+    "upload": "60/hour",  # version uploads and imports, per user (whatever token they use)
+    "export": "120/hour",  # takeoffs (JSON, CSV, XLSX), per user
 }
 DEV_SECRET_KEY = "dev-insecure-secret-key-change-me"  # noqa: S105 - the refused default
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./var/bem.db"

@@ -209,3 +209,33 @@ async def test_a_slot_held_by_a_killed_process_lapses_by_itself(shared_redis: st
         if holder.returncode is None:
             holder.kill()
             await holder.wait()
+
+
+async def test_a_new_token_buys_no_new_upload_budget(sqlite_url: str) -> None:
+    """Upload limits were per token: minting another reset them. They are per user."""
+    settings = limited(
+        sqlite_url, rate_limit_default="100/minute", rate_limit_rules={"upload": "2/minute"}
+    )
+    async with make_api(settings) as api:  # type: ignore[arg-type]
+        alice = await api.user("alice")
+        pid = (await api.client.post("/v1/projects", json={"name": "P"}, headers=alice)).json()
+        mid = (
+            await api.client.post(
+                f"/v1/projects/{pid['id']}/models", json={"name": "M"}, headers=alice
+            )
+        ).json()["id"]
+        body = b'{"global_id": "0000000000000000000S01", "ifc_class": "IfcBuildingStorey"}\n'
+
+        async def upload(headers: dict[str, str]) -> int:
+            r = await api.client.post(
+                f"/v1/models/{mid}/versions",
+                content=body,
+                headers={**headers, "content-type": "application/x-ndjson"},
+            )
+            return r.status_code
+
+        first = await api.api_token("alice", ["models:write"])
+        assert [await upload(first) for _ in range(3)] == [201, 201, 429]
+        second = await api.api_token("alice", ["models:write"])
+        assert await upload(second) == 429
+        assert await upload(alice) == 429  # the session too: one user, one budget

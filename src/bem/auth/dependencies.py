@@ -85,6 +85,11 @@ async def authenticate(
 CurrentPrincipal = Annotated[Principal, Depends(authenticate)]
 
 
+async def user_key(principal: CurrentPrincipal) -> str:
+    """The rate-limit key of the calling user, whichever of their credentials they use."""
+    return f"user:{principal.user.id}"
+
+
 async def _project_of(session: AsyncSession, params: dict[str, Any]) -> uuid.UUID | None:
     """The project a path refers to, or None if it (or the path's object) does not exist."""
     try:

@@ -9,7 +9,7 @@ from pydantic import TypeAdapter, ValidationError
 from redis.exceptions import RedisError
 from starlette.datastructures import UploadFile
 
-from bem.auth.dependencies import Access, allow
+from bem.auth.dependencies import Access, allow, user_key
 from bem.auth.permissions import PROJECT_EDIT
 from bem.config import Settings
 from bem.ingest.service import create_import_job, store_source
@@ -85,7 +85,7 @@ async def _import_form(request: Request) -> tuple[UploadFile, str | None]:
     status_code=status.HTTP_202_ACCEPTED,
     response_model=JobOut,
     responses=problem_responses(404, 413, 415, 429, 503),
-    dependencies=[rate_limit("upload")],
+    dependencies=[rate_limit("upload", by=user_key)],
     openapi_extra=IMPORT_BODY,
     summary="Import a file (IFC, IFCZIP, DXF, NDJSON, JSON) as a new version, in the background",
 )

@@ -22,7 +22,7 @@ import ipaddress
 import math
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -198,14 +198,14 @@ class RateLimitMiddleware:
         await self.app(scope, receive, send_with_headers)
 
 
-def rate_limit(rule: str) -> Any:
-    """A route's own named limit (configured in settings), per caller identity."""
+def rate_limit(rule: str, by: Callable[..., Awaitable[str]] | None = None) -> Any:
+    """A route's own named limit (configured in settings), per caller identity, or per what
+    the dependency ``by`` names (the user, so minting another token buys no new budget)."""
 
-    async def check(request: Request) -> None:
+    async def limit(request: Request, identity: str) -> None:
         limiter: Limiter | None = getattr(request.app.state, "limiter", None)
         if limiter is None:
             return
-        identity = _state(request.scope).get("rate_identity", "anonymous")
         verdict = await limiter.hit(limiter.rule(rule), f"{rule}:{identity}")
         _state(request.scope).setdefault("rate_verdicts", []).append(verdict)
         if not verdict.allowed:
@@ -213,7 +213,19 @@ def rate_limit(rule: str) -> Any:
             limiter.on_reject(rule)
             raise RateLimitExceeded(rule, verdict)
 
-    return Depends(check)
+    if by is None:
+
+        async def per_caller(request: Request) -> None:
+            await limit(request, _state(request.scope).get("rate_identity", "anonymous"))
+
+        return Depends(per_caller)
+
+    # A default, not an annotation: annotations are strings here, and FastAPI resolves them
+    # in the module, where ``by`` is not.
+    async def per_key(request: Request, identity: str = Depends(by)) -> None:
+        await limit(request, identity)
+
+    return Depends(per_key)
 
 
 # Take a slot unless ``limit`` unexpired leases are held: drop expired leases, count, add.

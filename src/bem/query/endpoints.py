@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request, Response
 
-from bem.auth.dependencies import Access, allow
+from bem.auth.dependencies import Access, allow, user_key
 from bem.auth.permissions import PROJECT_READ
 from bem.kit.cache import CACHE_CONTROL, key_of, lookup, validators
 from bem.kit.db import SessionDep
@@ -63,7 +63,7 @@ EXPORT_TYPES = {
 
 @router.get(
     "/versions/{version_id}/takeoff",
-    dependencies=[rate_limit("export")],
+    dependencies=[rate_limit("export", by=user_key)],
     responses={
         **problem_responses(400, 404, 429),
         **NOT_MODIFIED,

@@ -9,7 +9,7 @@ import orjson
 from fastapi import APIRouter, Path, Query, Request, Response, status
 from fastapi.responses import FileResponse
 
-from bem.auth.dependencies import Access, allow
+from bem.auth.dependencies import Access, allow, user_key
 from bem.auth.permissions import PROJECT_EDIT, PROJECT_READ
 from bem.config import Settings
 from bem.ingest.ndjson import JSON_TYPES, NDJSON_TYPES, iter_body, media_type
@@ -79,7 +79,7 @@ def _json(data: Any, headers: dict[str, str] | None = None) -> Response:
     response_model=VersionOut,
     responses=problem_responses(400, 404, 413, 415, 429),
     openapi_extra=UPLOAD_BODY,
-    dependencies=[rate_limit("upload")],
+    dependencies=[rate_limit("upload", by=user_key)],
     summary="Upload elements as a new immutable version",
 )
 async def create_version(

@@ -92,6 +92,36 @@ async def test_otp_login_session_refresh_and_logout(mail_api: Api) -> None:
     )
 
 
+async def test_ending_a_session_ends_its_access_tokens_at_once(mail_api: Api) -> None:
+    """Logout and refresh-token reuse left the access JWT working for its 15 minutes."""
+    api = mail_api
+    await invite(api, "alice@example.com")
+
+    def bearer(pair: dict[str, Any]) -> dict[str, str]:
+        return {"Authorization": f"Bearer {pair['access_token']}"}
+
+    first = (await login(api, "alice@example.com")).json()
+    other = (await login(api, "alice@example.com")).json()  # another device
+    assert (await api.client.get("/v1/me", headers=bearer(first))).status_code == 200
+    r = await api.client.post("/v1/auth/logout", json={"refresh_token": first["refresh_token"]})
+    assert r.status_code == 204
+    assert (await api.client.get("/v1/me", headers=bearer(first))).status_code == 401
+    assert (await api.client.get("/v1/me", headers=bearer(other))).status_code == 200
+
+    rotated = (
+        await api.client.post(
+            "/v1/auth/token/refresh", json={"refresh_token": other["refresh_token"]}
+        )
+    ).json()
+    assert (await api.client.get("/v1/me", headers=bearer(rotated))).status_code == 200
+    stolen = await api.client.post(
+        "/v1/auth/token/refresh", json={"refresh_token": other["refresh_token"]}
+    )
+    assert stolen.status_code == 401  # reuse: the whole login ends, its access tokens too
+    for pair in (other, rotated):
+        assert (await api.client.get("/v1/me", headers=bearer(pair))).status_code == 401
+
+
 async def test_codes_are_hashed_single_use_and_replaced_by_new_requests(mail_api: Api) -> None:
     api = mail_api
     await invite(api, "alice@example.com")

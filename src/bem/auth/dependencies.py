@@ -21,7 +21,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bem.auth import repository, service
-from bem.auth.models import Principal, User
+from bem.auth.models import Principal
 from bem.auth.permissions import Permission, Role, Scope, expand
 from bem.auth.sessions import verify_access_token
 from bem.config import Settings
@@ -62,8 +62,8 @@ async def principal_for(settings: Settings, session: AsyncSession, secret: str) 
                 project_id=token.project_id,
                 expires_at=token.expires_at,
             )
-    elif (user_id := verify_access_token(settings, secret)) is not None:
-        session_user = await session.get(User, user_id)
+    elif (claims := verify_access_token(settings, secret)) is not None:
+        session_user = await repository.session_user(session, claims.user_id, claims.session_id)
         if session_user is not None:
             principal = Principal.of_session(session_user)
     if principal is None:

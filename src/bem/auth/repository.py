@@ -88,6 +88,21 @@ async def open_challenge(
     return result
 
 
+async def session_user(
+    session: AsyncSession, user_id: uuid.UUID, session_id: uuid.UUID | None
+) -> User | None:
+    """The user of an access token, unless its login (``session_id``) has ended: one
+    statement."""
+    stmt = select(User).where(User.id == user_id)
+    if session_id is not None:
+        ended = select(RefreshToken.id).where(
+            RefreshToken.family_id == session_id, RefreshToken.revoked_at.is_not(None)
+        )
+        stmt = stmt.where(~ended.exists())
+    result: User | None = await session.scalar(stmt)
+    return result
+
+
 async def refresh_token(session: AsyncSession, digest: str) -> RefreshToken | None:
     result: RefreshToken | None = await session.scalar(
         select(RefreshToken).where(RefreshToken.digest == digest).with_for_update()

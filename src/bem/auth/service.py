@@ -367,16 +367,17 @@ async def _start_session(
     family_id: uuid.UUID | None = None,
 ) -> tuple[str, str]:
     secret = new_token(REFRESH_PREFIX)
+    family_id = family_id or uuid.uuid4()
     session.add(
         RefreshToken(
             user_id=user.id,
-            family_id=family_id or uuid.uuid4(),
+            family_id=family_id,
             digest=token_digest(secret),
             created_at=now,
             expires_at=now + timedelta(seconds=settings.refresh_token_ttl_s),
         )
     )
-    return issue_access_token(settings, user.id, now), secret
+    return issue_access_token(settings, user.id, now, family_id), secret
 
 
 async def _refresh_row(session: AsyncSession, secret: str) -> RefreshToken | None:

@@ -34,7 +34,17 @@ def key_set(settings: Settings) -> KeySet:
     return KeySet(keys, settings.jwt_active_kid or list(keys)[-1])
 
 
-def issue_access_token(settings: Settings, user_id: uuid.UUID, now: datetime) -> str:
+@dataclass(frozen=True)
+class AccessClaims:
+    user_id: uuid.UUID
+    session_id: uuid.UUID | None  # the login (refresh-token family) it belongs to
+
+
+def issue_access_token(
+    settings: Settings, user_id: uuid.UUID, now: datetime, session_id: uuid.UUID | None = None
+) -> str:
+    """``sid`` names the login: when it ends (logout, refresh-token reuse), its access
+    tokens stop working at once instead of living out their TTL."""
     keys = key_set(settings)
     claims = {
         "iss": settings.jwt_issuer,
@@ -43,14 +53,15 @@ def issue_access_token(settings: Settings, user_id: uuid.UUID, now: datetime) ->
         "iat": int(now.timestamp()),
         "exp": int((now + timedelta(seconds=settings.access_token_ttl_s)).timestamp()),
         "jti": uuid.uuid4().hex,
+        **({"sid": str(session_id)} if session_id else {}),
     }
     return jwt.encode(
         claims, keys.keys[keys.active], algorithm="HS256", headers={"kid": keys.active}
     )
 
 
-def verify_access_token(settings: Settings, token: str) -> uuid.UUID | None:
-    """The user id of a valid access token, else None (never raises on bad input)."""
+def verify_access_token(settings: Settings, token: str) -> AccessClaims | None:
+    """The claims of a valid access token, else None (never raises on bad input)."""
     keys = key_set(settings)
     try:
         kid = jwt.get_unverified_header(token).get("kid")
@@ -65,7 +76,8 @@ def verify_access_token(settings: Settings, token: str) -> uuid.UUID | None:
             leeway=LEEWAY_S,
             options={"require": REQUIRED_CLAIMS},
         )
-        return uuid.UUID(str(claims["sub"]))
+        sid = claims.get("sid")
+        return AccessClaims(uuid.UUID(str(claims["sub"])), uuid.UUID(str(sid)) if sid else None)
     except (jwt.PyJWTError, ValueError):
         return None
 
@@ -83,8 +95,8 @@ def rate_identity(settings: Settings) -> Callable[[Scope], str]:
                     return ""
                 if credential.startswith(TOKEN_PREFIX):
                     return f"token:{token_digest(credential)[:32]}"
-                user_id = verify_access_token(settings, credential)
-                return f"user:{user_id}" if user_id else ""
+                claims = verify_access_token(settings, credential)
+                return f"user:{claims.user_id}" if claims else ""
         return ""
 
     return identify

@@ -44,8 +44,15 @@ def fresh_postgres() -> Iterator[str]:
 async def populate(url: str, storage: Path) -> dict[str, Any]:
     """An imported IFC (so there is a stored source file) and a version uploaded as NDJSON;
     returns what the restored server must answer the same way."""
-    async with make_api(settings_for(url, storage_dir=storage)) as api:
+    settings = settings_for(url, storage_dir=storage, webhook_allow_private=True)
+    async with make_api(settings) as api:
         headers, model_id = await model_of(api)
+        pid = (await api.client.get(f"/v1/models/{model_id}", headers=headers)).json()["project_id"]
+        hook = await api.client.post(
+            f"/v1/projects/{pid}/webhooks", json={"url": "http://127.0.0.1:9/x"}, headers=headers
+        )
+        secret = hook.json()["secret"]
+        assert await api.scalar("SELECT secret FROM webhooks") != secret  # sealed at rest
         job = await imported(api, headers, model_id, "tower.ifc", ifc_bytes(ifcgen.generate(60)))
         assert job["status"] == "succeeded", job
         vid = job["version_id"]
@@ -58,6 +65,7 @@ async def populate(url: str, storage: Path) -> dict[str, Any]:
             "token": api.tokens["alice"],
             "takeoff": takeoff.json(),
             "source": source.content,
+            "secret": secret,
         }
 
 
@@ -99,6 +107,10 @@ def drill(source_url: str, target_url: str, tmp_path: Path) -> None:
     manifest = orjson.loads((backup / "manifest.json").read_bytes())
     assert manifest["tables"]["version_elements"]["rows"] > 60
     assert any(name.startswith("sources/") for name in manifest["files"])
+    for path in [backup, *backup.rglob("*")]:  # the owner's alone, whatever the umask
+        assert path.stat().st_mode & 0o777 == (0o700 if path.is_dir() else 0o600), path
+        if path.is_file():
+            assert before["secret"].encode() not in path.read_bytes(), path
     asyncio.run(reported(source_url, storage))
 
     restored_storage = tmp_path / "restored-sources"

@@ -247,7 +247,7 @@ async def create_webhook(
     access: Annotated[Access, allow(PROJECT_MANAGE)],
 ) -> WebhookCreated:
     assert access.principal is not None
-    hook = await service.create_webhook(
+    hook, secret = await service.create_webhook(
         session,
         request.app.state.settings,
         origin_of(request),
@@ -255,7 +255,7 @@ async def create_webhook(
         project_id,
         data,
     )
-    return WebhookCreated.model_validate(hook)
+    return WebhookCreated(**WebhookOut.model_validate(hook).model_dump(), secret=secret)
 
 
 @router.get(

@@ -27,6 +27,7 @@ from bem.auth.audit import Origin
 from bem.config import Settings
 from bem.kit.errors import Conflict, NotFound, Unprocessable
 from bem.kit.metrics import Metrics
+from bem.kit.security import SecretBox
 from bem.live import repository
 from bem.live.models import Event, Webhook, WebhookDelivery
 from bem.live.schemas import WebhookCreate
@@ -69,6 +70,11 @@ def count_published(sessions: async_sessionmaker[AsyncSession], metrics: Metrics
     session_class = sessions.kw["sync_session_class"]  # see kit.db.session_factory
     sa_event.listen(session_class, "after_commit", committed)
     sa_event.listen(session_class, "after_soft_rollback", rolled_back)
+
+
+def webhook_box(settings: Settings) -> SecretBox:
+    """Seals webhook signing secrets at rest (a dump or backup alone cannot forge deliveries)."""
+    return SecretBox(settings.secret_key.get_secret_value(), "webhooks")
 
 
 def sign(secret: str, timestamp: int, body: bytes) -> str:
@@ -132,16 +138,18 @@ async def create_webhook(
     actor_id: uuid.UUID,
     project_id: uuid.UUID,
     data: WebhookCreate,
-) -> Webhook:
+) -> tuple[Webhook, str]:
+    """The new webhook and its signing secret (stored sealed; shown to the caller once)."""
     url = str(data.url)
     await resolve_destination(settings, url)
     if await repository.webhook_count(session, project_id) >= settings.webhooks_per_project:
         raise Conflict(f"A project may have at most {settings.webhooks_per_project} webhooks.")
+    secret = secrets.token_hex(32)
     hook = Webhook(
         project_id=project_id,
         url=url,
         kinds=sorted(set(data.kinds)),
-        secret=secrets.token_hex(32),
+        secret=webhook_box(settings).seal(secret),
         created_by=actor_id,
     )
     session.add(hook)
@@ -157,7 +165,7 @@ async def create_webhook(
         host=urlsplit(url).hostname,
     )
     await session.commit()
-    return hook
+    return hook, secret
 
 
 async def get_webhook(

@@ -182,21 +182,24 @@ class Deliverer:
 
     async def _attempt(self, delivery: WebhookDelivery, hook: Webhook, event: Event) -> None:
         body = orjson.dumps(EventOut.model_validate(event).model_dump(mode="json"))
-        headers = {
-            "Content-Type": "application/json",
-            "BEM-Event": event.kind,
-            "BEM-Delivery": str(delivery.id),
-            service.SIGNATURE_HEADER: service.sign(hook.secret, int(time.time()), body),
-        }
         started = time.perf_counter()
         status: int | None = None
         error: str | None = None
         final = False
         try:
+            secret = service.webhook_box(self.settings).open(hook.secret)
+            if secret is None:
+                raise Problem("The webhook's secret does not open: was BEM_SECRET_KEY changed?")
+            headers = {
+                "Content-Type": "application/json",
+                "BEM-Event": event.kind,
+                "BEM-Delivery": str(delivery.id),
+                service.SIGNATURE_HEADER: service.sign(secret, int(time.time()), body),
+            }
             status = await self._post(hook.url, body, headers)
             if not 200 <= status < 300:
                 error = f"HTTP {status}"
-        except Problem as exc:  # the address is refused: retrying will not help
+        except Problem as exc:  # the address is refused (or the secret lost): retrying won't help
             error, final = exc.detail, True
         except TimeoutError:
             error = f"Timeout: no complete answer within {self.settings.webhook_timeout_s} s"

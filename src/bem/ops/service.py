@@ -186,9 +186,9 @@ async def create_backup(settings: Settings, keep: int) -> Path:
     url = make_url(settings.database_url_value)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     root = settings.backup_dir
-    root.mkdir(parents=True, exist_ok=True)
+    root.mkdir(mode=0o700, parents=True, exist_ok=True)
     partial = root / f".{stamp}.partial"
-    partial.mkdir()
+    partial.mkdir(mode=0o700)
     engine = create_engine(settings)
     try:
         if url.get_backend_name() == "sqlite":
@@ -210,6 +210,7 @@ async def create_backup(settings: Settings, keep: int) -> Path:
             "files": files,
         }
         (partial / MANIFEST).write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
+        _owner_only(partial)
         size = sum(path.stat().st_size for path in paths)
         final = root / stamp
         partial.rename(final)
@@ -223,6 +224,13 @@ async def create_backup(settings: Settings, keep: int) -> Path:
         await engine.dispose()
     prune(root, keep)
     return final
+
+
+def _owner_only(tree: Path) -> None:
+    """A backup holds every user's data and sealed secrets: readable by its owner only
+    (directories 0700, files 0600), whatever the umask."""
+    for path in [tree, *tree.rglob("*")]:
+        path.chmod(0o700 if path.is_dir() else 0o600)
 
 
 def complete_backups(root: Path) -> list[Path]:

@@ -87,6 +87,21 @@ async def test_group_by_class_and_property_with_downloads(api: Api) -> None:
         assert "xl/worksheets/sheet1.xml" in book.namelist()
 
 
+async def test_csv_header_cells_cannot_run_as_formulas(sqlite_api: Api) -> None:
+    """Column names come from the query: a group or measure named like a formula is quoted
+    in the header as data cells are."""
+    headers, vid = await loaded(sqlite_api, 12)
+    params = {"group_by": "=HYPERLINK(1).x", "measures": "@SUM(1).Q", "format": "csv"}
+    r = await sqlite_api.client.get(f"/v1/versions/{vid}/takeoff", params=params, headers=headers)
+    assert r.status_code == 200, r.text
+    header = next(csv.reader(io.StringIO(r.text)))
+    assert (
+        header[0] == "'=HYPERLINK(1).x"
+        and header[-1] == "'sum(@SUM(1).Q)"
+        or all(not cell.startswith(("=", "+", "-", "@")) for cell in header)
+    ), header
+
+
 @pytest.mark.parametrize(
     "params",
     [

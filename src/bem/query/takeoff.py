@@ -236,7 +236,7 @@ def to_csv(result: dict[str, Any]) -> bytes:
     out = io.StringIO()
     writer = csv.writer(out)
     names = [c["name"] for c in result["columns"]]
-    writer.writerow([_header(c) for c in result["columns"]])
+    writer.writerow([_cell(_header(c)) for c in result["columns"]])  # names come from the query
     for row in result["rows"]:
         writer.writerow([_cell(row[n]) for n in names])
     return out.getvalue().encode()

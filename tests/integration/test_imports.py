@@ -8,6 +8,7 @@ import asyncio
 import base64
 import hashlib
 import io
+import random
 import re
 import zipfile
 from pathlib import Path
@@ -437,6 +438,13 @@ def old_schema_ifc() -> bytes:
     )
 
 
+def garbage_binary_dxf(seed: int) -> bytes:
+    """The binary DXF sentinel, then noise: ezdxf raised ValueError or struct.error, which
+    was an internal error retried three times."""
+    noise = random.Random(seed)
+    return b"AutoCAD Binary DXF\r\n\x1a\x00" + bytes(noise.randrange(256) for _ in range(1500))
+
+
 @pytest.mark.parametrize(
     ("name", "make", "slug", "phrase"),
     [
@@ -450,6 +458,7 @@ def old_schema_ifc() -> bytes:
             "malformed-file",
             "ezdxf",
         ),
+        ("garbage.dxf", lambda: garbage_binary_dxf(0), "malformed-file", "ezdxf"),
         ("bad.ndjson", lambda: b'{"global_id": "x"}\n', "unprocessable", "line 1"),
         ("bad.json", lambda: b"[1, 2", "malformed-body", "invalid JSON"),
     ],

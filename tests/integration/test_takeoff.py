@@ -95,11 +95,8 @@ async def test_csv_header_cells_cannot_run_as_formulas(sqlite_api: Api) -> None:
     r = await sqlite_api.client.get(f"/v1/versions/{vid}/takeoff", params=params, headers=headers)
     assert r.status_code == 200, r.text
     header = next(csv.reader(io.StringIO(r.text)))
-    assert (
-        header[0] == "'=HYPERLINK(1).x"
-        and header[-1] == "'sum(@SUM(1).Q)"
-        or all(not cell.startswith(("=", "+", "-", "@")) for cell in header)
-    ), header
+    assert header[0] == "'=HYPERLINK(1).x", header
+    assert not any(cell.startswith(("=", "+", "-", "@")) for cell in header), header
 
 
 @pytest.mark.parametrize(

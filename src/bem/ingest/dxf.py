@@ -10,6 +10,7 @@ Bounding boxes are converted to metres using ``$INSUNITS``.
 
 from __future__ import annotations
 
+import struct
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -50,15 +51,25 @@ class LayerMap:
         return self.default
 
 
+# What ezdxf raises on damaged input: a truncated file (StopIteration), garbage in a binary
+# DXF (struct.error, ValueError "subsection not found", IndexError), bad text encodings.
+UNREADABLE = (
+    DXFError,
+    OSError,
+    UnicodeDecodeError,
+    StopIteration,
+    ValueError,
+    struct.error,
+    IndexError,
+    KeyError,
+    EOFError,
+)
+
+
 def open_drawing(path: Path) -> Drawing:
     try:
         return readfile(path)
-    except (
-        DXFError,
-        OSError,
-        UnicodeDecodeError,
-        StopIteration,
-    ) as exc:  # truncated: StopIteration
+    except UNREADABLE as exc:
         raise BadSource(f"ezdxf cannot read the drawing: {exc}", slug="malformed-file") from exc
 
 

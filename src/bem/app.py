@@ -11,7 +11,7 @@ from typing import Any
 
 import fastapi_offline
 import redis.asyncio
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
@@ -44,7 +44,7 @@ from bem.kit.health import router as health_router
 from bem.kit.logging import get_logger
 from bem.kit.metrics import Metrics, MetricsMiddleware
 from bem.kit.ratelimit import Concurrency, Limiter, RateLimitMiddleware
-from bem.kit.routes import api_routes
+from bem.kit.routes import api_routes, refuse_unknown_query
 from bem.kit.storage import SourceStore
 from bem.kit.tracing import setup_tracing, start_client_tracing, stop_tracing
 from bem.live.endpoints import router as live_router
@@ -287,7 +287,7 @@ def create_app(
         routers = [auth_router, ops_router, projects_router, versions_router, imports_router]
         routers += [jobs_router, query_router, live_router]
     for router in routers:
-        app.include_router(router)
+        app.include_router(router, dependencies=[Depends(refuse_unknown_query)])
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

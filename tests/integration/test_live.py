@@ -275,6 +275,27 @@ async def test_websocket_feed_authenticates_counts_and_closes_with_1012_on_shutd
         assert busy.value.response.status_code == 503
 
 
+async def test_every_websocket_refusal_is_a_problem_answer(sqlite_url: str) -> None:
+    """A malformed id, a parameter of the wrong type, an unknown path: the handshake is
+    refused with a problem+json body like every other refusal (they were bare closes)."""
+    async with served(sqlite_url) as api:
+        owner = await api.user("alice")
+        pid, _ = await project_and_model(api, owner)
+        for path, status in (
+            ("/v1/projects/not-a-uuid/events/ws", 422),
+            (f"/v1/projects/{pid}/events/ws?after=abc", 422),
+            (f"/v1/projects/{pid}/events/ws?after=-1", 422),
+            ("/v1/nowhere/ws", 404),
+        ):
+            with pytest.raises(InvalidStatus) as denied:
+                async with connect(ws_url(api, path), additional_headers=owner):
+                    pass
+            response = denied.value.response
+            assert response.status_code == status, path
+            assert response.headers["content-type"] == "application/problem+json", path
+            assert orjson.loads(response.body)["status"] == status, path
+
+
 async def test_a_member_removed_mid_stream_is_disconnected(database_url: str) -> None:
     async with served(database_url) as api:
         owner = await api.user("alice")

@@ -94,3 +94,22 @@ def test_cors_configuration_refuses_wildcards_and_null() -> None:
     for bad in (["*"], ["null"], ["https://*.example.com"], ["ftp://x.example.com"]):
         with pytest.raises(ValidationError):
             Settings(cors_origins=bad)
+
+
+async def test_unknown_query_parameters_are_refused(sqlite_api: Api) -> None:
+    """A misspelt parameter (``limt=10``) was ignored silently; it is a 400 naming it."""
+    alice = await sqlite_api.user("alice")
+    for path, params in (
+        ("/v1/projects", {"limt": "10"}),
+        ("/v1/me", {"x": "1"}),
+        ("/v1/projects", {"limit": "10", "extra": "1"}),
+    ):
+        r = await sqlite_api.client.get(path, params=params, headers=alice)
+        assert r.status_code == 400, (path, params, r.text)
+        body = r.json()
+        assert body["type"].endswith("/unknown-parameter") and body["parameter"] in params
+    assert (
+        await sqlite_api.client.get("/v1/projects", params={"limit": 5}, headers=alice)
+    ).is_success
+    # Probes and docs stay lenient: load balancers add their own parameters.
+    assert (await sqlite_api.client.get("/health/live", params={"probe": "1"})).status_code == 200

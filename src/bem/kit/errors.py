@@ -13,12 +13,13 @@ from typing import Any
 
 import orjson
 import structlog
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
+from fastapi import FastAPI, Request, WebSocket, status
+from fastapi.exceptions import RequestValidationError, WebSocketRequestValidationError
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 PROBLEM_JSON = "application/problem+json"
 TYPE_BASE = "https://bem.dev/problems/"
@@ -149,15 +150,48 @@ async def _on_http(request: Request, exc: Exception) -> Response:
     return problem_response(exc.status_code, _slug_for(exc.status_code), detail, headers or None)
 
 
-async def _on_validation(_: Request, exc: Exception) -> Response:
-    assert isinstance(exc, RequestValidationError)
+def _validation_problem(exc: RequestValidationError | WebSocketRequestValidationError) -> Problem:
     errors = [
         {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
         for e in exc.errors()
     ]
-    return problem_response(
-        422, "validation-error", "The request did not validate; see errors.", errors=errors
+    return Unprocessable(
+        "The request did not validate; see errors.", slug="validation-error", errors=errors
     )
+
+
+async def _on_validation(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    problem = _validation_problem(exc)
+    return problem_response(problem.status, problem.slug, problem.detail, **problem.extra)
+
+
+async def deny(websocket: WebSocket, problem: Problem) -> None:
+    """Refuse a WebSocket handshake with the problem as an HTTP answer where the server can
+    send one (uvicorn can), else by closing with 1008."""
+    if "websocket.http.response" in websocket.scope.get("extensions", {}):
+        answer = problem_response(problem.status, problem.slug, problem.detail, **problem.extra)
+        await websocket.send_denial_response(answer)
+    else:
+        await websocket.close(code=status.WS_1008_POLICY_VIOLATION, reason=problem.slug)
+
+
+async def _on_websocket_validation(websocket: WebSocket, exc: Exception) -> None:
+    assert isinstance(exc, WebSocketRequestValidationError)
+    await deny(websocket, _validation_problem(exc))
+
+
+def refuse_unknown_websockets(app: FastAPI) -> None:
+    """A handshake to no WebSocket route is a 404 problem (Starlette closes it bare)."""
+    fallback = app.router.default
+
+    async def default(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "websocket":
+            await fallback(scope, receive, send)
+            return
+        await deny(WebSocket(scope, receive, send), NotFound("No WebSocket is served here."))
+
+    app.router.default = default
 
 
 async def _on_integrity(_: Request, exc: Exception) -> Response:
@@ -170,6 +204,8 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Problem, _on_problem)
     app.add_exception_handler(StarletteHTTPException, _on_http)
     app.add_exception_handler(RequestValidationError, _on_validation)
+    app.add_exception_handler(WebSocketRequestValidationError, _on_websocket_validation)
+    refuse_unknown_websockets(app)
     app.add_exception_handler(IntegrityError, _on_integrity)
 
 

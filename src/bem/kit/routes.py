@@ -8,7 +8,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, routing
+from starlette.requests import HTTPConnection
 from starlette.routing import compile_path
+
+from bem.kit.errors import Problem
 
 
 @dataclass(frozen=True)
@@ -40,3 +43,28 @@ def methods_for(app: FastAPI, path: str) -> set[str]:
         if compile_path(route.path)[0].match(path):
             methods |= route.methods
     return methods
+
+
+def _query_names(route: Any) -> set[str]:
+    """The query parameters of a route and of its dependencies (a walk of a few nodes)."""
+    found: set[str] = set()
+    pending = [route.dependant]
+    while pending:
+        dependant = pending.pop()
+        found.update(param.alias for param in dependant.query_params)
+        pending.extend(dependant.dependencies)
+    return found
+
+
+async def refuse_unknown_query(conn: HTTPConnection) -> None:
+    """A router dependency: a query parameter the route does not declare is a 400 naming it
+    (a misspelt ``limt=`` was ignored, and the default silently used)."""
+    route = conn.scope.get("route")
+    if conn.scope["type"] != "http" or route is None:
+        return
+    if unknown := sorted(set(conn.query_params) - _query_names(route)):
+        raise Problem(
+            f"Unknown query parameter {unknown[0]!r} for this operation.",
+            slug="unknown-parameter",
+            parameter=unknown[0],
+        )

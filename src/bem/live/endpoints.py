@@ -23,7 +23,7 @@ from bem.auth.dependencies import Access, allow, authorize, principal_for
 from bem.auth.permissions import PROJECT_MANAGE, PROJECT_READ
 from bem.kit.db import SessionDep
 from bem.kit.dberrors import as_problem
-from bem.kit.errors import Problem, Unauthorized, Unprocessable, problem_response, problem_responses
+from bem.kit.errors import Problem, Unauthorized, Unprocessable, deny, problem_responses
 from bem.kit.pagination import (
     INT64,
     CursorParam,
@@ -157,16 +157,6 @@ def _ws_secret(websocket: WebSocket) -> tuple[str | None, str | None]:
     return None, None
 
 
-async def _deny(websocket: WebSocket, problem: Problem) -> None:
-    """Refuse the handshake with the problem as an HTTP answer where the server can send one
-    (uvicorn can), else by closing with 1008."""
-    if "websocket.http.response" in websocket.scope.get("extensions", {}):
-        answer = problem_response(problem.status, problem.slug, problem.detail)
-        await websocket.send_denial_response(answer)
-    else:
-        await websocket.close(code=status.WS_1008_POLICY_VIOLATION, reason=problem.slug)
-
-
 @router.websocket("/projects/{project_id}/events/ws")
 async def events_websocket(
     websocket: WebSocket, project_id: uuid.UUID, after: int | None = None
@@ -191,7 +181,7 @@ async def events_websocket(
             problem = exc if isinstance(exc, Problem) else as_problem(exc)
             if problem is None:
                 raise
-            await _deny(websocket, problem)
+            await deny(websocket, problem)
             return
     await websocket.accept(subprotocol=subprotocol)
     events = hub.follow(project_id, after, "websocket", lambda: _still_allowed(websocket, secret))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from collections.abc import AsyncIterator
@@ -146,6 +147,8 @@ def create_app(
         if app.state.tracer_provider is not None:
             start_client_tracing(app.state.tracer_provider, engine)
         app.state.started_at = time.time()
+        if swept := await asyncio.to_thread(app.state.store.sweep):
+            log.info("storage.swept", abandoned_files=swept)
         count_published(app.state.sessions, app.state.metrics)
         app.state.job_queue = None if gateway else await _job_queue(settings, app)
         app.state.hub = Hub(

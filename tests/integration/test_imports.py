@@ -8,8 +8,10 @@ import asyncio
 import base64
 import hashlib
 import io
+import os
 import random
 import re
+import time
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -520,3 +522,19 @@ async def test_a_stopped_server_resumes_its_jobs(database_url: str) -> None:
         assert job["attempts"] == 2
         assert job["error"] is None
         assert await api.scalar("SELECT count(*) FROM versions") == 1
+
+
+async def test_files_half_written_by_a_crashed_process_are_swept_at_start(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    storage = tmp_path / "sources"
+    storage.mkdir()
+    abandoned, in_flight = storage / ".incoming-abc123", storage / ".incoming-def456"
+    for path in (abandoned, in_flight):
+        path.write_bytes(b"half a file")
+    two_hours_ago = time.time() - 7200
+    os.utime(abandoned, (two_hours_ago, two_hours_ago))
+    async with make_api(settings_for(sqlite_url, storage_dir=storage)):
+        pass
+    assert not abandoned.exists()
+    assert in_flight.exists()  # maybe another process's upload: left alone

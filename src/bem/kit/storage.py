@@ -11,11 +11,16 @@ import hashlib
 import os
 import re
 import tempfile
+import time
 from pathlib import Path
 from typing import IO
 
 KEY = re.compile(r"^[0-9a-f]{64}$")
 CHUNK = 1024 * 1024
+INCOMING = ".incoming-"
+# A half-written file older than this belongs to a process that died (kill -9, OOM): no
+# upload spends an hour copying into the store.
+ABANDONED_AFTER_S = 3600.0
 
 
 class SourceStore:
@@ -34,7 +39,7 @@ class SourceStore:
         """Copy a binary file in from its start; returns its key (SHA-256) and size."""
         digest = hashlib.sha256()
         self.root.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(dir=self.root, prefix=".incoming-")
+        fd, tmp_name = tempfile.mkstemp(dir=self.root, prefix=INCOMING)
         tmp = Path(tmp_name)
         size = 0
         try:
@@ -53,3 +58,14 @@ class SourceStore:
         finally:
             tmp.unlink(missing_ok=True)
         return key, size
+
+    def sweep(self, older_than_s: float = ABANDONED_AFTER_S) -> int:
+        """Delete half-written files crashed processes left behind; how many. Recent ones may
+        be another process's upload in flight and stay."""
+        if not self.root.is_dir():
+            return 0
+        cutoff = time.time() - older_than_s
+        stale = [p for p in self.root.glob(INCOMING + "*") if p.stat().st_mtime < cutoff]
+        for path in stale:
+            path.unlink(missing_ok=True)
+        return len(stale)

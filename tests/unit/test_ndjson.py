@@ -56,3 +56,13 @@ def test_json_accepts_array_or_envelope_only() -> None:
     for bad in (b'{"elements": [], "x": 1}', b"5", b"[1]", b"{"):
         with pytest.raises(MalformedBody):
             list(iter_json(bad))
+
+
+async def test_a_line_finished_in_the_chunk_that_overshoots_is_refused() -> None:
+    """900 bytes, then a chunk that ends the line at 1,400: only the unfinished tail was
+    measured, so the finished line slipped past the 1,000-byte limit."""
+    line = b'{"a": "' + b"x" * 1390 + b'"}'
+    with pytest.raises(PayloadTooLarge, match="line 2 exceeds 1000 bytes"):
+        await collect(body((b"{}\n" + line[:900], line[900:] + b"\n{}\n")))
+    items = await collect(body((b"{}\n" + b'{"a": "' + b"x" * 980 + b'"}\n',)))
+    assert len(items) == 2  # up to the limit is fine

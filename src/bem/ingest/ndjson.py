@@ -49,7 +49,8 @@ def _parse_line(line: bytes, line_no: int) -> dict[str, Any]:
 async def iter_ndjson(
     chunks: AsyncIterator[bytes], *, max_bytes: int, max_line_bytes: int
 ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
-    """One JSON object per line; blank lines are skipped; a line may not exceed the limit."""
+    """One JSON object per line; blank lines are skipped; a line may not exceed the limit
+    (finished lines are checked too: one can end in the chunk that overshot the limit)."""
     total = 0
     pending = b""
     line_no = 0
@@ -59,11 +60,11 @@ async def iter_ndjson(
             raise _too_large(max_bytes)
         pending += chunk
         *lines, pending = pending.split(b"\n")
-        if len(pending) > max_line_bytes:
-            raise PayloadTooLarge(
-                f"line {line_no + len(lines) + 1} exceeds {max_line_bytes} bytes",
-                limit=max_line_bytes,
-            )
+        for number, line in enumerate([*lines, pending], start=line_no + 1):
+            if len(line) > max_line_bytes:
+                raise PayloadTooLarge(
+                    f"line {number} exceeds {max_line_bytes} bytes", limit=max_line_bytes
+                )
         for line in lines:
             line_no += 1
             if line.strip():

@@ -75,8 +75,36 @@ def test_secret_looking_fields_and_tokens_are_masked(log_lines: io.StringIO) -> 
         "login", password="hunter2", token="abc", note="header was Bearer bem_pat_SECRET123"
     )
     (event,) = parsed(log_lines)
-    assert event["password"] == "***" and event["token"] == "***"
+    assert event["password"] == "[Filtered]" and event["token"] == "[Filtered]"
     assert "SECRET123" not in event["note"]
+
+
+SECRETS = {
+    "refresh token": "bem_rt_Zk3N0tAR3alR3fr3sh",
+    "API token": "bem_pat_S3cr3tT0k3nValue",
+    "JWT": "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl",
+    "email": "alice@example.com",
+}
+
+
+def test_the_log_and_error_reports_mask_the_same_secrets(log_lines: io.StringIO) -> None:
+    """The two scrubbers had drifted: the log masked API tokens only, so refresh tokens,
+    JWTs and email addresses reached it (in exception messages too)."""
+    from bem.kit.errortracking import scrub
+
+    text = "; ".join(f"{k}={v}" for k, v in SECRETS.items())
+    log = get_logger("test")
+    log.info("note", detail=text)
+    try:
+        raise RuntimeError(text)
+    except RuntimeError:
+        log.exception("failed")
+    report = scrub({"message": text, "exception": {"values": [{"value": text}]}}, {})
+    for name, secret in SECRETS.items():
+        assert secret not in log_lines.getvalue(), f"the log shows a {name}"
+        assert secret not in str(report), f"an error report shows a {name}"
+    log.info("login", email="a***@example.com")
+    assert "a***@example.com" in log_lines.getvalue()  # masked addresses stay as they are
 
 
 async def test_validation_errors_list_each_field(sqlite_api: Api) -> None:

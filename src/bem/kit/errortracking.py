@@ -10,7 +10,6 @@ is not reported again through logging or the framework. Every event passes throu
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,29 +17,21 @@ import sentry_sdk
 
 from bem.config import Settings
 from bem.kit.build import Build
+from bem.kit.scrub import MASK, ONE_TIME_CODE, SECRET_TEXT, mask_text, secret_key
 
-_SECRET_KEYS = re.compile(r"authorization|cookie|token|secret|password|otp|code|dsn|key", re.I)
-_SECRET_VALUES = [
-    re.compile(r"bem_(?:pat|rt)_[A-Za-z0-9_-]+"),  # API and refresh tokens
-    re.compile(r"eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*"),  # JWTs
-    re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}"),  # email addresses
-    re.compile(r"(?<![0-9A-Za-z])[0-9]{6,10}(?![0-9A-Za-z])"),  # one-time codes
-]
-MASK = "[Filtered]"
+REPORTED_TEXT = (*SECRET_TEXT, ONE_TIME_CODE)  # exception messages may quote a code
 
 
 def _scrub_value(value: Any, key: str = "") -> Any:
-    if key and _SECRET_KEYS.search(key) and value not in (None, ""):
+    if key and secret_key(key) and value not in (None, ""):
         return MASK
     if isinstance(value, str):
-        for pattern in _SECRET_VALUES:
-            value = pattern.sub(MASK, value)
-        return value
+        return mask_text(value, REPORTED_TEXT)
     if isinstance(value, dict):
         return {k: _scrub_value(v, str(k)) for k, v in value.items()}
     if isinstance(value, list | tuple):
         # Header lists come as [name, value] pairs.
-        if len(value) == 2 and isinstance(value[0], str) and _SECRET_KEYS.search(value[0]):
+        if len(value) == 2 and isinstance(value[0], str) and secret_key(value[0]):
             return [value[0], MASK]
         return [_scrub_value(v) for v in value]
     return value

@@ -7,7 +7,6 @@ Request-scoped fields (``request_id``, later ``trace_id``) are bound with
 from __future__ import annotations
 
 import logging
-import re
 import sys
 from typing import Any, TextIO
 
@@ -15,17 +14,18 @@ import structlog
 from opentelemetry import trace
 from structlog.typing import EventDict, Processor
 
-_SECRET_KEYS = re.compile(r"(authorization|token|secret|password|cookie|otp|code)$", re.I)
-_BEARER = re.compile(r"(bem_pat_)[A-Za-z0-9_-]+")
+from bem.kit.scrub import MASK, mask_text, secret_key
 
 
 def _scrub(_: Any, __: str, event_dict: EventDict) -> EventDict:
-    """Last line of defence: mask values of secret-looking keys and inline API tokens."""
+    """Last line of defence (``kit/scrub.py``, the list error reports use too): mask values
+    of secret-looking keys, and tokens, JWTs and email addresses in any text, the rendered
+    exception included."""
     for key, value in list(event_dict.items()):
-        if _SECRET_KEYS.search(key) and value is not None and key != "status_code":
-            event_dict[key] = "***"
-        elif isinstance(value, str) and "bem_pat_" in value:
-            event_dict[key] = _BEARER.sub(r"\1***", value)
+        if secret_key(key) and value is not None:
+            event_dict[key] = MASK
+        elif isinstance(value, str):
+            event_dict[key] = mask_text(value)
     return event_dict
 
 
@@ -46,7 +46,6 @@ def configure_logging(level: str = "INFO", json: bool = True, stream: TextIO | N
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
-        _scrub,
     ]
     renderer: Processor = (
         structlog.processors.JSONRenderer()
@@ -64,6 +63,7 @@ def configure_logging(level: str = "INFO", json: bool = True, stream: TextIO | N
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             structlog.processors.format_exc_info,
+            _scrub,  # after the traceback is text: exception messages carry secrets too
             renderer,
         ],
     )

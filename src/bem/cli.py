@@ -113,7 +113,7 @@ def _run_server(
         err.print(f"Get a token with: {_bem_command()} users create-admin --email you@example.com")
     else:
         err.print(f"BEM gateway (change feed) on http://{host}:{port}")
-    uvicorn.run(
+    config = uvicorn.Config(
         factory,
         factory=True,
         host=host,
@@ -126,6 +126,15 @@ def _run_server(
         forwarded_allow_ips=",".join(str(n) for n in settings.trusted_proxies) or None,
         timeout_graceful_shutdown=int(settings.shutdown_timeout),
     )
+    if workers > 1:  # as uvicorn.run, with a supervisor that stops listening first
+        from bem.kit.shutdown import Supervisor
+
+        Supervisor(config, sockets=[config.bind_socket()]).run()
+        return
+    server = uvicorn.Server(config)
+    server.run()
+    if not server.started:
+        raise typer.Exit(3)  # uvicorn's STARTUP_FAILURE: the app or the socket is broken
 
 
 @cli.command()

@@ -6,7 +6,9 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -159,3 +161,48 @@ def test_bem_import_makes_a_version_of_a_file(env: dict[str, str], tmp_path: Pat
         ["import", "notes.txt", "--project", "Demo", "--model", "S"], env, tmp_path, check=False
     )
     assert refused.returncode == 1 and "Refused" in refused.stderr
+
+
+def test_with_two_workers_connections_after_sigterm_are_refused_not_left_hanging(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    """The supervisor kept the listening socket open while its workers drained, so a new
+    connection was accepted by the kernel and then waited for the whole shutdown timeout.
+    An upload trickling its body keeps one worker busy meanwhile; it still completes."""
+    bem(["migrate"], env, tmp_path)
+    token = bem(["users", "create-admin", "--email", "ops@example.com"], env, tmp_path).stdout
+    headers = {"Authorization": f"Bearer {token.strip()}"}
+    workers_env = {**env, "BEM_WORKERS": "2", "BEM_SHUTDOWN_TIMEOUT": "20"}
+    with bem_server(workers_env, tmp_path) as (base, proc):
+        pid = httpx.post(f"{base}/v1/projects", json={"name": "P"}, headers=headers).json()["id"]
+        mid = httpx.post(
+            f"{base}/v1/projects/{pid}/models", json={"name": "M"}, headers=headers
+        ).json()["id"]
+
+        def trickle() -> Iterator[bytes]:
+            doc = b'{"global_id": "0000000000000000000S01", "ifc_class": "IfcBuildingStorey"}\n'
+            for _ in range(8):
+                time.sleep(0.5)
+                yield b"\n"
+            yield doc
+
+        with ThreadPoolExecutor(1) as pool:
+            upload = pool.submit(
+                httpx.post,
+                f"{base}/v1/models/{mid}/versions",
+                content=trickle(),
+                headers={**headers, "content-type": "application/x-ndjson"},
+                timeout=30,
+            )
+            time.sleep(1)  # the upload is in flight
+            proc.send_signal(signal.SIGTERM)
+            time.sleep(1)
+            started = time.monotonic()
+            try:
+                late = httpx.get(f"{base}/health/live", timeout=5).status_code
+            except (httpx.ConnectError, httpx.ReadError) as exc:  # refused, or reset at once
+                late = type(exc).__name__
+            waited = time.monotonic() - started
+            assert late in ("ConnectError", "ReadError", 503) and waited < 1, (late, waited)
+            assert upload.result().status_code == 201  # in flight: finished
+        assert proc.wait(timeout=30) == 0

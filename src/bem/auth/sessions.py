@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import jwt
+from starlette.datastructures import Headers
 from starlette.types import Scope
 
 from bem.config import Settings
@@ -87,16 +88,13 @@ def rate_identity(settings: Settings) -> Callable[[Scope], str]:
     token (by digest; the middleware also caps every IP), else "" for the client IP."""
 
     def identify(scope: Scope) -> str:
-        for name, value in scope.get("headers", ()):
-            if name == b"authorization":
-                scheme, _, credential = value.decode("latin-1").partition(" ")
-                credential = credential.strip()
-                if scheme.lower() != "bearer" or not credential:
-                    return ""
-                if credential.startswith(TOKEN_PREFIX):
-                    return f"token:{token_digest(credential)[:32]}"
-                claims = verify_access_token(settings, credential)
-                return f"user:{claims.user_id}" if claims else ""
-        return ""
+        scheme, _, credential = Headers(scope=scope).get("authorization", "").partition(" ")
+        credential = credential.strip()
+        if scheme.lower() != "bearer" or not credential:
+            return ""
+        if credential.startswith(TOKEN_PREFIX):
+            return f"token:{token_digest(credential)[:32]}"
+        claims = verify_access_token(settings, credential)
+        return f"user:{claims.user_id}" if claims else ""
 
     return identify

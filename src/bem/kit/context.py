@@ -12,6 +12,7 @@ import uuid
 
 import structlog
 from opentelemetry import trace
+from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bem.kit.errors import problem_response
@@ -27,12 +28,9 @@ error_log = get_logger("bem.error")
 
 
 def incoming_request_id(scope: Scope) -> str:
-    for name, value in scope.get("headers", ()):
-        if name == b"x-request-id":
-            candidate: str = value.decode("latin-1")
-            if _VALID_ID.match(candidate):
-                return candidate
-            break
+    candidate = Headers(scope=scope).get(REQUEST_ID_HEADER)
+    if candidate is not None and _VALID_ID.match(candidate):
+        return candidate
     return uuid.uuid4().hex
 
 

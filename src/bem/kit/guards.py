@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bem.kit.errors import problem_response
@@ -34,13 +35,6 @@ class BodyRule:
     max_bytes: int | None
 
 
-def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope.get("headers", ()):
-        if key == name:
-            return str(value.decode("latin-1"))
-    return None
-
-
 class BodyGuardMiddleware:
     def __init__(self, app: ASGIApp, max_bytes: int, rules: tuple[BodyRule, ...] = ()) -> None:
         self.app = app
@@ -54,15 +48,16 @@ class BodyGuardMiddleware:
         if scope["type"] != "http" or scope["method"] not in BODY_METHODS:
             await self.app(scope, receive, send)
             return
-        length = _header(scope, b"content-length")
-        has_body = _header(scope, b"transfer-encoding") is not None or (
+        headers = Headers(scope=scope)
+        length = headers.get("content-length")
+        has_body = "transfer-encoding" in headers or (
             length is not None and length.strip() not in ("", "0")
         )
         if not has_body:
             await self.app(scope, receive, send)
             return
         rule = self._rule(scope["path"])
-        media = (_header(scope, b"content-type") or "").split(";", 1)[0].strip().lower()
+        media = headers.get("content-type", "").split(";", 1)[0].strip().lower()
         if media not in rule.media_types:
             response = problem_response(
                 415,

@@ -32,6 +32,7 @@ from fastapi import Depends, Request
 from limits import RateLimitItem, parse
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
+from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bem.kit.breaker import RedisBreaker
@@ -133,11 +134,10 @@ def client_ip(scope: Scope, trusted: list[ipaddress.IPv4Network | ipaddress.IPv6
 
     if not trusted or not is_trusted(peer):
         return str(peer)
-    forwarded: list[str] = [
+    forwarded = [
         part.strip()
-        for name, value in scope.get("headers", ())
-        if name == b"x-forwarded-for"
-        for part in value.decode("latin-1").split(",")
+        for value in Headers(scope=scope).getlist("x-forwarded-for")
+        for part in value.split(",")
     ]
     for address in reversed(forwarded):
         if not is_trusted(address):

@@ -1,7 +1,7 @@
 """The event outbox and webhooks.
 
 ``events`` is written in the same transaction as the change it reports; its id is the
-cursor of the change feed, so it must grow in commit order (see ``repository.append``) and
+cursor of the change feed, so it must grow in commit order (see ``repository.lock_outbox``) and
 never be reused (SQLite: ``AUTOINCREMENT``).
 """
 

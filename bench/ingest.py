@@ -76,9 +76,9 @@ def read_with_ifcopenshell(path: Path) -> dict[str, Any]:
 async def run_import(database_url: str, path: Path, storage: Path) -> dict[str, Any]:
     import bem.models  # noqa: F401 - every table, so foreign keys resolve
     from bem.config import Settings
+    from bem.handlers import HANDLERS
     from bem.ingest.service import import_path
-    from bem.jobs.handlers import HANDLERS, job_context
-    from bem.jobs.service import run_here
+    from bem.jobs.service import job_context, run_here
     from bem.kit.db import create_engine, session_factory
     from bem.projects.models import Model, Project
 

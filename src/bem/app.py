@@ -26,11 +26,11 @@ from bem.auth.endpoints import router as auth_router
 from bem.auth.permissions import PUBLIC
 from bem.auth.sessions import rate_identity
 from bem.config import JobQueueKind, Settings
+from bem.handlers import HANDLERS
 from bem.ingest.endpoints import router as imports_router
-from bem.ingest.ndjson import JSON_TYPES, NDJSON_TYPES
 from bem.jobs.endpoints import router as jobs_router
-from bem.jobs.handlers import HANDLERS, job_context
 from bem.jobs.queue import ArqQueue, JobQueue, LocalQueue
+from bem.jobs.service import job_context
 from bem.kit import migrate
 from bem.kit.build import build_of
 from bem.kit.cache import Cache
@@ -44,6 +44,7 @@ from bem.kit.health import mark_draining_on_sigterm
 from bem.kit.health import router as health_router
 from bem.kit.logging import get_logger
 from bem.kit.metrics import Metrics, MetricsMiddleware
+from bem.kit.ndjson import JSON_TYPES, NDJSON_TYPES
 from bem.kit.ratelimit import Concurrency, Limiter, RateLimitMiddleware
 from bem.kit.routes import api_routes, refuse_unknown_query
 from bem.kit.storage import SourceStore

@@ -243,8 +243,8 @@ async def _as_chunks(lines: Iterable[bytes]) -> AsyncIterator[bytes]:
 
 async def _demo(settings: Settings, size: int, if_empty: bool) -> str:
     from bem.ingest.ifc import element_documents
-    from bem.ingest.ndjson import iter_body
     from bem.kit.db import create_engine, session_factory
+    from bem.kit.ndjson import iter_body
     from bem.projects import repository as projects_repo
     from bem.projects import service as projects
     from bem.projects.schemas import ModelCreate, ProjectCreate
@@ -319,7 +319,9 @@ def worker(
     if settings.redis_url is None:
         err.print("bem worker needs BEM_REDIS_URL (the queue lives in Redis).")
         raise typer.Exit(2)
-    build_worker(settings, burst=burst).run()
+    from bem.handlers import HANDLERS
+
+    build_worker(settings, HANDLERS, burst=burst).run()
 
 
 async def _find_project(session: AsyncSession, ref: str) -> Any:
@@ -345,9 +347,9 @@ async def _import(
 ) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
+    from bem.handlers import HANDLERS
     from bem.ingest.service import import_path
-    from bem.jobs.handlers import HANDLERS, job_context
-    from bem.jobs.service import run_here
+    from bem.jobs.service import job_context, run_here
     from bem.kit.db import create_engine, session_factory
     from bem.kit.errors import Problem
     from bem.projects import repository as projects_repo

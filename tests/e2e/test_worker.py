@@ -21,6 +21,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from bem.config import Settings
+from bem.handlers import HANDLERS
 from bem.jobs.worker import build_worker
 from bem.testing import ifcgen
 from tests.conftest import SOURCES, Api, make_api, settings_for
@@ -47,7 +48,7 @@ async def test_worker_runs_queued_imports(postgres_url: str, shared_redis: str) 
         r = await submit(api, headers, mid, "m.ifc", ifc_bytes(model))
         assert r.status_code == 202 and r.json()["status"] == "queued"
         assert await api.app.state.job_queue.depth() == 1
-        worker = build_worker(settings, burst=True, signals=False)
+        worker = build_worker(settings, HANDLERS, burst=True, signals=False)
         try:
             await worker.async_run()
         finally:

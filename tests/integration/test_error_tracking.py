@@ -15,7 +15,7 @@ import pytest
 import sentry_sdk
 
 from bem import __version__
-from bem.jobs.handlers import HANDLERS
+from bem.handlers import HANDLERS
 from bem.jobs.worker import build_worker
 from bem.testing.ifcgen import generate
 from tests.conftest import make_api, settings_for
@@ -145,7 +145,10 @@ async def test_bem_worker_reports_unexpected_job_errors(
             api, {**headers, "X-Request-ID": "worker-boom-1"}, mid, "m.ifc", ifc_bytes(generate(5))
         )
         worker = build_worker(
-            settings_for(postgres_url, sentry_dsn=collector.dsn, **queue), burst=True, signals=False
+            settings_for(postgres_url, sentry_dsn=collector.dsn, **queue),
+            HANDLERS,
+            burst=True,
+            signals=False,
         )
         try:
             await worker.async_run()

@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
+from bem.handlers import HANDLERS
 from bem.ingest.service import import_path
 from bem.jobs import queue, service
-from bem.jobs.handlers import HANDLERS, job_context
-from bem.jobs.service import Progress, execute
+from bem.jobs.service import Progress, execute, job_context
 from bem.testing import ifcgen
 from tests.conftest import make_api, settings_for
 from tests.integration.test_imports import ifc_bytes, model_of, wait_for

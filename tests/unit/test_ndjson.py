@@ -5,8 +5,8 @@ from typing import Any
 
 import pytest
 
-from bem.ingest.ndjson import MalformedBody, iter_body, iter_json
 from bem.kit.errors import PayloadTooLarge, UnsupportedMediaType
+from bem.kit.ndjson import MalformedBody, iter_body, iter_json
 
 
 async def chunks(*parts: bytes) -> AsyncIterator[bytes]:

@@ -15,8 +15,8 @@ from typing import Any
 from bem.config import Settings
 from bem.ingest import ifc
 from bem.ingest.formats import BadSource, Format, extract_ifc
-from bem.ingest.ndjson import iter_json, iter_ndjson_file
 from bem.kit.errors import PayloadTooLarge
+from bem.kit.ndjson import iter_json, iter_ndjson_file
 
 Documents = Iterator[tuple[str, dict[str, Any]]]
 

@@ -112,6 +112,22 @@ class JobResult:
 Handler = Callable[[JobContext, Job, Progress], Awaitable[JobResult]]
 
 
+def job_context(
+    settings: Settings, sessions: Any, provider: Any = None, metrics: Metrics | None = None
+) -> JobContext:
+    """``provider``: the OpenTelemetry tracer provider job spans go to (none: tracing off);
+    ``metrics``: where job counts and durations go (none: not counted)."""
+    ctx = JobContext(
+        settings=settings,
+        sessions=sessions,
+        store=SourceStore(settings.storage_dir),
+        metrics=metrics,
+    )
+    if provider is not None:
+        ctx.tracer = provider.get_tracer("bem.jobs")
+    return ctx
+
+
 async def create_job(
     session: AsyncSession,
     *,

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
@@ -30,9 +31,8 @@ from redis.exceptions import RedisError
 from bem import __version__
 from bem.config import Settings
 from bem.jobs import repository
-from bem.jobs.handlers import HANDLERS, job_context
 from bem.jobs.queue import ARQ_FUNCTION, queue_name
-from bem.jobs.service import STALE_AFTER, RetryLater, execute
+from bem.jobs.service import STALE_AFTER, Handler, RetryLater, execute, job_context
 from bem.kit.build import build_of
 from bem.kit.db import create_engine, session_factory, utcnow
 from bem.kit.dberrors import classify
@@ -113,12 +113,19 @@ async def _sweep_forever(ctx: dict[str, Any], settings: Settings) -> None:
 
 async def run_job(ctx: dict[str, Any], job_id: str) -> None:
     try:
-        await execute(ctx["bem"], HANDLERS, uuid.UUID(job_id), takeover=True)
+        await execute(ctx["bem"], ctx["handlers"], uuid.UUID(job_id), takeover=True)
     except RetryLater as retry:
         raise Retry(defer=retry.delay_s) from retry
 
 
-def build_worker(settings: Settings, *, burst: bool = False, signals: bool = True) -> Worker:
+def build_worker(
+    settings: Settings,
+    handlers: Mapping[str, Handler],
+    *,
+    burst: bool = False,
+    signals: bool = True,
+) -> Worker:
+    """arq's worker running ``handlers`` (the registry of job kinds: ``bem.handlers``)."""
     assert settings.redis_url is not None, "bem worker needs BEM_REDIS_URL"
 
     async def startup(ctx: dict[str, Any]) -> None:
@@ -146,6 +153,7 @@ def build_worker(settings: Settings, *, burst: bool = False, signals: bool = Tru
         ctx["metrics"] = metrics
         count_published(sessions, metrics)
         ctx["bem"] = job_context(settings, sessions, provider, metrics)
+        ctx["handlers"] = handlers
         ctx["deliverer"] = Deliverer(  # webhooks go out from here
             sessions, settings, metrics, provider.get_tracer("bem.webhooks") if provider else None
         )

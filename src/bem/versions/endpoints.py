@@ -12,11 +12,11 @@ from fastapi.responses import FileResponse
 from bem.auth.dependencies import Access, allow, user_key
 from bem.auth.permissions import PROJECT_EDIT, PROJECT_READ
 from bem.config import Settings
-from bem.ingest.ndjson import JSON_TYPES, NDJSON_TYPES, iter_body, media_type
 from bem.kit.cache import key_of, lookup, not_modified, validators
 from bem.kit.db import SessionDep
 from bem.kit.errors import NotFound, problem_responses
 from bem.kit.metrics import Metrics
+from bem.kit.ndjson import JSON_TYPES, NDJSON_TYPES, iter_body, media_type
 from bem.kit.pagination import CursorParam, LimitParam, Page
 from bem.kit.ratelimit import Concurrency, rate_limit
 from bem.kit.storage import SourceStore

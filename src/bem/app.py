@@ -55,6 +55,7 @@ from bem.live.service import count_published
 from bem.live.tasks import Deliverer
 from bem.ops.endpoints import router as ops_router
 from bem.projects.endpoints import router as projects_router
+from bem.query.endpoints import elements_router
 from bem.query.endpoints import router as query_router
 from bem.versions.endpoints import router as versions_router
 from bem.versions.schemas import ElementIn
@@ -288,7 +289,8 @@ def create_app(
     _mount_docs(app)
     routers = [ops_router, live_router]
     if not gateway:
-        routers = [auth_router, ops_router, projects_router, versions_router, imports_router]
+        routers = [auth_router, ops_router, projects_router, versions_router, elements_router]
+        routers += [imports_router]
         routers += [jobs_router, query_router, live_router]
     for router in routers:
         app.include_router(router, dependencies=[Depends(refuse_unknown_query)])

@@ -4,7 +4,8 @@ import uuid
 from contextlib import nullcontext
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Request, Response
+import orjson
+from fastapi import APIRouter, Path, Query, Request, Response
 
 from bem.auth.dependencies import Access, allow, user_key
 from bem.auth.permissions import PROJECT_READ
@@ -17,14 +18,102 @@ from bem.query import service, traversal
 from bem.query import takeoff as takeoffs
 from bem.query.schemas import QueryIn
 from bem.versions import service as versions
-from bem.versions.endpoints import GlobalIdPath
-from bem.versions.schemas import ElementOut, RelationKind
+from bem.versions.schemas import GLOBAL_ID_PATTERN, ElementOut, RelationKind
 
 router = APIRouter(prefix="/v1", tags=["query"], responses=problem_responses(401, 403, 422))
+# A version's elements, listed (with a selector) or one by one: included right after the
+# versions router, whose sub-resources they are.
+elements_router = APIRouter(
+    prefix="/v1", tags=["versions"], responses=problem_responses(401, 403, 422)
+)
 Read = Annotated[Access, allow(PROJECT_READ)]
 NOT_MODIFIED: dict[int | str, dict[str, Any]] = {
     304: {"description": "Not modified (`If-None-Match` holds the ETag)"}
 }
+
+
+FieldsParam = Annotated[
+    str | None,
+    Query(
+        max_length=2000,
+        description="Comma-separated parts of each element to return, e.g. "
+        "`name,ifc_class,properties.Pset_WallCommon`; `global_id` is always included.",
+    ),
+]
+SelectorParam = Annotated[
+    str | None,
+    Query(
+        max_length=4000,
+        description="An IfcOpenShell selector, e.g. `IfcWall, Pset_WallCommon.FireRating=REI90` "
+        "(see docs/query.md). Omitted or blank: every element.",
+    ),
+]
+SortParam = Annotated[
+    str,
+    Query(
+        pattern=r"^-?(global_id|name|ifc_class)$",
+        description="`global_id`, `name` or `ifc_class`; prefix `-` for descending.",
+    ),
+]
+GlobalIdPath = Annotated[str, Path(pattern=GLOBAL_ID_PATTERN, description="IFC GlobalId")]
+
+
+@elements_router.get(
+    "/versions/{version_id}/elements",
+    response_model=Page[ElementOut],
+    responses={**problem_responses(400, 404), 304: {"description": "Not modified"}},
+    tags=["elements"],
+    summary="Elements of a version, optionally filtered by a selector, cursor-paginated",
+)
+async def list_elements(
+    version_id: uuid.UUID,
+    request: Request,
+    session: SessionDep,
+    _: Read,
+    q: SelectorParam = None,
+    sort: SortParam = "global_id",
+    cursor: CursorParam = None,
+    limit: LimitParam = 100,
+    fields: FieldsParam = None,
+) -> Response:
+    chosen = service.parse_fields(fields)
+    version = await versions.get_version(session, version_id)
+    key = key_of("elements", version.id, q, sort, cursor, limit, chosen)
+    headers, unchanged = validators(request, key)
+    if unchanged:
+        return unchanged
+    page = await lookup(
+        request, key, lambda: service.query_page(session, version, q, sort, cursor, limit, chosen)
+    )
+    return json_response(page, headers)
+
+
+@elements_router.get(
+    "/versions/{version_id}/elements/{global_id}",
+    response_model=ElementOut,
+    responses={**problem_responses(404), 304: {"description": "Not modified"}},
+    tags=["elements"],
+    summary="One element of a version",
+)
+async def get_element(
+    version_id: uuid.UUID,
+    global_id: GlobalIdPath,
+    request: Request,
+    session: SessionDep,
+    _: Read,
+    fields: FieldsParam = None,
+) -> Response:
+    chosen = service.parse_fields(fields)
+    version = await versions.get_version(session, version_id)
+    payload_hash, doc = await versions.get_element(session, version, global_id)
+    headers, unchanged = validators(request, key_of("element", payload_hash, global_id, chosen))
+    if unchanged:
+        return unchanged
+    return json_response(service.shape_element(global_id, doc, chosen), headers)
+
+
+def json_response(data: Any, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(data), media_type="application/json", headers=headers)
 
 
 def validated(request: Request, response: Response, key: str, variant: str = "") -> Response | None:
@@ -43,7 +132,7 @@ def validated(request: Request, response: Response, key: str, variant: str = "")
 async def query_elements(
     version_id: uuid.UUID, body: QueryIn, request: Request, session: SessionDep, _: Read
 ) -> Any:
-    chosen = versions.parse_fields(body.fields)
+    chosen = service.parse_fields(body.fields)
     version = await versions.get_version(session, version_id)
     key = key_of("elements", version.id, body.q, body.sort, body.cursor, body.limit, chosen)
     return await lookup(

@@ -16,9 +16,44 @@ from bem.query import takeoff as takeoffs
 from bem.query.compile import Compiler, UnsupportedFacet, compile_selector
 from bem.query.selector import SelectorError, parse
 from bem.versions.models import Version
-from bem.versions.service import shape_element
+from bem.versions.schemas import ELEMENT_FIELDS
 
 SORTS = ("global_id", "name", "ifc_class")
+
+SUBFIELD_PARENTS = ("properties", "quantities")
+
+
+def parse_fields(fields: str | None) -> tuple[str, ...] | None:
+    """``fields=name,ifc_class,properties.Pset_WallCommon`` -> validated selectors."""
+    if fields is None:
+        return None
+    chosen = tuple(dict.fromkeys(f.strip() for f in fields.split(",") if f.strip()))
+    for item in chosen:
+        top, _, sub = item.partition(".")
+        if top not in ELEMENT_FIELDS or (sub and top not in SUBFIELD_PARENTS):
+            raise Problem(
+                f"Unknown field {item!r}; choose from {', '.join(ELEMENT_FIELDS)} "
+                "or properties.<Pset>/quantities.<Qto>.",
+                slug="invalid-fields",
+            )
+    return chosen
+
+
+def shape_element(gid: str, doc: dict[str, Any], fields: tuple[str, ...] | None) -> dict[str, Any]:
+    if fields is None:
+        return {"global_id": gid, **doc}
+    out: dict[str, Any] = {"global_id": gid}
+    for item in fields:
+        top, _, sub = item.partition(".")
+        if top == "global_id":
+            continue
+        if not sub:
+            out[top] = doc.get(top)
+        elif sub in doc.get(top, {}):
+            out.setdefault(top, {})[sub] = doc[top][sub]
+        else:
+            out.setdefault(top, {})
+    return out
 
 
 class InvalidSelector(Problem):

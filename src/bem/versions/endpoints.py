@@ -6,13 +6,13 @@ from contextlib import nullcontext
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Path, Query, Request, Response, status
+from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.responses import FileResponse
 
 from bem.auth.dependencies import Access, allow, user_key
 from bem.auth.permissions import PROJECT_EDIT, PROJECT_READ
 from bem.config import Settings
-from bem.kit.cache import key_of, lookup, not_modified, validators
+from bem.kit.cache import not_modified
 from bem.kit.db import SessionDep
 from bem.kit.errors import NotFound, problem_responses
 from bem.kit.metrics import Metrics
@@ -22,38 +22,12 @@ from bem.kit.ratelimit import Concurrency, rate_limit
 from bem.kit.storage import SourceStore
 from bem.kit.text import LongText, Text
 from bem.projects import service as projects
-from bem.query import service as query
 from bem.versions import service
 from bem.versions.models import Version
-from bem.versions.schemas import GLOBAL_ID_PATTERN, ElementOut, VersionOut
+from bem.versions.schemas import VersionOut
 
 router = APIRouter(prefix="/v1", tags=["versions"], responses=problem_responses(401, 403, 422))
 Read = Annotated[Access, allow(PROJECT_READ)]
-
-FieldsParam = Annotated[
-    str | None,
-    Query(
-        max_length=2000,
-        description="Comma-separated parts of each element to return, e.g. "
-        "`name,ifc_class,properties.Pset_WallCommon`; `global_id` is always included.",
-    ),
-]
-SelectorParam = Annotated[
-    str | None,
-    Query(
-        max_length=4000,
-        description="An IfcOpenShell selector, e.g. `IfcWall, Pset_WallCommon.FireRating=REI90` "
-        "(see docs/query.md). Omitted or blank: every element.",
-    ),
-]
-SortParam = Annotated[
-    str,
-    Query(
-        pattern=r"^-?(global_id|name|ifc_class)$",
-        description="`global_id`, `name` or `ifc_class`; prefix `-` for descending.",
-    ),
-]
-GlobalIdPath = Annotated[str, Path(pattern=GLOBAL_ID_PATTERN, description="IFC GlobalId")]
 
 _ELEMENT_ARRAY = {"type": "array", "items": {"$ref": "#/components/schemas/ElementIn"}}
 UPLOAD_BODY: dict[str, Any] = {
@@ -198,57 +172,3 @@ async def get_source(
         media_type=SOURCE_MEDIA_TYPES.get(version.source_format, "application/octet-stream"),
         headers={"ETag": etag, "Repr-Digest": f"sha-256=:{digest}:"},
     )
-
-
-@router.get(
-    "/versions/{version_id}/elements",
-    response_model=Page[ElementOut],
-    responses={**problem_responses(400, 404), 304: {"description": "Not modified"}},
-    tags=["elements"],
-    summary="Elements of a version, optionally filtered by a selector, cursor-paginated",
-)
-async def list_elements(
-    version_id: uuid.UUID,
-    request: Request,
-    session: SessionDep,
-    _: Read,
-    q: SelectorParam = None,
-    sort: SortParam = "global_id",
-    cursor: CursorParam = None,
-    limit: LimitParam = 100,
-    fields: FieldsParam = None,
-) -> Response:
-    chosen = service.parse_fields(fields)
-    version = await service.get_version(session, version_id)
-    key = key_of("elements", version.id, q, sort, cursor, limit, chosen)
-    headers, unchanged = validators(request, key)
-    if unchanged:
-        return unchanged
-    page = await lookup(
-        request, key, lambda: query.query_page(session, version, q, sort, cursor, limit, chosen)
-    )
-    return _json(page, headers)
-
-
-@router.get(
-    "/versions/{version_id}/elements/{global_id}",
-    response_model=ElementOut,
-    responses={**problem_responses(404), 304: {"description": "Not modified"}},
-    tags=["elements"],
-    summary="One element of a version",
-)
-async def get_element(
-    version_id: uuid.UUID,
-    global_id: GlobalIdPath,
-    request: Request,
-    session: SessionDep,
-    _: Read,
-    fields: FieldsParam = None,
-) -> Response:
-    chosen = service.parse_fields(fields)
-    version = await service.get_version(session, version_id)
-    payload_hash, doc = await service.get_element(session, version, global_id)
-    headers, unchanged = validators(request, key_of("element", payload_hash, global_id, chosen))
-    if unchanged:
-        return unchanged
-    return _json(service.shape_element(global_id, doc, chosen), headers)

@@ -13,7 +13,7 @@ from alembic import context, op
 from bem.config import Settings, load_settings
 
 # The box deliveries open secrets with; if it ever changes, a new migration must re-seal.
-from bem.live.service import webhook_box
+from bem.events.service import webhook_box
 
 revision: str = "0008"
 down_revision: str | None = "0007"

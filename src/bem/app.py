@@ -26,6 +26,7 @@ from bem.auth.endpoints import router as auth_router
 from bem.auth.permissions import PUBLIC
 from bem.auth.sessions import rate_identity
 from bem.config import JobQueueKind, Settings
+from bem.events.service import count_published
 from bem.handlers import HANDLERS
 from bem.ingest.endpoints import router as imports_router
 from bem.jobs.endpoints import router as jobs_router
@@ -51,7 +52,6 @@ from bem.kit.storage import SourceStore
 from bem.kit.tracing import setup_tracing, start_client_tracing, stop_tracing
 from bem.live.endpoints import router as live_router
 from bem.live.hub import Hub
-from bem.live.service import count_published
 from bem.live.tasks import Deliverer
 from bem.ops.endpoints import router as ops_router
 from bem.projects.endpoints import router as projects_router

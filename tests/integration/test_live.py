@@ -18,8 +18,8 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from bem.app import create_app
+from bem.events import service as live
 from bem.live import hub as hub_module
-from bem.live import service as live
 from bem.live.hub import Ended, Heartbeat
 from tests.conftest import Api, settings_for
 from tests.helpers import free_port

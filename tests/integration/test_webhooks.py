@@ -16,7 +16,8 @@ from typing import Any
 import orjson
 import pytest
 
-from bem.live import service, tasks
+from bem.events import service
+from bem.live import tasks
 from tests.conftest import Api, make_api, settings_for
 from tests.integration.test_live import project_and_model, upload
 from tests.integration.test_metrics import sample

@@ -17,6 +17,7 @@ from opentelemetry import propagate, trace
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bem.config import Settings
+from bem.events import service as events
 from bem.jobs import repository
 from bem.jobs.models import Job
 from bem.kit.db import utcnow
@@ -25,7 +26,6 @@ from bem.kit.errors import NotFound, Problem
 from bem.kit.errortracking import report_exception
 from bem.kit.metrics import Metrics
 from bem.kit.storage import SourceStore
-from bem.live import service as live
 
 log = structlog.get_logger("bem.jobs")
 
@@ -170,7 +170,7 @@ async def _finish(session: AsyncSession, job: Job, **values: Any) -> None:
         else:
             data["error"] = values["error"]
         kind = f"job.{values['status']}"
-        await live.publish(session, project_id, kind, data, model_id=job.model_id)
+        await events.publish(session, project_id, kind, data, model_id=job.model_id)
 
 
 async def succeed(session: AsyncSession, job: Job, result: JobResult) -> None:

@@ -30,6 +30,7 @@ from redis.exceptions import RedisError
 
 from bem import __version__
 from bem.config import Settings
+from bem.events.service import count_published
 from bem.jobs import repository
 from bem.jobs.queue import ARQ_FUNCTION, queue_name
 from bem.jobs.service import STALE_AFTER, Handler, RetryLater, execute, job_context
@@ -39,7 +40,6 @@ from bem.kit.dberrors import classify
 from bem.kit.errortracking import init_error_tracking
 from bem.kit.metrics import Metrics
 from bem.kit.tracing import start_client_tracing, stop_tracing, tracer_provider
-from bem.live.service import count_published
 from bem.live.tasks import Deliverer
 
 FIRST_BACKOFF_S = 0.5

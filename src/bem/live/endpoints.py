@@ -21,6 +21,7 @@ from fastapi.security.utils import get_authorization_scheme_param
 from bem.auth.audit import origin_of
 from bem.auth.dependencies import Access, allow, authorize, principal_for
 from bem.auth.permissions import PROJECT_MANAGE, PROJECT_READ
+from bem.events import service as events
 from bem.kit.db import SessionDep
 from bem.kit.dberrors import as_problem
 from bem.kit.errors import Problem, Unauthorized, Unprocessable, deny, problem_responses
@@ -33,7 +34,6 @@ from bem.kit.pagination import (
     decode_cursor,
     page_of,
 )
-from bem.live import repository, service
 from bem.live.hub import Ended, Heartbeat, Hub
 from bem.live.schemas import (
     DeliveryOut,
@@ -84,7 +84,7 @@ async def list_events(
     after: Annotated[int, Query(ge=0, le=INT64[1], description="Events with a greater id.")] = 0,
     limit: LimitParam = 100,
 ) -> EventPage:
-    rows = await repository.events_after(session, after, limit, project_id)
+    rows = await events.events_after(session, after, limit, project_id)
     items = [EventOut.model_validate(row) for row in rows]
     return EventPage(items=items, last_id=items[-1].id if items else after)
 
@@ -237,13 +237,14 @@ async def create_webhook(
     access: Annotated[Access, allow(PROJECT_MANAGE)],
 ) -> WebhookCreated:
     assert access.principal is not None
-    hook, secret = await service.create_webhook(
+    hook, secret = await events.create_webhook(
         session,
         request.app.state.settings,
         origin_of(request),
         access.principal.user.id,
         project_id,
-        data,
+        str(data.url),
+        data.kinds,
     )
     return WebhookCreated(**WebhookOut.model_validate(hook).model_dump(), secret=secret)
 
@@ -258,7 +259,7 @@ async def list_webhooks(
     session: SessionDep,
     _: Annotated[Access, allow(PROJECT_MANAGE)],
 ) -> Page[WebhookOut]:
-    hooks = await repository.webhooks_of(session, project_id)
+    hooks = await events.webhooks_of(session, project_id)
     return Page(items=[WebhookOut.model_validate(h) for h in hooks])
 
 
@@ -276,7 +277,7 @@ async def delete_webhook(
     access: Annotated[Access, allow(PROJECT_MANAGE)],
 ) -> None:
     assert access.principal is not None
-    await service.delete_webhook(
+    await events.delete_webhook(
         session, origin_of(request), access.principal.user.id, project_id, webhook_id
     )
 
@@ -298,6 +299,6 @@ async def list_deliveries(
     if position is not None and not isinstance(position[0], int):
         raise InvalidCursor()
     before = position[0] if position is not None else None
-    rows = await service.list_deliveries(session, project_id, webhook_id, before, limit + 1)
+    rows = await events.list_deliveries(session, project_id, webhook_id, before, limit + 1)
     page, next_cursor = page_of(rows, limit, lambda d: [d.id])
     return Page(items=[DeliveryOut.model_validate(d) for d in page], next_cursor=next_cursor)

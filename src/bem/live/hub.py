@@ -24,12 +24,12 @@ from typing import Literal, TypeVar
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bem.events import service as events
 from bem.kit.dberrors import classify
 from bem.kit.errors import Problem
 from bem.kit.errortracking import report_exception
 from bem.kit.metrics import Metrics
 from bem.kit.tracing import untraced
-from bem.live import repository
 from bem.live.schemas import EventOut
 
 log = structlog.get_logger("bem.live")
@@ -105,7 +105,7 @@ class Hub:
         poll. If the database does not answer yet, the poller finds out later."""
         try:
             async with self.sessions() as session:
-                self.last_id = await repository.last_id(session)
+                self.last_id = await events.last_id(session)
         except Exception as exc:
             if classify(exc) is None:
                 raise
@@ -138,9 +138,9 @@ class Hub:
     async def _poll(self) -> None:
         async with self.sessions() as session:
             if self.last_id is None:  # no follower yet: admit() waits for this
-                self.last_id = await repository.last_id(session)
+                self.last_id = await events.last_id(session)
                 return
-            while rows := await repository.events_after(session, self.last_id, BATCH):
+            while rows := await events.events_after(session, self.last_id, BATCH):
                 for row in rows:
                     self._dispatch(EventOut.model_validate(row))
                 self.last_id = rows[-1].id
@@ -184,7 +184,7 @@ class Hub:
         log.info("feed.opened", transport=transport, project_id=str(project_id), after=after)
         try:
             while sent is None:  # "from now on": where this project's events end
-                sent = await self._read(partial(repository.last_id, project_id=project_id))
+                sent = await self._read(partial(events.last_id, project_id=project_id))
                 if sent is None:
                     yield Heartbeat()
             replaying = True
@@ -198,9 +198,7 @@ class Hub:
                         while not sub.queue.empty():
                             sub.queue.get_nowait()
                     batch = await self._read(
-                        partial(
-                            repository.events_after, after=sent, limit=BATCH, project_id=project_id
-                        )
+                        partial(events.events_after, after=sent, limit=BATCH, project_id=project_id)
                     )
                     if batch is None:  # the database is away: keep the connection alive
                         yield Heartbeat()

@@ -28,14 +28,14 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bem import __version__
 from bem.config import Settings
+from bem.events import service as events
+from bem.events.models import Event, Webhook, WebhookDelivery
 from bem.kit.db import utcnow
 from bem.kit.dberrors import classify
 from bem.kit.errors import Problem
 from bem.kit.errortracking import report_exception
 from bem.kit.metrics import Metrics
 from bem.kit.tracing import untraced
-from bem.live import repository, service
-from bem.live.models import Event, Webhook, WebhookDelivery
 from bem.live.schemas import EventOut
 
 log = structlog.get_logger("bem.webhooks")
@@ -44,7 +44,6 @@ IDLE_S = 1.0
 MAX_DELAY_S = 6 * 3600.0
 ERROR_CHARS = 500
 RESPONSE_CAP_BYTES = 64 * 1024  # of an answer, read and dropped; the rest is never read
-CANDIDATES_PER_SLOT = 4  # due rows looked at per free slot, to skip busy destinations
 
 
 class Deliverer:
@@ -117,20 +116,13 @@ class Deliverer:
         busy = Counter(self.sending.values())
         with untraced():  # a poll that finds nothing is not worth a trace
             async with self.sessions() as session:
-                due = await repository.due_deliveries(session, free * CANDIDATES_PER_SLOT)
-                chosen: list[int] = []
-                for delivery_id, url in due:
-                    key = service.destination_key(url)
-                    if busy[key] < self.settings.webhook_per_destination:
-                        busy[key] += 1
-                        chosen.append(delivery_id)
-                    if len(chosen) == free:
-                        break
-                claimed = await repository.claim(session, chosen, self.lease) if chosen else []
+                claimed = await events.claim_due(
+                    session, free, busy, self.settings.webhook_per_destination, self.lease
+                )
         started = []
         for delivery, hook, event in claimed:
             task = asyncio.create_task(self._send(delivery, hook, event))
-            self.sending[task] = service.destination_key(hook.url)
+            self.sending[task] = events.destination_key(hook.url)
             task.add_done_callback(self._done)
             started.append(task)
         return started
@@ -165,7 +157,7 @@ class Deliverer:
         """One POST to the checked address, resolution included, under one deadline; reads
         at most ``RESPONSE_CAP_BYTES`` of the answer. Returns the status."""
         async with asyncio.timeout(self.settings.webhook_timeout_s):
-            target = await service.resolve_destination(self.settings, url)
+            target = await events.resolve_destination(self.settings, url)
             async with self.client.stream(
                 "POST",
                 target.url,
@@ -187,14 +179,14 @@ class Deliverer:
         error: str | None = None
         final = False
         try:
-            secret = service.webhook_box(self.settings).open(hook.secret)
+            secret = events.webhook_box(self.settings).open(hook.secret)
             if secret is None:
                 raise Problem("The webhook's secret does not open: was BEM_SECRET_KEY changed?")
             headers = {
                 "Content-Type": "application/json",
                 "BEM-Event": event.kind,
                 "BEM-Delivery": str(delivery.id),
-                service.SIGNATURE_HEADER: service.sign(secret, int(time.time()), body),
+                events.SIGNATURE_HEADER: events.sign(secret, int(time.time()), body),
             }
             status = await self._post(hook.url, body, headers)
             if not 200 <= status < 300:
@@ -216,7 +208,7 @@ class Deliverer:
             delay = min(self.settings.webhook_retry_base_s * 3 ** (attempt - 1), MAX_DELAY_S)
             outcome, due = "retried", utcnow() + timedelta(seconds=delay)
         async with self.sessions() as session:
-            await repository.record_attempt(
+            await events.record_attempt(
                 session,
                 delivery.id,
                 status="pending" if outcome == "retried" else outcome,

@@ -18,11 +18,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bem.auth.dependencies import Access, allow
 from bem.auth.permissions import ADMIN, PUBLIC
 from bem.config import Settings
+from bem.events import service as events
 from bem.jobs import repository as jobs
 from bem.kit.db import utcnow
 from bem.kit.errors import Forbidden, Unauthorized, problem_responses
 from bem.kit.health import pool_stats, run_checks
-from bem.live import repository as live
 from bem.ops import repository as backups
 
 router = APIRouter(tags=["health"], responses=problem_responses(401, 403))
@@ -81,7 +81,7 @@ async def _live(request: Request) -> dict[str, Any]:
         "connections": dict(hub.counts),
         "last_event_id": hub.last_id,
     }
-    read = await _stats(request, live.pending_deliveries, "webhooks")
+    read = await _stats(request, events.pending_deliveries, "webhooks")
     if read is None:
         return {**out, "webhooks": {"error": "the webhook deliveries table did not answer"}}
     ((count, oldest),) = read

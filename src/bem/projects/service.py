@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bem.auth import audit
 from bem.auth.audit import Origin
 from bem.auth.models import Principal, User
+from bem.events import service as events
 from bem.kit.errors import Conflict, NotFound
 from bem.kit.pagination import (
     InvalidCursor,
@@ -18,7 +19,6 @@ from bem.kit.pagination import (
     page_of,
     time_id_key,
 )
-from bem.live import service as live
 from bem.projects import repository
 from bem.projects.models import Membership, Model, Project
 from bem.projects.schemas import ModelCreate, ProjectCreate, ProjectUpdate
@@ -87,7 +87,7 @@ async def create_model(session: AsyncSession, project_id: uuid.UUID, data: Model
     model = Model(project_id=project_id, name=data.name, description=data.description)
     session.add(model)
     await session.flush()
-    await live.publish(
+    await events.publish(
         session, project_id, "model.created", {"name": model.name}, model_id=model.id
     )
     await session.commit()

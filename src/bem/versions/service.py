@@ -29,11 +29,11 @@ from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bem.events import service as events
 from bem.kit.canonical import content_hash, normalize
 from bem.kit.dberrors import classify, sqlstate
 from bem.kit.errors import NotFound, Problem, Unprocessable
 from bem.kit.pagination import decode_time_id_cursor, page_of, time_id_key
-from bem.live import service as live
 from bem.projects.models import Model
 from bem.versions import repository
 from bem.versions.facts import facts_of
@@ -339,7 +339,7 @@ async def _write(
     version.status = "ready"
     version.element_count = len(spool.index)
     version.stats = {"by_class": dict(sorted(classes.items())), "relations": relation_count}
-    await live.publish(
+    await events.publish(
         session,
         target.project_id,
         "version.created",

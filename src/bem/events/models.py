@@ -56,7 +56,7 @@ class Webhook(Base):
     )
     url: Mapped[str] = mapped_column(Text)
     kinds: Mapped[list[str]] = mapped_column(JSONDoc, default=list)
-    secret: Mapped[str] = mapped_column(Text)  # sealed: live.service.webhook_box
+    secret: Mapped[str] = mapped_column(Text)  # sealed: events.service.webhook_box
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_by: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("users.id", ondelete="SET NULL")

@@ -1,4 +1,5 @@
-"""Events and webhooks: the business rules (no HTTP).
+"""Events and webhooks: the business rules (no HTTP). ``live/`` follows and sends them
+through these functions.
 
 Domain code reports a change with :func:`publish` inside the transaction that makes it;
 the event is visible to the feed and queued for webhooks exactly when that commits.
@@ -13,8 +14,10 @@ import ipaddress
 import secrets
 import socket
 import uuid
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -25,12 +28,11 @@ from sqlalchemy.orm import Session
 from bem.auth import audit
 from bem.auth.audit import Origin
 from bem.config import Settings
+from bem.events import repository
+from bem.events.models import Event, Webhook, WebhookDelivery
 from bem.kit.errors import Conflict, NotFound, Unprocessable
 from bem.kit.metrics import Metrics
 from bem.kit.security import SecretBox
-from bem.live import repository
-from bem.live.models import Event, Webhook, WebhookDelivery
-from bem.live.schemas import WebhookCreate
 
 SIGNATURE_HEADER = "BEM-Signature"
 # Kinds of the events published in a session, counted once the session commits.
@@ -137,10 +139,10 @@ async def create_webhook(
     origin: Origin,
     actor_id: uuid.UUID,
     project_id: uuid.UUID,
-    data: WebhookCreate,
+    url: str,
+    kinds: Sequence[str],
 ) -> tuple[Webhook, str]:
     """The new webhook and its signing secret (stored sealed; shown to the caller once)."""
-    url = str(data.url)
     await resolve_destination(settings, url)
     if await repository.webhook_count(session, project_id) >= settings.webhooks_per_project:
         raise Conflict(f"A project may have at most {settings.webhooks_per_project} webhooks.")
@@ -148,7 +150,7 @@ async def create_webhook(
     hook = Webhook(
         project_id=project_id,
         url=url,
-        kinds=sorted(set(data.kinds)),
+        kinds=sorted(set(kinds)),
         secret=webhook_box(settings).seal(secret),
         created_by=actor_id,
     )
@@ -207,3 +209,71 @@ async def list_deliveries(
     """Newest first; ``before`` is the id of the last delivery of the previous page."""
     await get_webhook(session, project_id, webhook_id)
     return await repository.deliveries_of(session, webhook_id, before, limit)
+
+
+# ---- what live/ reads and writes: the feed, the sender ---------------------------------
+
+
+async def last_id(session: AsyncSession, project_id: uuid.UUID | None = None) -> int:
+    """Where the outbox ends (for one project, or for all)."""
+    return await repository.last_id(session, project_id)
+
+
+async def events_after(
+    session: AsyncSession, after: int, limit: int, project_id: uuid.UUID | None = None
+) -> Sequence[Event]:
+    return await repository.events_after(session, after, limit, project_id)
+
+
+async def webhooks_of(session: AsyncSession, project_id: uuid.UUID) -> Sequence[Webhook]:
+    return await repository.webhooks_of(session, project_id)
+
+
+async def claim_due(
+    session: AsyncSession,
+    free: int,
+    busy: Counter[str],
+    per_destination: int,
+    lease: timedelta,
+    *,
+    candidates_per_slot: int = 4,
+) -> list[tuple[WebhookDelivery, Webhook, Event]]:
+    """Claim up to ``free`` due deliveries, oldest first, skipping receivers that already
+    have ``per_destination`` in flight (``busy``, by ``destination_key``); commits the
+    claims so no other sender takes them."""
+    due = await repository.due_deliveries(session, free * candidates_per_slot)
+    counts, chosen = Counter(busy), []
+    for delivery_id, url in due:
+        key = destination_key(url)
+        if counts[key] < per_destination:
+            counts[key] += 1
+            chosen.append(delivery_id)
+        if len(chosen) == free:
+            break
+    claimed = await repository.claim(session, chosen, lease) if chosen else []
+    await session.commit()
+    return claimed
+
+
+async def record_attempt(
+    session: AsyncSession,
+    delivery_id: int,
+    *,
+    status: str,
+    response_status: int | None,
+    error: str | None,
+    due_at: datetime | None = None,
+) -> None:
+    await repository.record_attempt(
+        session,
+        delivery_id,
+        status=status,
+        response_status=response_status,
+        error=error,
+        due_at=due_at,
+    )
+    await session.commit()
+
+
+async def pending_deliveries(session: AsyncSession) -> tuple[int, datetime | None]:
+    return await repository.pending_deliveries(session)

@@ -10,8 +10,8 @@ from typing import Any
 from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bem.events.models import Event, Webhook, WebhookDelivery
 from bem.kit.db import utcnow
-from bem.live.models import Event, Webhook, WebhookDelivery
 
 # Held by every transaction that appends an event, until it commits: ids are then handed out
 # in commit order, so a reader that has seen id N never later finds a committed id below N.
@@ -84,7 +84,7 @@ async def claim(
 ) -> list[tuple[WebhookDelivery, Webhook, Event]]:
     """Claim deliveries by pushing their ``due_at`` past the lease with a conditional
     UPDATE each: two senders never both send one (unless a sender outlives its lease, when
-    at-least-once delivery sends it again)."""
+    at-least-once delivery sends it again). The caller commits the claims before sending."""
     now = utcnow()
     claimed: list[int] = []
     for delivery_id in delivery_ids:
@@ -99,7 +99,6 @@ async def claim(
         )
         if result.rowcount:  # type: ignore[attr-defined]
             claimed.append(delivery_id)
-    await session.commit()
     if not claimed:
         return []
     rows = await session.execute(
@@ -133,7 +132,6 @@ async def record_attempt(
     await session.execute(
         update(WebhookDelivery).where(WebhookDelivery.id == delivery_id).values(**values)
     )
-    await session.commit()
 
 
 async def pending_deliveries(session: AsyncSession) -> tuple[int, datetime | None]:

@@ -26,6 +26,7 @@ lint: $(VENV)/.dev
 	$(BIN)/ruff format --check src tests bench migrations
 	$(BIN)/ruff check src tests bench migrations
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 format: $(VENV)/.dev
 	$(BIN)/ruff format src tests bench migrations
@@ -45,4 +46,4 @@ bench: $(VENV)/.dev
 	$(BIN)/python bench/feed.py
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache .import_linter_cache

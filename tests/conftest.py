@@ -32,6 +32,8 @@ from bem.auth.sessions import issue_access_token
 from bem.config import Settings
 from bem.kit import migrate
 from bem.kit.db import utcnow
+from bem.kit.state import AppState, state_of
+from bem.live.hub import Hub
 from tests.helpers import PG_BIN, REQUIRE_SERVICES, OwnPostgres, OwnRedis
 
 PG_URL = os.environ.get("BEM_TEST_DATABASE_URL", "postgresql://127.0.0.1:5432/test")
@@ -154,6 +156,14 @@ class Api:
     tokens: dict[str, str] = field(default_factory=dict)
 
     users: dict[str, User] = field(default_factory=dict)
+
+    @property
+    def state(self) -> AppState:
+        return state_of(self.app)
+
+    @property
+    def hub(self) -> Hub:
+        return self.state.resource(Hub)
 
     async def user(self, name: str, *, admin: bool = False) -> dict[str, str]:
         """Authorization headers of a signed-in user (a session access token), created on

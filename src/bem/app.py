@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -24,13 +23,14 @@ from bem import __version__
 from bem.auth.dependencies import allow, permission_of
 from bem.auth.endpoints import router as auth_router
 from bem.auth.permissions import PUBLIC
+from bem.auth.service import ProjectDirectory
 from bem.auth.sessions import rate_identity
 from bem.config import JobQueueKind, Settings
 from bem.events.service import count_published
 from bem.handlers import HANDLERS
 from bem.ingest.endpoints import router as imports_router
 from bem.jobs.endpoints import router as jobs_router
-from bem.jobs.queue import ArqQueue, JobQueue, LocalQueue
+from bem.jobs.queue import ArqQueue, LocalQueue
 from bem.jobs.service import job_context
 from bem.kit import migrate
 from bem.kit.build import build_of
@@ -48,12 +48,14 @@ from bem.kit.metrics import Metrics, MetricsMiddleware
 from bem.kit.ndjson import JSON_TYPES, NDJSON_TYPES
 from bem.kit.ratelimit import Concurrency, Limiter, RateLimitMiddleware
 from bem.kit.routes import api_routes, refuse_unknown_query
+from bem.kit.state import AppState, JobQueue
 from bem.kit.storage import SourceStore
 from bem.kit.tracing import setup_tracing, start_client_tracing, stop_tracing
 from bem.live.endpoints import router as live_router
 from bem.live.hub import Hub
 from bem.live.tasks import Deliverer
 from bem.ops.endpoints import router as ops_router
+from bem.projects import service as projects
 from bem.projects.endpoints import router as projects_router
 from bem.query.endpoints import elements_router
 from bem.query.endpoints import router as query_router
@@ -125,95 +127,20 @@ def _mount_docs(app: FastAPI) -> None:
         )
 
 
-async def _job_queue(settings: Settings, app: FastAPI) -> JobQueue:
-    """arq on Redis when configured (``bem worker`` runs the jobs), else this process."""
-    if settings.job_queue is JobQueueKind.redis:
-        return ArqQueue(settings)
-    ctx = job_context(settings, app.state.sessions, app.state.tracer_provider, app.state.metrics)
-    local = LocalQueue(ctx, HANDLERS, settings.local_job_concurrency, settings.job_sweep_s)
-    await local.start()
-    return local
-
-
-def create_app(
-    settings: Settings, *, span_exporter: SpanExporter | None = None, gateway: bool = False
-) -> FastAPI:
-    """The app; ``span_exporter`` replaces the OTLP exporter (tests use an in-memory one).
-    ``gateway`` (``bem gateway``): only the live routes, health and metrics, and no jobs."""
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = create_engine(settings)
-        app.state.engine = engine
-        app.state.sessions = session_factory(engine)
-        if app.state.tracer_provider is not None:
-            start_client_tracing(app.state.tracer_provider, engine)
-        app.state.started_at = time.time()
-        if swept := await asyncio.to_thread(app.state.store.sweep):
-            log.info("storage.swept", abandoned_files=swept)
-        count_published(app.state.sessions, app.state.metrics)
-        app.state.job_queue = None if gateway else await _job_queue(settings, app)
-        app.state.hub = Hub(
-            app.state.sessions,
-            poll_s=settings.feed_poll_s,
-            heartbeat_s=settings.feed_heartbeat_s,
-            max_connections=settings.feed_max_connections,
-            metrics=app.state.metrics,
-            draining=lambda: bool(app.state.draining),
-        )
-        await app.state.hub.start()
-        # Webhooks go out from the process that runs jobs: this one, or bem worker.
-        deliverer = None
-        if isinstance(app.state.job_queue, LocalQueue):
-            provider = app.state.tracer_provider
-            tracer = provider.get_tracer("bem.webhooks") if provider is not None else None
-            deliverer = Deliverer(app.state.sessions, settings, app.state.metrics, tracer)
-            deliverer.start()
-        mark_draining_on_sigterm(app)
-        log.info(
-            "startup", profile=settings.profile.value, version=build.version, commit=build.commit
-        )
-        try:
-            yield
-        finally:
-            if deliverer is not None:
-                await deliverer.close()
-            await app.state.hub.close()
-            if app.state.job_queue is not None:
-                await app.state.job_queue.close()
-            await engine.dispose()
-            if app.state.tracer_provider is not None:
-                stop_tracing(app.state.tracer_provider)
-            if app.state.redis is not None:
-                await app.state.redis.aclose()
-            app.state.metrics.close()
-            log.info("shutdown")
-
-    app = FastAPI(
-        title="BEM — Building Element Model server",
-        version=__version__,
-        description=DESCRIPTION,
-        lifespan=lifespan,
-        docs_url=None,  # served below with local assets: no CDN, works offline
-        redoc_url=None,
-    )
-    app.state.settings = settings
-    app.state.store = SourceStore(settings.storage_dir)
-    build = app.state.build = build_of(settings.build_commit)
+def _resources(settings: Settings) -> AppState:
+    """Everything the app holds, built once: pools, clients, caches, limits."""
+    build = build_of(settings.build_commit)
     init_error_tracking(settings, build)
-    app.state.limiter = app.state.concurrency = None
-    app.state.draining = False
-    metrics = app.state.metrics = Metrics(build)
-    app.state.migration_heads = migrate.heads(settings)
+    metrics = Metrics(build)
     redis_url = settings.redis_url.get_secret_value() if settings.redis_url else None
-    app.state.redis = (
+    client = (
         redis.asyncio.Redis.from_url(redis_url, socket_timeout=1, socket_connect_timeout=1)
         if redis_url
         else None
     )
-    app.state.cache = (
+    cache = (
         Cache(
-            app.state.redis,
+            client,
             settings.redis_key_prefix,
             settings.cache_ttl_s,
             settings.cache_memory_bytes,
@@ -222,7 +149,101 @@ def create_app(
         if settings.cache_enabled
         else None
     )
-    install_error_handlers(app)
+    limiter = concurrency = None
+    if settings.rate_limit_enabled:
+        limiter = Limiter(
+            redis_url,
+            settings.rate_limit_rules,
+            settings.rate_limit_default,
+            settings.rate_limit_ip_ceiling,
+            settings.redis_key_prefix,
+        )
+        limiter.on_reject = lambda rule: metrics.rate_limited.labels(rule).inc()
+        concurrency = Concurrency(limiter, client, settings.redis_key_prefix)
+    engine = create_engine(settings)
+    return AppState(
+        settings=settings,
+        build=build,
+        metrics=metrics,
+        store=SourceStore(settings.storage_dir),
+        redis=client,
+        cache=cache,
+        limiter=limiter,
+        concurrency=concurrency,
+        migration_heads=tuple(migrate.heads(settings)),
+        tracer_provider=None,
+        engine=engine,
+        sessions=session_factory(engine),
+        job_queue=None,
+    )
+
+
+async def _job_queue(state: AppState) -> JobQueue:
+    """arq on Redis when configured (``bem worker`` runs the jobs), else this process."""
+    settings = state.settings
+    if settings.job_queue is JobQueueKind.redis:
+        return ArqQueue(settings)
+    ctx = job_context(settings, state.sessions, state.tracer_provider, state.metrics)
+    local = LocalQueue(ctx, HANDLERS, settings.local_job_concurrency, settings.job_sweep_s)
+    await local.start()
+    return local
+
+
+def _lifespan(state: AppState, gateway: bool) -> Any:
+    settings = state.settings
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if state.tracer_provider is not None:
+            start_client_tracing(state.tracer_provider, state.engine)
+        if swept := await asyncio.to_thread(state.store.sweep):
+            log.info("storage.swept", abandoned_files=swept)
+        count_published(state.sessions, state.metrics)
+        state.job_queue = None if gateway else await _job_queue(state)
+        hub = Hub(
+            state.sessions,
+            poll_s=settings.feed_poll_s,
+            heartbeat_s=settings.feed_heartbeat_s,
+            max_connections=settings.feed_max_connections,
+            metrics=state.metrics,
+            draining=lambda: state.draining,
+        )
+        state.provide(Hub, hub)
+        await hub.start()
+        # Webhooks go out from the process that runs jobs: this one, or bem worker.
+        deliverer = None
+        if isinstance(state.job_queue, LocalQueue):
+            provider = state.tracer_provider
+            tracer = provider.get_tracer("bem.webhooks") if provider is not None else None
+            deliverer = Deliverer(state.sessions, settings, state.metrics, tracer)
+            deliverer.start()
+        mark_draining_on_sigterm(app)
+        build = state.build
+        log.info(
+            "startup", profile=settings.profile.value, version=build.version, commit=build.commit
+        )
+        try:
+            yield
+        finally:
+            if deliverer is not None:
+                await deliverer.close()
+            await hub.close()
+            if state.job_queue is not None:
+                await state.job_queue.close()
+            await state.engine.dispose()
+            if state.tracer_provider is not None:
+                stop_tracing(state.tracer_provider)
+            if state.redis is not None:
+                await state.redis.aclose()
+            state.metrics.close()
+            log.info("shutdown")
+
+    return lifespan
+
+
+def _middleware(app: FastAPI, state: AppState) -> None:
+    """Innermost first: each ``add_middleware`` wraps the ones before it."""
+    settings = state.settings
     app.add_middleware(DatabaseErrorMiddleware)  # innermost: it may replay the request
     upload_rule = BodyRule(
         re.compile(r"/v1/models/[^/]+/versions"), (*JSON_TYPES, *NDJSON_TYPES), max_bytes=None
@@ -237,20 +258,10 @@ def create_app(
         max_bytes=settings.max_request_body_bytes,
         rules=(upload_rule, import_rule),
     )
-    if settings.rate_limit_enabled:
-        limiter = Limiter(
-            redis_url,
-            settings.rate_limit_rules,
-            settings.rate_limit_default,
-            settings.rate_limit_ip_ceiling,
-            settings.redis_key_prefix,
-        )
-        limiter.on_reject = lambda rule: metrics.rate_limited.labels(rule).inc()
-        app.state.limiter = limiter
-        app.state.concurrency = Concurrency(limiter, app.state.redis, settings.redis_key_prefix)
+    if state.limiter is not None:
         app.add_middleware(
             RateLimitMiddleware,
-            limiter=limiter,
+            limiter=state.limiter,
             identify=rate_identity(settings),
             trusted_proxies=list(settings.trusted_proxies),
         )
@@ -272,29 +283,22 @@ def create_app(
             max_age=600,
         )
     app.add_middleware(SecurityHeadersMiddleware, hsts=settings.hsts)
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(MetricsMiddleware, metrics=state.metrics)
     app.add_middleware(RequestContextMiddleware)  # request id on every answer
-    app.state.tracer_provider = None
-    if settings.tracing_enabled or span_exporter is not None:
-        app.state.tracer_provider = setup_tracing(  # outermost: the span covers everything
-            app,
-            service="bem-api",
-            version=__version__,
-            environment=settings.profile.value,
-            endpoint=settings.otlp_endpoint,
-            sample_ratio=settings.tracing_sample_ratio,
-            exporter=span_exporter,
-        )
+
+
+def _routers(app: FastAPI, gateway: bool) -> None:
     app.include_router(health_router, dependencies=[allow(PUBLIC)])  # probes need no token
     _mount_docs(app)
     routers = [ops_router, live_router]
     if not gateway:
         routers = [auth_router, ops_router, projects_router, versions_router, elements_router]
-        routers += [imports_router]
-        routers += [jobs_router, query_router, live_router]
+        routers += [imports_router, jobs_router, query_router, live_router]
     for router in routers:
         app.include_router(router, dependencies=[Depends(refuse_unknown_query)])
 
+
+def _openapi(app: FastAPI) -> None:
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             schema = get_openapi(
@@ -315,4 +319,36 @@ def create_app(
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def create_app(
+    settings: Settings, *, span_exporter: SpanExporter | None = None, gateway: bool = False
+) -> FastAPI:
+    """The app; ``span_exporter`` replaces the OTLP exporter (tests use an in-memory one).
+    ``gateway`` (``bem gateway``): only the live routes, health and metrics, and no jobs."""
+    state = _resources(settings)
+    app = FastAPI(
+        title="BEM — Building Element Model server",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=_lifespan(state, gateway),
+        docs_url=None,  # served below with local assets: no CDN, works offline
+        redoc_url=None,
+    )
+    app.state = state
+    state.provide(ProjectDirectory, ProjectDirectory(projects.visible_to))
+    install_error_handlers(app)
+    _middleware(app, state)
+    if settings.tracing_enabled or span_exporter is not None:
+        state.tracer_provider = setup_tracing(  # outermost: the span covers everything
+            app,
+            service="bem-api",
+            version=__version__,
+            environment=settings.profile.value,
+            endpoint=settings.otlp_endpoint,
+            sample_ratio=settings.tracing_sample_ratio,
+            exporter=span_exporter,
+        )
+    _routers(app, gateway)
+    _openapi(app)
     return app

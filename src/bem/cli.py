@@ -12,7 +12,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
 import typer
@@ -25,6 +25,9 @@ from bem.auth.models import User
 from bem.auth.permissions import Scope
 from bem.config import Settings, describe_errors, load_settings
 from bem.kit.logging import configure_logging
+
+if TYPE_CHECKING:
+    from bem.projects.models import Project
 
 cli = typer.Typer(help="BEM — Building Element Model server.", no_args_is_help=True)
 users_cli = typer.Typer(help="Manage users.", no_args_is_help=True)
@@ -204,6 +207,7 @@ async def _create_token(
     from bem.auth.repository import user_by_email
     from bem.auth.service import create_token, normalize_email
     from bem.kit.db import create_engine, session_factory
+    from bem.projects.service import visible_to
 
     engine = create_engine(settings)
     try:
@@ -213,9 +217,11 @@ async def _create_token(
                 err.print(f"No user with email {email}.")
                 raise typer.Exit(1)
             operator = Principal.of_session(user)
+            origin = Origin(user_agent="bem-cli")
             _, secret = await create_token(
-                session, Origin(user_agent="bem-cli"), operator, name, scopes, project, expires_at
+                session, origin, operator, visible_to, name, scopes, project, expires_at
             )
+            await session.commit()
     finally:
         await engine.dispose()
     return secret
@@ -261,7 +267,7 @@ async def _demo(settings: Settings, size: int, if_empty: bool) -> str:
             project = await projects.create_project(
                 session, owner, ProjectCreate(name=DEMO_PROJECT, description="Generated model")
             )
-            model = await projects.create_model(session, project.id, ModelCreate(name=DEMO_MODEL))
+            model = await projects.create_model(session, project, ModelCreate(name=DEMO_MODEL))
             documents = element_documents(ifcgen.generate(size))
             # The same path a user's NDJSON upload takes: body reader, validation, storage.
             source = versions.SourceHasher(_as_chunks(orjson.dumps(d) for d in documents))
@@ -324,7 +330,7 @@ def worker(
     build_worker(settings, HANDLERS, burst=burst).run()
 
 
-async def _find_project(session: AsyncSession, ref: str) -> Any:
+async def _find_project(session: AsyncSession, ref: str) -> Project:
     from bem.projects import repository as projects_repo
     from bem.projects.models import Project
 
@@ -363,9 +369,7 @@ async def _import(
             project = await _find_project(session, project_ref)
             model = await projects_repo.model_by_name(session, project.id, model_name)
             if model is None:
-                model = await projects.create_model(
-                    session, project.id, ModelCreate(name=model_name)
-                )
+                model = await projects.create_model(session, project, ModelCreate(name=model_name))
             try:
                 job = await import_path(
                     session, settings, model_id=model.id, path=path, message=message

@@ -64,10 +64,10 @@ async def test_detail_is_for_admins(sqlite_api: Api) -> None:
 async def test_detail_answers_when_its_table_reads_time_out(
     sqlite_api: Api, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from bem.ops import endpoints
+    from bem.ops import service
 
     admin = await sqlite_api.user("root", admin=True)
-    monkeypatch.setattr(endpoints, "QUERY_TIMEOUT_S", 0)
+    monkeypatch.setattr(service, "QUERY_TIMEOUT_S", 0)
     r = await sqlite_api.client.get("/health", headers=admin)
     assert r.status_code == 200
     assert r.json()["jobs"]["error"] == "the jobs table did not answer"

@@ -258,7 +258,7 @@ async def test_websocket_feed_authenticates_counts_and_closes_with_1012_on_shutd
             assert ws.subprotocol == "bem.bearer"
             assert orjson.loads(await ws.recv())["event"]["kind"] == "model.created"
             await asyncio.sleep(0.1)
-            assert api.app.state.hub.counts["websocket"] == 1
+            assert api.hub.counts["websocket"] == 1
             api.app.state.draining = True  # what SIGTERM sets
             with pytest.raises(ConnectionClosed) as closed:
                 async with asyncio.timeout(5):
@@ -266,7 +266,7 @@ async def test_websocket_feed_authenticates_counts_and_closes_with_1012_on_shutd
                         await ws.recv()
             assert closed.value.rcvd is not None and closed.value.rcvd.code == 1012
         await asyncio.sleep(0.1)
-        assert api.app.state.hub.counts["websocket"] == 0
+        assert api.hub.counts["websocket"] == 0
         metrics = (await api.client.get("/metrics")).text
         assert sample(metrics, "bem_feed_connections", transport="websocket") == 0
         with pytest.raises(InvalidStatus) as busy:  # draining: no new connections
@@ -399,7 +399,7 @@ async def test_a_follower_that_falls_behind_catches_up_from_the_outbox(
     async with served(sqlite_url) as api:
         owner = await api.user("alice")
         pid, _ = await project_and_model(api, owner)
-        hub = api.app.state.hub
+        hub = api.hub
 
         async def allowed() -> bool:
             return True

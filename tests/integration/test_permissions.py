@@ -219,7 +219,7 @@ async def _no_events(*_: Any) -> AsyncIterator[Any]:
 
 
 async def test_every_route_declares_a_permission_and_enforces_it(api: Api) -> None:
-    api.app.state.hub.follow = _no_events
+    api.hub.follow = _no_events
     routes = list(api_routes(api.app))
     undeclared = [
         f"{sorted(r.methods)} {r.path}" for r in routes if permission_of(r.dependant) is None

@@ -112,7 +112,7 @@ async def test_concurrent_uploads_are_throttled_per_user(sqlite_url: str) -> Non
         alice = await api.user("alice")
         concurrency = api.app.state.concurrency
         user_id = api.users["alice"].id
-        async with concurrency.slot(f"upload:{user_id}", 1):  # an upload in flight
+        async with concurrency.slot(f"upload:user:{user_id}", 1):  # an upload in flight
             r = await api.client.post(
                 "/v1/models/00000000-0000-0000-0000-000000000000/versions",
                 content=b"{}",
@@ -127,7 +127,7 @@ async def test_concurrent_uploads_are_throttled_per_user(sqlite_url: str) -> Non
         body = b'{"global_id": "0000000000000000000S01", "ifc_class": "IfcBuildingStorey"}\n'
         headers = {**alice, "content-type": "application/x-ndjson"}
         url = f"/v1/models/{model.json()['id']}/versions"
-        async with concurrency.slot(f"upload:{user_id}", 1):
+        async with concurrency.slot(f"upload:user:{user_id}", 1):
             r = await api.client.post(url, content=body, headers=headers)
             assert r.status_code == 429 and r.json()["type"].endswith("/too-many-concurrent")
         assert (await api.client.post(url, content=body, headers=headers)).status_code == 201

@@ -64,7 +64,7 @@ async def test_background_polling_makes_no_traces(
     """The feed's outbox poll (every 0.05 s here) and the webhook sender's claims would
     otherwise add a trace per poll."""
     api, exporter, _ = traced
-    hub = api.app.state.hub
+    hub = api.hub
     hub.poll_s = 0.05
     exporter.clear()
     before = hub.last_id

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bem.auth.models import AuditEvent
 from bem.kit.ratelimit import client_ip
+from bem.kit.state import state_of
 
 security_log = structlog.get_logger("bem.security")
 
@@ -31,7 +32,7 @@ class Origin:
 
 def origin_of(request: Request) -> Origin:
     """Who sent the request: behind a trusted proxy, the client it forwarded for."""
-    trusted = list(request.app.state.settings.trusted_proxies)
+    trusted = list(state_of(request).settings.trusted_proxies)
     return Origin(
         ip=client_ip(request.scope, trusted) if request.client else None,
         user_agent=(request.headers.get("user-agent") or "")[:255] or None,

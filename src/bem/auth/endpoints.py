@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, BackgroundTasks, Query, Request, Response, status
 
-from bem.auth import audit, repository, service
+from bem.auth import audit, service
 from bem.auth.audit import origin_of
 from bem.auth.dependencies import Access, allow
 from bem.auth.models import ApiToken, User
@@ -40,6 +40,7 @@ from bem.kit.pagination import (
     page_of,
 )
 from bem.kit.ratelimit import rate_limit
+from bem.kit.state import SettingsDep, StateDep
 
 router = APIRouter(prefix="/v1", responses=problem_responses(401, 422))
 log = get_logger("bem.auth")
@@ -99,9 +100,9 @@ async def request_code(
     request: Request,
     background: BackgroundTasks,
     session: SessionDep,
+    settings: SettingsDep,
     _: Public,
 ) -> dict[str, str]:
-    settings: Settings = request.app.state.settings
     code = await service.request_otp(session, settings, origin_of(request), data.email)
     if code is not None:
         background.add_task(_deliver_code, settings, service.normalize_email(data.email), code)
@@ -123,9 +124,8 @@ def _pair(settings: Settings, access: str, refresh: str) -> TokenPair:
     summary="Exchange an emailed code (and TOTP, if enabled) for a session",
 )
 async def verify_code(
-    data: OtpVerify, request: Request, session: SessionDep, _: Public
+    data: OtpVerify, request: Request, session: SessionDep, settings: SettingsDep, _: Public
 ) -> TokenPair:
-    settings: Settings = request.app.state.settings
     _user, access_token, refresh_token = await service.verify_otp(
         session,
         settings,
@@ -146,8 +146,9 @@ async def verify_code(
     tags=["auth"],
     summary="Rotate a refresh token into a new session pair",
 )
-async def refresh(data: RefreshIn, request: Request, session: SessionDep, _: Public) -> TokenPair:
-    settings: Settings = request.app.state.settings
+async def refresh(
+    data: RefreshIn, request: Request, session: SessionDep, settings: SettingsDep, _: Public
+) -> TokenPair:
     _user, access_token, refresh_token = await service.refresh_session(
         session, settings, origin_of(request), data.refresh_token
     )
@@ -185,13 +186,14 @@ async def me(access: Authenticated) -> UserOut:
     responses=problem_responses(403, 404),
 )
 async def create_token(
-    data: ApiTokenCreate, request: Request, session: SessionDep, access: Account
+    data: ApiTokenCreate, request: Request, session: SessionDep, state: StateDep, access: Account
 ) -> ApiTokenCreated:
     assert access.principal is not None
     token, secret = await service.create_token(
         session,
         origin_of(request),
         access.principal,
+        state.resource(service.ProjectDirectory).visible,
         data.name,
         data.scopes,
         data.project_id,
@@ -231,9 +233,11 @@ async def revoke_token(
     summary="Start TOTP enrollment: secret, otpauth URI and QR code (SVG)",
     responses=problem_responses(409),
 )
-async def totp_enroll(request: Request, session: SessionDep, access: Account) -> TotpEnrollment:
+async def totp_enroll(
+    request: Request, session: SessionDep, settings: SettingsDep, access: Account
+) -> TotpEnrollment:
     secret, uri, svg = await service.totp_enroll(
-        session, request.app.state.settings, origin_of(request), _user(access)
+        session, settings, origin_of(request), _user(access)
     )
     return TotpEnrollment(secret=secret, otpauth_uri=uri, qr_svg=svg)
 
@@ -246,10 +250,10 @@ async def totp_enroll(request: Request, session: SessionDep, access: Account) ->
     responses=problem_responses(400, 409),
 )
 async def totp_confirm(
-    data: TotpCode, request: Request, session: SessionDep, access: Account
+    data: TotpCode, request: Request, session: SessionDep, settings: SettingsDep, access: Account
 ) -> RecoveryCodes:
     codes = await service.totp_confirm(
-        session, request.app.state.settings, origin_of(request), _user(access), data.code
+        session, settings, origin_of(request), _user(access), data.code
     )
     return RecoveryCodes(recovery_codes=codes)
 
@@ -263,11 +267,9 @@ async def totp_confirm(
     responses=problem_responses(400, 409),
 )
 async def totp_disable(
-    data: TotpCode, request: Request, session: SessionDep, access: Account
+    data: TotpCode, request: Request, session: SessionDep, settings: SettingsDep, access: Account
 ) -> None:
-    await service.totp_disable(
-        session, request.app.state.settings, origin_of(request), _user(access), data.code
-    )
+    await service.totp_disable(session, settings, origin_of(request), _user(access), data.code)
 
 
 @router.post(
@@ -307,7 +309,7 @@ async def audit_log(
     values = decode_cursor(cursor, 1)
     if values is not None and not isinstance(values[0], int):
         raise InvalidCursor()
-    rows = await repository.audit_events(
+    rows = await service.audit_events(
         session,
         action=action,
         actor_id=actor_id,

@@ -14,7 +14,6 @@ from bem.auth.models import (
     RefreshToken,
     User,
 )
-from bem.projects.models import Membership, Project
 
 
 async def user_by_email(session: AsyncSession, email: str) -> User | None:
@@ -133,21 +132,6 @@ async def unused_recovery_code(
 
 async def delete_recovery_codes(session: AsyncSession, user_id: uuid.UUID) -> None:
     await session.execute(delete(RecoveryCode).where(RecoveryCode.user_id == user_id))
-
-
-async def membership_role(
-    session: AsyncSession, project_id: uuid.UUID, user_id: uuid.UUID
-) -> str | None:
-    role: str | None = await session.scalar(
-        select(Membership.role).where(
-            Membership.project_id == project_id, Membership.user_id == user_id
-        )
-    )
-    return role
-
-
-async def project_exists(session: AsyncSession, project_id: uuid.UUID) -> bool:
-    return await session.get(Project, project_id) is not None
 
 
 async def audit_events(

@@ -7,6 +7,8 @@ import io
 import secrets
 import unicodedata
 import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import pyotp
@@ -15,7 +17,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bem.auth import audit, repository
 from bem.auth.audit import Origin, mask_email
-from bem.auth.models import ApiToken, OtpChallenge, Principal, RecoveryCode, RefreshToken, User
+from bem.auth.models import (
+    ApiToken,
+    AuditEvent,
+    OtpChallenge,
+    Principal,
+    RecoveryCode,
+    RefreshToken,
+    User,
+)
 from bem.auth.permissions import Scope, expand
 from bem.auth.sessions import issue_access_token
 from bem.config import Settings, Signup
@@ -157,10 +167,22 @@ def _confined(
     return project_id, expires_at
 
 
+Visible = Callable[[AsyncSession, User, uuid.UUID], Awaitable[bool]]
+
+
+@dataclass(frozen=True)
+class ProjectDirectory:
+    """Whether a user may see a project at all, for binding a token to it: projects/
+    answers (auth knows no projects); the composition root provides it."""
+
+    visible: Visible
+
+
 async def create_token(
     session: AsyncSession,
     origin: Origin,
     creator: Principal,
+    visible: Visible,
     name: str,
     scopes: list[Scope],
     project_id: uuid.UUID | None,
@@ -170,10 +192,7 @@ async def create_token(
     if Scope.admin in scopes and not user.is_admin:
         raise Forbidden("Only server administrators can create admin tokens.")
     project_id, expires_at = _confined(creator, scopes, project_id, expires_at)
-    if project_id is not None and (
-        await repository.membership_role(session, project_id, user.id) is None
-        and not (user.is_admin and await repository.project_exists(session, project_id))
-    ):
+    if project_id is not None and not await visible(session, user, project_id):
         raise NotFound(f"Project {project_id} does not exist or you are not a member.")
     token, secret = await issue_token(
         session,
@@ -510,3 +529,28 @@ async def totp_disable(
     await repository.delete_recovery_codes(session, user.id)
     audit.record(session, origin, "totp.disable", actor_id=user.id)
     await session.commit()
+
+
+# ---- audit log ---------------------------------------------------------------------------
+
+
+async def audit_events(
+    session: AsyncSession,
+    *,
+    action: str | None,
+    actor_id: uuid.UUID | None,
+    since: datetime | None,
+    until: datetime | None,
+    before_id: int | None,
+    limit: int,
+) -> list[AuditEvent]:
+    """The audit log, newest first, filtered."""
+    return await repository.audit_events(
+        session,
+        action=action,
+        actor_id=actor_id,
+        since=since,
+        until=until,
+        before_id=before_id,
+        limit=limit,
+    )

@@ -3,25 +3,20 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-import anyio.to_thread
 from fastapi import APIRouter, Request, Response, status
 from pydantic import TypeAdapter, ValidationError
-from redis.exceptions import RedisError
 from starlette.datastructures import UploadFile
 
-from bem.auth.dependencies import Access, allow, user_key
+from bem.auth.dependencies import user_key
 from bem.auth.permissions import PROJECT_EDIT
-from bem.config import Settings
-from bem.ingest.service import create_import_job, store_source
-from bem.jobs import service as jobs
-from bem.jobs.queue import JobQueue
+from bem.ingest import service
 from bem.jobs.schemas import JobOut
-from bem.kit.db import SessionDep
-from bem.kit.errors import Problem, Unprocessable, problem_responses
+from bem.kit.db import SessionDep, commit_early
+from bem.kit.errors import Unprocessable, problem_responses
 from bem.kit.ratelimit import rate_limit
-from bem.kit.storage import SourceStore
+from bem.kit.state import StateDep
 from bem.kit.text import NO_CONTROL, LongText, has_control_chars
-from bem.projects import service as projects
+from bem.projects.access import ModelAccess, access_model
 
 router = APIRouter(prefix="/v1", tags=["imports"], responses=problem_responses(401, 403, 422))
 
@@ -94,39 +89,15 @@ async def create_import(
     request: Request,
     response: Response,
     session: SessionDep,
-    access: Annotated[Access, allow(PROJECT_EDIT)],
+    state: StateDep,
+    access: Annotated[ModelAccess, access_model(PROJECT_EDIT)],
 ) -> JobOut:
     """Answers 202 with a job; follow it at `GET /v1/jobs/{id}` (the `Location` header). The
     format comes from the file name's extension and must agree with the content."""
-    settings: Settings = request.app.state.settings
-    store: SourceStore = request.app.state.store
-    queue: JobQueue = request.app.state.job_queue
-    assert access.principal is not None
-    await projects.get_model(session, model_id)
-    await session.commit()  # hold no database connection while the file arrives and is copied
+    await commit_early(session)  # hold no database connection while the file arrives
     file, message = await _import_form(request)
-    name = file.filename or ""
-    source = await anyio.to_thread.run_sync(
-        store_source, store, name, file.file, settings.max_import_bytes
+    job = await service.accept_import(
+        session, state, access.model, access.principal.user.id, file, message
     )
-    job = await create_import_job(
-        session,
-        settings,
-        model_id=model_id,
-        created_by=access.principal.user.id,
-        source=source,
-        filename=name,
-        message=message,
-    )
-    try:
-        await queue.enqueue(job.id)
-    except (RedisError, OSError) as exc:
-        await jobs.refuse(session, job, "The job queue is unavailable.")
-        raise Problem(
-            "The job queue is unavailable; try again shortly.",
-            status=503,
-            slug="queue-unavailable",
-            headers={"Retry-After": "30"},
-        ) from exc
     response.headers["Location"] = f"/v1/jobs/{job.id}"
     return JobOut.of(job)

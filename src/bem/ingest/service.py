@@ -8,14 +8,19 @@ from pathlib import Path
 from typing import IO
 
 import anyio.to_thread
+from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.datastructures import UploadFile
 
 from bem.config import Settings
 from bem.ingest.formats import HEAD_BYTES, Format, detect, ifc_member
 from bem.jobs import service as jobs
 from bem.jobs.models import Job
-from bem.kit.errors import PayloadTooLarge
+from bem.kit.db import commit_early
+from bem.kit.errors import PayloadTooLarge, Problem
+from bem.kit.state import AppState
 from bem.kit.storage import SourceStore
+from bem.projects.models import Model
 
 
 def store_source(
@@ -31,6 +36,44 @@ def store_source(
         ifc_member(file, max_bytes)
     key, size = store.put(file)
     return fmt, key, size
+
+
+async def accept_import(
+    session: AsyncSession,
+    state: AppState,
+    model: Model,
+    user_id: uuid.UUID,
+    file: UploadFile,
+    message: str | None,
+) -> Job:
+    """An uploaded file, checked and stored, as a queued import job of ``model``."""
+    name = file.filename or ""
+    settings = state.settings
+    source = await anyio.to_thread.run_sync(
+        store_source, state.store, name, file.file, settings.max_import_bytes
+    )
+    job = await create_import_job(
+        session,
+        settings,
+        model_id=model.id,
+        created_by=user_id,
+        source=source,
+        filename=name,
+        message=message,
+    )
+    await commit_early(session)  # the job's row must exist before a worker looks for it
+    assert state.job_queue is not None
+    try:
+        await state.job_queue.enqueue(job.id)
+    except (RedisError, OSError) as exc:
+        await jobs.refuse(session, job, "The job queue is unavailable.")
+        raise Problem(
+            "The job queue is unavailable; try again shortly.",
+            status=503,
+            slug="queue-unavailable",
+            headers={"Retry-After": "30"},
+        ) from exc
+    return job
 
 
 async def import_path(

@@ -5,11 +5,9 @@ from typing import Annotated
 
 from fastapi import APIRouter
 
-from bem.auth.dependencies import Access, allow
 from bem.auth.permissions import PROJECT_READ
-from bem.jobs import service
+from bem.jobs.access import JobAccess, access_job
 from bem.jobs.schemas import JobOut
-from bem.kit.db import SessionDep
 from bem.kit.errors import problem_responses
 
 router = APIRouter(prefix="/v1", tags=["jobs"], responses=problem_responses(401, 403, 422))
@@ -22,6 +20,6 @@ router = APIRouter(prefix="/v1", tags=["jobs"], responses=problem_responses(401,
     summary="A background job: status, progress, resulting version or error",
 )
 async def get_job(
-    job_id: uuid.UUID, session: SessionDep, _: Annotated[Access, allow(PROJECT_READ)]
+    job_id: uuid.UUID, access: Annotated[JobAccess, access_job(PROJECT_READ)]
 ) -> JobOut:
-    return JobOut.of(await service.get_job(session, job_id))
+    return JobOut.of(access.job)

@@ -10,7 +10,6 @@ import asyncio
 import uuid
 from collections.abc import Mapping
 from datetime import timedelta
-from typing import Protocol
 
 import structlog
 from arq.connections import ArqRedis
@@ -29,14 +28,6 @@ ARQ_FUNCTION = "run_job"
 
 def queue_name(settings: Settings) -> str:
     return f"{settings.redis_key_prefix}:jobs"
-
-
-class JobQueue(Protocol):
-    async def enqueue(self, job_id: uuid.UUID) -> None: ...
-
-    async def depth(self) -> int: ...
-
-    async def close(self) -> None: ...
 
 
 class ArqQueue:

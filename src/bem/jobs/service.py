@@ -8,7 +8,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
@@ -195,6 +195,11 @@ async def refuse(session: AsyncSession, job: Job, detail: str) -> None:
         session, job, status="failed", error={"type": "queue-unavailable", "detail": detail}
     )
     await session.commit()
+
+
+async def waiting(session: AsyncSession) -> tuple[int, datetime | None]:
+    """How many jobs wait to run, and when the oldest of them was created."""
+    return await repository.waiting(session)
 
 
 async def get_job(session: AsyncSession, job_id: uuid.UUID) -> Job:

@@ -77,9 +77,8 @@ def validators(
     return {"ETag": etag, "Cache-Control": CACHE_CONTROL}, not_modified(request, etag)
 
 
-async def lookup(request: Request, key: str, compute: Callable[[], Awaitable[Any]]) -> Any:
-    """The app's cache (when enabled) in front of ``compute``."""
-    cache: Cache | None = request.app.state.cache
+async def lookup(cache: Cache | None, key: str, compute: Callable[[], Awaitable[Any]]) -> Any:
+    """The app's cache (when enabled: ``state.cache``) in front of ``compute``."""
     return await compute() if cache is None else await cache.get_or_compute(key, compute)
 
 

@@ -1,8 +1,8 @@
 """Async SQLAlchemy engine, sessions and the few dialect differences BEM needs.
 
 PostgreSQL runs on asyncpg (chosen by ``bench/db_driver.py``; see the README); SQLite on
-aiosqlite. The engine lives on ``app.state`` (no module globals); every pool is bounded and
-every connection has a timeout.
+aiosqlite. The engine lives in the app's state (``kit/state.py``; no module globals);
+every pool is bounded and every connection has a timeout.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from sqlalchemy.types import TypeDecorator
 from starlette.requests import HTTPConnection
 
 from bem.config import Settings
+from bem.kit.state import state_of
 
 # Stable constraint names keep Alembic autogenerate and downgrades deterministic.
 NAMING = {
@@ -150,9 +151,16 @@ def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
 
 async def get_session(conn: HTTPConnection) -> AsyncIterator[AsyncSession]:
     """FastAPI dependency: one session per request, rolled back unless committed."""
-    factory: async_sessionmaker[AsyncSession] = conn.app.state.sessions
-    async with factory() as session:
+    async with state_of(conn).sessions() as session:
         yield session
+
+
+async def commit_early(session: AsyncSession) -> None:
+    """Commit before the request's (or job step's) end, deliberately. Two reasons, said at
+    each call: what is written so far must hold even if the rest fails (a failed sign-in's
+    attempt count, before its 401), or the connection must go back to the pool before a
+    slow wait (a client streaming a large body, a file being copied)."""
+    await session.commit()
 
 
 def insert_ignore(session: AsyncSession, table: Any) -> Insert:

@@ -19,6 +19,8 @@ from fastapi import APIRouter, FastAPI, Request, Response
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
+from bem.kit.state import state_of
+
 router = APIRouter(prefix="/health", tags=["health"])
 
 CHECK_TIMEOUT_S = 1.5
@@ -29,34 +31,37 @@ class NotReady(Exception):
 
 
 async def _database(app: FastAPI) -> None:
-    async with app.state.engine.connect() as conn:
+    async with state_of(app).engine.connect() as conn:
         await conn.execute(text("SELECT 1"))
 
 
 async def _migrations(app: FastAPI) -> None:
+    heads = state_of(app).migration_heads
     try:
-        async with app.state.engine.connect() as conn:
+        async with state_of(app).engine.connect() as conn:
             current = set(
                 (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalars()
             )
     except SQLAlchemyError as exc:
         raise NotReady("no migration table") from exc
-    if current != set(app.state.migration_heads):
-        raise NotReady(
-            f"schema at {sorted(current)}, code needs {sorted(app.state.migration_heads)}"
-        )
+    if current != set(heads):
+        raise NotReady(f"schema at {sorted(current)}, code needs {sorted(heads)}")
 
 
 async def _redis(app: FastAPI) -> None:
-    await app.state.redis.ping()
+    client = state_of(app).redis
+    assert client is not None
+    await client.ping()
 
 
 async def _job_queue(app: FastAPI) -> None:
-    await app.state.job_queue.depth()  # arq: a Redis round trip; in-process: always answers
+    queue = state_of(app).job_queue
+    assert queue is not None
+    await queue.depth()  # arq: a Redis round trip; in-process: always answers
 
 
 async def _draining(app: FastAPI) -> None:
-    if app.state.draining:
+    if state_of(app).draining:
         raise NotReady("shutting down")
 
 
@@ -66,9 +71,9 @@ def checks_for(app: FastAPI) -> dict[str, Callable[[FastAPI], Awaitable[None]]]:
         "migrations": _migrations,
         "draining": _draining,
     }
-    if app.state.redis is not None:
+    if state_of(app).redis is not None:
         checks["redis"] = _redis
-    if getattr(app.state, "job_queue", None) is not None:
+    if state_of(app).job_queue is not None:
         checks["job_queue"] = _job_queue
     return checks
 
@@ -95,10 +100,8 @@ async def run_checks(app: FastAPI) -> dict[str, dict[str, Any]]:
     results = dict(
         zip(checks, await asyncio.gather(*(_timed(app, c) for c in checks.values())), strict=True)
     )
-    metrics = getattr(app.state, "metrics", None)
-    if metrics is not None:
-        for name, result in results.items():
-            metrics.health.labels(name).set(1 if result["status"] == "ok" else 0)
+    for name, result in results.items():
+        state_of(app).metrics.health.labels(name).set(1 if result["status"] == "ok" else 0)
     return results
 
 
@@ -122,7 +125,7 @@ async def ready(request: Request, response: Response) -> dict[str, object]:
     }
     if failing:
         body["failing"] = failing
-    limiter = getattr(request.app.state, "limiter", None)
+    limiter = state_of(request).limiter
     if limiter is not None and limiter.status == "degraded":
         # Requests are still limited, by per-process memory, until Redis returns.
         body["degraded"] = ["rate_limit: Redis unreachable, per-process limits"]
@@ -130,7 +133,7 @@ async def ready(request: Request, response: Response) -> dict[str, object]:
 
 
 def pool_stats(app: FastAPI) -> dict[str, Any]:
-    pool = app.state.engine.sync_engine.pool
+    pool = state_of(app).engine.sync_engine.pool
     stats: dict[str, Any] = {"class": type(pool).__name__}
     for name in ("size", "checkedout", "overflow", "checkedin"):
         if hasattr(pool, name):
@@ -148,7 +151,7 @@ def mark_draining_on_sigterm(app: FastAPI) -> None:
         return
 
     def handler(signum: int, frame: Any) -> None:
-        app.state.draining = True
+        state_of(app).draining = True
         previous(signum, frame)
 
     signal.signal(signal.SIGTERM, handler)

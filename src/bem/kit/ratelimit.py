@@ -33,10 +33,12 @@ from limits import RateLimitItem, parse
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
 from starlette.datastructures import Headers
+from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bem.kit.breaker import RedisBreaker
 from bem.kit.errors import Problem, problem_response
+from bem.kit.state import state_of
 
 log = structlog.get_logger("bem.ratelimit")
 
@@ -203,7 +205,7 @@ def rate_limit(rule: str, by: Callable[..., Awaitable[str]] | None = None) -> An
     the dependency ``by`` names (the user, so minting another token buys no new budget)."""
 
     async def limit(request: Request, identity: str) -> None:
-        limiter: Limiter | None = getattr(request.app.state, "limiter", None)
+        limiter = state_of(request).limiter
         if limiter is None:
             return
         verdict = await limiter.hit(limiter.rule(rule), f"{rule}:{identity}")
@@ -226,6 +228,24 @@ def rate_limit(rule: str, by: Callable[..., Awaitable[str]] | None = None) -> An
         await limit(request, identity)
 
     return Depends(per_key)
+
+
+def concurrency_slot(
+    kind: str, limit: Callable[[Any], int], by: Callable[..., Awaitable[str]]
+) -> Any:
+    """A route dependency holding one of ``limit(settings)`` concurrent slots of ``kind``
+    per what ``by`` names (the user), for as long as the request runs; 429 when none is
+    free."""
+
+    async def slot(conn: HTTPConnection, identity: str = Depends(by)) -> AsyncIterator[None]:
+        state = state_of(conn)
+        if state.concurrency is None:
+            yield
+            return
+        async with state.concurrency.slot(f"{kind}:{identity}", limit(state.settings)):
+            yield
+
+    return Depends(slot)
 
 
 # Take a slot unless ``limit`` unexpired leases are held: drop expired leases, count, add.

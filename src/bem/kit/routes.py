@@ -45,7 +45,7 @@ def methods_for(app: FastAPI, path: str) -> set[str]:
     return methods
 
 
-def _query_names(route: Any) -> set[str]:
+def query_parameters(route: Any) -> set[str]:
     """The query parameters of a route and of its dependencies (a walk of a few nodes)."""
     found: set[str] = set()
     pending = [route.dependant]
@@ -62,7 +62,7 @@ async def refuse_unknown_query(conn: HTTPConnection) -> None:
     route = conn.scope.get("route")
     if conn.scope["type"] != "http" or route is None:
         return
-    if unknown := sorted(set(conn.query_params) - _query_names(route)):
+    if unknown := sorted(set(conn.query_params) - query_parameters(route)):
         raise Problem(
             f"Unknown query parameter {unknown[0]!r} for this operation.",
             slug="unknown-parameter",

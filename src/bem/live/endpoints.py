@@ -17,12 +17,14 @@ from fastapi import APIRouter, Header, Query, Request, Response, WebSocket, stat
 from fastapi.requests import HTTPConnection
 from fastapi.responses import StreamingResponse
 from fastapi.security.utils import get_authorization_scheme_param
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from bem.auth.audit import origin_of
-from bem.auth.dependencies import Access, allow, authorize, principal_for
+from bem.auth.dependencies import principal_for
 from bem.auth.permissions import PROJECT_MANAGE, PROJECT_READ
+from bem.config import Settings
 from bem.events import service as events
-from bem.kit.db import SessionDep
+from bem.kit.db import SessionDep, commit_early
 from bem.kit.dberrors import as_problem
 from bem.kit.errors import Problem, Unauthorized, Unprocessable, deny, problem_responses
 from bem.kit.pagination import (
@@ -34,6 +36,7 @@ from bem.kit.pagination import (
     decode_cursor,
     page_of,
 )
+from bem.kit.state import AppState, state_of
 from bem.live.hub import Ended, Heartbeat, Hub
 from bem.live.schemas import (
     DeliveryOut,
@@ -43,8 +46,11 @@ from bem.live.schemas import (
     WebhookCreated,
     WebhookOut,
 )
+from bem.projects.access import ProjectAccess, access_project, authorize_project
 
 router = APIRouter(prefix="/v1", tags=["live"], responses=problem_responses(401, 403, 404, 422))
+ProjectReader = Annotated[ProjectAccess, access_project(PROJECT_READ)]
+ProjectOwner = Annotated[ProjectAccess, access_project(PROJECT_MANAGE)]
 
 # Browsers cannot set headers on a WebSocket: they may send the token as a subprotocol pair,
 # ``new WebSocket(url, ["bem.bearer", token])``; the server answers with ``bem.bearer``.
@@ -56,20 +62,27 @@ AfterParam = Annotated[
 ]
 
 
-async def _still_allowed(conn: HTTPConnection, secret: str) -> bool:
-    """Re-checks a long-lived connection's credential and role (at each heartbeat)."""
-    async with conn.app.state.sessions() as session:
+async def _reader(
+    session: AsyncSession, settings: Settings, secret: str, project_id: uuid.UUID
+) -> None:
+    """The credential still reads the project, else a problem (401, 403, 404)."""
+    principal = await principal_for(settings, session, secret)
+    await authorize_project(session, principal, PROJECT_READ, project_id)
+    await commit_early(session)  # the credential's last use, if it was noted
+
+
+async def _still_allowed(state: AppState, secret: str, project_id: uuid.UUID) -> bool:
+    """Re-checks a long-lived connection's credential and role (``Hub.follow`` asks)."""
+    async with state.sessions() as session:
         try:
-            principal = await principal_for(conn.app.state.settings, session, secret)
-            await authorize(conn, session, principal, PROJECT_READ)
+            await _reader(session, state.settings, secret, project_id)
         except Problem:
             return False
     return True
 
 
 def _hub(conn: HTTPConnection) -> Hub:
-    hub: Hub = conn.app.state.hub
-    return hub
+    return state_of(conn).resource(Hub)
 
 
 @router.get(
@@ -80,7 +93,7 @@ def _hub(conn: HTTPConnection) -> Hub:
 async def list_events(
     project_id: uuid.UUID,
     session: SessionDep,
-    _: Annotated[Access, allow(PROJECT_READ)],
+    _: ProjectReader,
     after: Annotated[int, Query(ge=0, le=INT64[1], description="Events with a greater id.")] = 0,
     limit: LimitParam = 100,
 ) -> EventPage:
@@ -122,7 +135,7 @@ async def stream_events(
     project_id: uuid.UUID,
     request: Request,
     session: SessionDep,
-    _: Annotated[Access, allow(PROJECT_READ)],
+    _: ProjectReader,
     after: AfterParam = None,
     last_event_id: Annotated[str | None, Header(max_length=20)] = None,
 ) -> StreamingResponse:
@@ -138,7 +151,8 @@ async def stream_events(
     secret = get_authorization_scheme_param(request.headers.get("authorization"))[1]
     hub = _hub(request)
     hub.admit()
-    events = hub.follow(project_id, after, "sse", lambda: _still_allowed(request, secret))
+    state = state_of(request)
+    events = hub.follow(project_id, after, "sse", lambda: _still_allowed(state, secret, project_id))
     return StreamingResponse(
         _sse(events),
         media_type="text/event-stream",
@@ -165,8 +179,8 @@ async def events_websocket(
     and ``{"type": "heartbeat"}``. Closes with 1012 when the server restarts and 1008 when
     the credential no longer allows reading the project; reconnect with ``after``."""
     secret, subprotocol = _ws_secret(websocket)
-    hub = _hub(websocket)
-    async with websocket.app.state.sessions() as session:
+    hub, state = _hub(websocket), state_of(websocket)
+    async with state.sessions() as session:
         try:
             if secret is None:
                 raise Unauthorized()
@@ -174,8 +188,7 @@ async def events_websocket(
                 raise Unprocessable(
                     "after must be an event id.", slug="validation-error", parameter="after"
                 )
-            principal = await principal_for(websocket.app.state.settings, session, secret)
-            await authorize(websocket, session, principal, PROJECT_READ)
+            await _reader(session, state.settings, secret, project_id)
             hub.admit()
         except Exception as exc:
             problem = exc if isinstance(exc, Problem) else as_problem(exc)
@@ -184,7 +197,9 @@ async def events_websocket(
             await deny(websocket, problem)
             return
     await websocket.accept(subprotocol=subprotocol)
-    events = hub.follow(project_id, after, "websocket", lambda: _still_allowed(websocket, secret))
+    events = hub.follow(
+        project_id, after, "websocket", lambda: _still_allowed(state, secret, project_id)
+    )
 
     async def pump() -> None:
         async for item in events:
@@ -234,12 +249,12 @@ async def create_webhook(
     data: WebhookCreate,
     request: Request,
     session: SessionDep,
-    access: Annotated[Access, allow(PROJECT_MANAGE)],
+    access: ProjectOwner,
 ) -> WebhookCreated:
     assert access.principal is not None
     hook, secret = await events.create_webhook(
         session,
-        request.app.state.settings,
+        state_of(request).settings,
         origin_of(request),
         access.principal.user.id,
         project_id,
@@ -257,7 +272,7 @@ async def create_webhook(
 async def list_webhooks(
     project_id: uuid.UUID,
     session: SessionDep,
-    _: Annotated[Access, allow(PROJECT_MANAGE)],
+    _: ProjectOwner,
 ) -> Page[WebhookOut]:
     hooks = await events.webhooks_of(session, project_id)
     return Page(items=[WebhookOut.model_validate(h) for h in hooks])
@@ -274,7 +289,7 @@ async def delete_webhook(
     webhook_id: uuid.UUID,
     request: Request,
     session: SessionDep,
-    access: Annotated[Access, allow(PROJECT_MANAGE)],
+    access: ProjectOwner,
 ) -> None:
     assert access.principal is not None
     await events.delete_webhook(
@@ -291,7 +306,7 @@ async def list_deliveries(
     project_id: uuid.UUID,
     webhook_id: uuid.UUID,
     session: SessionDep,
-    _: Annotated[Access, allow(PROJECT_MANAGE)],
+    _: ProjectOwner,
     cursor: CursorParam = None,
     limit: LimitParam = 100,
 ) -> Page[DeliveryOut]:

@@ -22,21 +22,30 @@ import os
 import shutil
 import sqlite3
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
+import structlog
+from fastapi import FastAPI
 from pydantic import SecretStr
 from sqlalchemy import inspect, select, table, text
 from sqlalchemy.engine import URL, Connection, make_url
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from bem import __version__
 from bem.config import Settings
-from bem.kit.db import create_engine, session_factory
+from bem.events import service as events
+from bem.jobs import service as jobs
+from bem.kit.db import create_engine, session_factory, utcnow
+from bem.kit.health import pool_stats, run_checks
+from bem.kit.state import state_of
 from bem.kit.storage import KEY
+from bem.live.hub import Hub
 from bem.ops import repository
 
 FORMAT = 1
@@ -316,3 +325,100 @@ async def restore_backup(settings: Settings, backup: Path) -> Restored:
         raise BackupError(f"restored tables do not match the backup: {', '.join(wrong)}")
     rows = sum(t["rows"] for t in found.values())
     return Restored(backup, time.monotonic() - started, len(found), rows, sources)
+
+
+# ---- the health report and the scrape-time gauges -----------------------------------------
+
+log = structlog.get_logger("bem.ops")
+QUERY_TIMEOUT_S = 1.0
+T = TypeVar("T")
+
+
+log = structlog.get_logger("bem.ops")
+QUERY_TIMEOUT_S = 1.0
+
+
+async def _stats(
+    app: FastAPI, read: Callable[[AsyncSession], Awaitable[T]], what: str
+) -> tuple[T] | None:
+    """One bounded read for the health detail and the scrape gauges, as a 1-tuple (its value
+    may be None); None, logged, when the database does not answer, so the gauges keep their
+    last values."""
+    try:
+        async with state_of(app).sessions() as session:
+            return (await asyncio.wait_for(read(session), QUERY_TIMEOUT_S),)
+    except (SQLAlchemyError, TimeoutError) as exc:
+        log.warning(f"{what}.stats_unavailable", error=type(exc).__name__)
+        return None
+
+
+async def _jobs_waiting(app: FastAPI) -> dict[str, Any]:
+    """Jobs waiting in the jobs table (the truth, whichever queue carries them), also set on
+    the queue gauges."""
+    metrics, settings = state_of(app).metrics, state_of(app).settings
+    out: dict[str, Any] = {"queue": settings.job_queue.value}
+    read = await _stats(app, jobs.waiting, "jobs")
+    if read is None:
+        return {**out, "error": "the jobs table did not answer"}
+    ((count, oldest),) = read
+    age = max((utcnow() - oldest).total_seconds(), 0.0) if oldest is not None else 0.0
+    metrics.jobs_waiting.set(count)
+    metrics.oldest_job_age.set(age)
+    return {**out, "queued": count, "oldest_queued_age_s": round(age, 1)}
+
+
+async def _last_backup(app: FastAPI) -> dict[str, Any]:
+    """The newest completed backup (from the backups table), also set on its gauge."""
+    read = await _stats(app, repository.last_success, "backups")
+    if read is None:
+        return {"error": "the backups table did not answer"}
+    (finished,) = read
+    state_of(app).metrics.last_backup.set(finished.timestamp() if finished else 0)
+    if finished is None:
+        return {"last_success_at": None}
+    age = max((utcnow() - finished).total_seconds(), 0.0)
+    return {"last_success_at": finished.isoformat(), "age_s": round(age, 1)}
+
+
+async def _live(app: FastAPI) -> dict[str, Any]:
+    """This process's feed connections, and the webhook deliveries waiting (set on their
+    gauge)."""
+    hub = state_of(app).resource(Hub)
+    out: dict[str, Any] = {
+        "connections": dict(hub.counts),
+        "last_event_id": hub.last_id,
+    }
+    read = await _stats(app, events.pending_deliveries, "webhooks")
+    if read is None:
+        return {**out, "webhooks": {"error": "the webhook deliveries table did not answer"}}
+    ((count, oldest),) = read
+    state_of(app).metrics.webhooks_pending.set(count)
+    age = max((utcnow() - oldest).total_seconds(), 0.0) if oldest is not None else 0.0
+    return {**out, "webhooks": {"pending": count, "oldest_pending_age_s": round(age, 1)}}
+
+
+async def refresh(app: FastAPI) -> dict[str, Any]:
+    """Readiness checks and the tables behind the scrape-time gauges, read concurrently and
+    each bounded (slow reads cost the longest timeout, not their sum); sets those gauges."""
+    checks, jobs_waiting, last_backup, live = await asyncio.gather(
+        run_checks(app), _jobs_waiting(app), _last_backup(app), _live(app)
+    )
+    return {"checks": checks, "jobs": jobs_waiting, "backup": last_backup, "live": live}
+
+
+async def health_report(app: FastAPI) -> dict[str, Any]:
+    """What admins see at ``/health``: every check and table read above, pools, build."""
+    state, report = state_of(app), await refresh(app)
+    checks_ok = all(c["status"] == "ok" for c in report["checks"].values())
+    return {
+        **report,
+        "status": "ok" if checks_ok else "failing",
+        "database_pool": pool_stats(app),
+        "rate_limit_store": state.limiter.status if state.limiter is not None else "disabled",
+        "cache": state.cache.describe() if state.cache is not None else "disabled",
+        "migration_heads": list(state.migration_heads),
+        "version": state.build.version,
+        "commit": state.build.commit,
+        "uptime_s": round(time.time() - state.started_at, 1),
+        "draining": state.draining,
+    }

@@ -19,6 +19,7 @@ from bem.kit.db import SessionDep
 from bem.kit.errors import problem_responses
 from bem.kit.pagination import CursorParam, LimitParam, Page
 from bem.projects import service
+from bem.projects.access import ModelAccess, ProjectAccess, access_model, access_project
 from bem.projects.models import Membership, Model, Project
 from bem.projects.schemas import (
     MemberOut,
@@ -32,6 +33,9 @@ from bem.projects.schemas import (
 
 router = APIRouter(prefix="/v1", tags=["projects"], responses=problem_responses(401, 403, 422))
 NOT_FOUND = problem_responses(404)
+ProjectReader = Annotated[ProjectAccess, access_project(PROJECT_READ)]
+ProjectEditor = Annotated[ProjectAccess, access_project(PROJECT_EDIT)]
+ProjectOwner = Annotated[ProjectAccess, access_project(PROJECT_MANAGE)]
 
 
 def _actor(access: Access) -> User:
@@ -76,10 +80,8 @@ async def list_projects(
 @router.get(
     "/projects/{project_id}", response_model=ProjectOut, responses=NOT_FOUND, summary="A project"
 )
-async def get_project(
-    project_id: uuid.UUID, session: SessionDep, _: Annotated[Access, allow(PROJECT_READ)]
-) -> Project:
-    return await service.get_project(session, project_id)
+async def get_project(project_id: uuid.UUID, access: ProjectReader) -> Project:
+    return access.project
 
 
 @router.patch(
@@ -89,12 +91,9 @@ async def get_project(
     summary="Rename or describe a project",
 )
 async def update_project(
-    project_id: uuid.UUID,
-    data: ProjectUpdate,
-    session: SessionDep,
-    _: Annotated[Access, allow(PROJECT_MANAGE)],
+    project_id: uuid.UUID, data: ProjectUpdate, session: SessionDep, access: ProjectOwner
 ) -> Project:
-    return await service.update_project(session, project_id, data)
+    return await service.update_project(session, access.project, data)
 
 
 @router.delete(
@@ -105,12 +104,9 @@ async def update_project(
     summary="Delete a project with its models and versions",
 )
 async def delete_project(
-    project_id: uuid.UUID,
-    request: Request,
-    session: SessionDep,
-    access: Annotated[Access, allow(PROJECT_MANAGE)],
+    project_id: uuid.UUID, request: Request, session: SessionDep, access: ProjectOwner
 ) -> None:
-    await service.delete_project(session, origin_of(request), _actor(access), project_id)
+    await service.delete_project(session, origin_of(request), access.principal.user, access.project)
 
 
 @router.post(
@@ -122,12 +118,9 @@ async def delete_project(
     summary="Create a model in a project",
 )
 async def create_model(
-    project_id: uuid.UUID,
-    data: ModelCreate,
-    session: SessionDep,
-    _: Annotated[Access, allow(PROJECT_EDIT)],
+    project_id: uuid.UUID, data: ModelCreate, session: SessionDep, access: ProjectEditor
 ) -> Model:
-    return await service.create_model(session, project_id, data)
+    return await service.create_model(session, access.project, data)
 
 
 @router.get(
@@ -140,7 +133,7 @@ async def create_model(
 async def list_models(
     project_id: uuid.UUID,
     session: SessionDep,
-    _: Annotated[Access, allow(PROJECT_READ)],
+    _: ProjectReader,
     cursor: CursorParam = None,
     limit: LimitParam = 100,
 ) -> Page[ModelOut]:
@@ -156,9 +149,9 @@ async def list_models(
     summary="A model",
 )
 async def get_model(
-    model_id: uuid.UUID, session: SessionDep, _: Annotated[Access, allow(PROJECT_READ)]
+    model_id: uuid.UUID, access: Annotated[ModelAccess, access_model(PROJECT_READ)]
 ) -> Model:
-    return await service.get_model(session, model_id)
+    return access.model
 
 
 @router.get(
@@ -171,7 +164,7 @@ async def get_model(
 async def list_members(
     project_id: uuid.UUID,
     session: SessionDep,
-    _: Annotated[Access, allow(PROJECT_READ)],
+    _: ProjectReader,
     cursor: CursorParam = None,
     limit: LimitParam = 100,
 ) -> Page[MemberOut]:
@@ -187,10 +180,7 @@ async def list_members(
     summary="One member's role",
 )
 async def get_member(
-    project_id: uuid.UUID,
-    user_id: uuid.UUID,
-    session: SessionDep,
-    _: Annotated[Access, allow(PROJECT_READ)],
+    project_id: uuid.UUID, user_id: uuid.UUID, session: SessionDep, _: ProjectReader
 ) -> MemberOut:
     return _member(*await service.get_member(session, project_id, user_id))
 
@@ -208,10 +198,10 @@ async def set_member(
     data: MemberSet,
     request: Request,
     session: SessionDep,
-    access: Annotated[Access, allow(PROJECT_MANAGE)],
+    access: ProjectOwner,
 ) -> MemberOut:
     membership, user = await service.set_member(
-        session, origin_of(request), _actor(access), project_id, user_id, data.role
+        session, origin_of(request), access.principal.user, project_id, user_id, data.role
     )
     return _member(membership, user)
 
@@ -229,6 +219,8 @@ async def remove_member(
     user_id: uuid.UUID,
     request: Request,
     session: SessionDep,
-    access: Annotated[Access, allow(PROJECT_MANAGE)],
+    access: ProjectOwner,
 ) -> None:
-    await service.remove_member(session, origin_of(request), _actor(access), project_id, user_id)
+    await service.remove_member(
+        session, origin_of(request), access.principal.user, project_id, user_id
+    )

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import ColumnElement, and_, delete, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -88,6 +89,39 @@ async def owner_count(session: AsyncSession, project_id: uuid.UUID) -> int:
         .where(Membership.project_id == project_id, Membership.role == "owner")
     )
     return int(count or 0)
+
+
+def _role_of(user_id: uuid.UUID, project_id: Any) -> Any:
+    """The user's role in a project, as a scalar subquery (NULL when not a member)."""
+    return (
+        select(Membership.role)
+        .where(Membership.project_id == project_id, Membership.user_id == user_id)
+        .scalar_subquery()
+    )
+
+
+async def project_with_role(
+    session: AsyncSession, project_id: uuid.UUID, user_id: uuid.UUID
+) -> tuple[Project, str | None] | None:
+    """A project and the user's role in it, in one statement."""
+    row = (
+        await session.execute(
+            select(Project, _role_of(user_id, Project.id)).where(Project.id == project_id)
+        )
+    ).first()
+    return (row[0], row[1]) if row else None
+
+
+async def model_with_role(
+    session: AsyncSession, model_id: uuid.UUID, user_id: uuid.UUID
+) -> tuple[Model, str | None] | None:
+    """A model and the user's role in its project, in one statement."""
+    row = (
+        await session.execute(
+            select(Model, _role_of(user_id, Model.project_id)).where(Model.id == model_id)
+        )
+    ).first()
+    return (row[0], row[1]) if row else None
 
 
 async def project_of_model(session: AsyncSession, model_id: uuid.UUID) -> uuid.UUID | None:

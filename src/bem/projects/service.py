@@ -10,8 +10,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bem.auth import audit
 from bem.auth.audit import Origin
 from bem.auth.models import Principal, User
+from bem.auth.permissions import Permission, Role
 from bem.events import service as events
-from bem.kit.errors import Conflict, NotFound
+from bem.kit.errors import Conflict, Forbidden, NotFound
 from bem.kit.pagination import (
     InvalidCursor,
     decode_cursor,
@@ -22,6 +23,32 @@ from bem.kit.pagination import (
 from bem.projects import repository
 from bem.projects.models import Membership, Model, Project
 from bem.projects.schemas import ModelCreate, ProjectCreate, ProjectUpdate
+
+HIDDEN = "The resource does not exist or is not visible to you."
+
+
+def project_role(
+    principal: Principal, permission: Permission, project_id: uuid.UUID | None, member: str | None
+) -> Role:
+    """The caller's role in the project an object belongs to (``project_id`` None: there is
+    no such object), if it allows ``permission``. Not a member, or a token bound to another
+    project: 404, exactly like a missing object. Too low a role: 403. Server admins act as
+    owners."""
+    if project_id is None or principal.project_id not in (None, project_id):
+        raise NotFound(HIDDEN)
+    role = Role.owner if principal.user.is_admin else Role[member] if member else None
+    if role is None:
+        raise NotFound(HIDDEN)
+    assert permission.role is not None
+    if role < permission.role:
+        raise Forbidden(f"This needs the {permission.role.name} role in the project.")
+    return role
+
+
+async def visible_to(session: AsyncSession, user: User, project_id: uuid.UUID) -> bool:
+    """Whether ``user`` may see the project at all (a member, or an admin)."""
+    found = await repository.project_with_role(session, project_id, user.id)
+    return found is not None and (user.is_admin or found[1] is not None)
 
 
 async def create_project(session: AsyncSession, user: User, data: ProjectCreate) -> Project:
@@ -49,10 +76,7 @@ async def list_projects(
     return page_of(rows, limit, time_id_key)
 
 
-async def update_project(
-    session: AsyncSession, project_id: uuid.UUID, data: ProjectUpdate
-) -> Project:
-    project = await get_project(session, project_id)
+async def update_project(session: AsyncSession, project: Project, data: ProjectUpdate) -> Project:
     changes = data.model_dump(exclude_unset=True)
     if changes.get("name", "") is None:
         changes.pop("name")  # a project always has a name; null means "unchanged"
@@ -64,9 +88,9 @@ async def update_project(
 
 
 async def delete_project(
-    session: AsyncSession, origin: Origin, actor: User, project_id: uuid.UUID
+    session: AsyncSession, origin: Origin, actor: User, project: Project
 ) -> None:
-    project = await get_project(session, project_id)
+    project_id = project.id
     await repository.delete_project(session, project_id)
     audit.record(
         session,
@@ -80,8 +104,8 @@ async def delete_project(
     await session.commit()
 
 
-async def create_model(session: AsyncSession, project_id: uuid.UUID, data: ModelCreate) -> Model:
-    await get_project(session, project_id)
+async def create_model(session: AsyncSession, project: Project, data: ModelCreate) -> Model:
+    project_id = project.id
     if await repository.model_by_name(session, project_id, data.name) is not None:
         raise Conflict(f"The project already has a model named {data.name!r}.")
     model = Model(project_id=project_id, name=data.name, description=data.description)
@@ -154,7 +178,6 @@ async def set_member(
     user_id: uuid.UUID,
     role: str,
 ) -> tuple[Membership, User]:
-    await get_project(session, project_id)
     user = await session.get(User, user_id)
     if user is None:
         raise NotFound(f"User {user_id} does not exist; an admin can invite them.")

@@ -1,23 +1,23 @@
 from __future__ import annotations
 
 import uuid
-from contextlib import nullcontext
 from typing import Annotated, Any, Literal
 
 import orjson
-from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
-from bem.auth.dependencies import Access, allow, user_key
+from bem.auth.dependencies import user_key
 from bem.auth.permissions import PROJECT_READ
 from bem.kit.cache import CACHE_CONTROL, key_of, lookup, validators
 from bem.kit.db import SessionDep
 from bem.kit.errors import problem_responses
 from bem.kit.pagination import CursorParam, LimitParam, Page
-from bem.kit.ratelimit import Concurrency, rate_limit
+from bem.kit.ratelimit import rate_limit
+from bem.kit.state import StateDep
 from bem.query import service, traversal
-from bem.query import takeoff as takeoffs
-from bem.query.schemas import QueryIn
+from bem.query.schemas import ElementQuery, QueryIn, TakeoffQuery
 from bem.versions import service as versions
+from bem.versions.access import VersionAccess, access_version
 from bem.versions.schemas import GLOBAL_ID_PATTERN, ElementOut, RelationKind
 
 router = APIRouter(prefix="/v1", tags=["query"], responses=problem_responses(401, 403, 422))
@@ -26,12 +26,10 @@ router = APIRouter(prefix="/v1", tags=["query"], responses=problem_responses(401
 elements_router = APIRouter(
     prefix="/v1", tags=["versions"], responses=problem_responses(401, 403, 422)
 )
-Read = Annotated[Access, allow(PROJECT_READ)]
+Read = Annotated[VersionAccess, access_version(PROJECT_READ)]
 NOT_MODIFIED: dict[int | str, dict[str, Any]] = {
     304: {"description": "Not modified (`If-None-Match` holds the ETag)"}
 }
-
-
 FieldsParam = Annotated[
     str | None,
     Query(
@@ -40,133 +38,34 @@ FieldsParam = Annotated[
         "`name,ifc_class,properties.Pset_WallCommon`; `global_id` is always included.",
     ),
 ]
-SelectorParam = Annotated[
-    str | None,
-    Query(
-        max_length=4000,
-        description="An IfcOpenShell selector, e.g. `IfcWall, Pset_WallCommon.FireRating=REI90` "
-        "(see docs/query.md). Omitted or blank: every element.",
-    ),
-]
-SortParam = Annotated[
-    str,
-    Query(
-        pattern=r"^-?(global_id|name|ifc_class)$",
-        description="`global_id`, `name` or `ifc_class`; prefix `-` for descending.",
-    ),
-]
 GlobalIdPath = Annotated[str, Path(pattern=GLOBAL_ID_PATTERN, description="IFC GlobalId")]
 
 
-@elements_router.get(
-    "/versions/{version_id}/elements",
-    response_model=Page[ElementOut],
-    responses={**problem_responses(400, 404), 304: {"description": "Not modified"}},
-    tags=["elements"],
-    summary="Elements of a version, optionally filtered by a selector, cursor-paginated",
-)
-async def list_elements(
-    version_id: uuid.UUID,
-    request: Request,
-    session: SessionDep,
-    _: Read,
-    q: SelectorParam = None,
-    sort: SortParam = "global_id",
+def element_query(
+    q: Annotated[
+        str | None,
+        Query(
+            max_length=4000,
+            description="An IfcOpenShell selector, e.g. "
+            "`IfcWall, Pset_WallCommon.FireRating=REI90` (see docs/query.md). Omitted or "
+            "blank: every element.",
+        ),
+    ] = None,
+    sort: Annotated[
+        str,
+        Query(
+            pattern=r"^-?(global_id|name|ifc_class)$",
+            description="`global_id`, `name` or `ifc_class`; prefix `-` for descending.",
+        ),
+    ] = "global_id",
     cursor: CursorParam = None,
     limit: LimitParam = 100,
     fields: FieldsParam = None,
-) -> Response:
-    chosen = service.parse_fields(fields)
-    version = await versions.get_version(session, version_id)
-    key = key_of("elements", version.id, q, sort, cursor, limit, chosen)
-    headers, unchanged = validators(request, key)
-    if unchanged:
-        return unchanged
-    page = await lookup(
-        request, key, lambda: service.query_page(session, version, q, sort, cursor, limit, chosen)
-    )
-    return json_response(page, headers)
+) -> ElementQuery:
+    return ElementQuery(q, sort, cursor, limit, service.parse_fields(fields))
 
 
-@elements_router.get(
-    "/versions/{version_id}/elements/{global_id}",
-    response_model=ElementOut,
-    responses={**problem_responses(404), 304: {"description": "Not modified"}},
-    tags=["elements"],
-    summary="One element of a version",
-)
-async def get_element(
-    version_id: uuid.UUID,
-    global_id: GlobalIdPath,
-    request: Request,
-    session: SessionDep,
-    _: Read,
-    fields: FieldsParam = None,
-) -> Response:
-    chosen = service.parse_fields(fields)
-    version = await versions.get_version(session, version_id)
-    payload_hash, doc = await versions.get_element(session, version, global_id)
-    headers, unchanged = validators(request, key_of("element", payload_hash, global_id, chosen))
-    if unchanged:
-        return unchanged
-    return json_response(service.shape_element(global_id, doc, chosen), headers)
-
-
-def json_response(data: Any, headers: dict[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(data), media_type="application/json", headers=headers)
-
-
-def validated(request: Request, response: Response, key: str, variant: str = "") -> Response | None:
-    """Put the answer's validators on ``response``; a 304 when the client holds it."""
-    headers, unchanged = validators(request, key, variant)
-    response.headers.update(headers)
-    return unchanged
-
-
-@router.post(
-    "/versions/{version_id}/query",
-    response_model=Page[ElementOut],
-    responses=problem_responses(400, 404),
-    summary="Elements matching a selector (the body form of GET .../elements?q=)",
-)
-async def query_elements(
-    version_id: uuid.UUID, body: QueryIn, request: Request, session: SessionDep, _: Read
-) -> Any:
-    chosen = service.parse_fields(body.fields)
-    version = await versions.get_version(session, version_id)
-    key = key_of("elements", version.id, body.q, body.sort, body.cursor, body.limit, chosen)
-    return await lookup(
-        request,
-        key,
-        lambda: service.query_page(
-            session, version, body.q, body.sort, body.cursor, body.limit, chosen
-        ),
-    )
-
-
-EXPORT_TYPES = {
-    "csv": "text/csv; charset=utf-8",
-    "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
-}
-
-
-@router.get(
-    "/versions/{version_id}/takeoff",
-    dependencies=[rate_limit("export", by=user_key)],
-    responses={
-        **problem_responses(400, 404, 429),
-        **NOT_MODIFIED,
-        200: {"content": {t: {} for t in EXPORT_TYPES.values()}},
-    },
-    summary="Quantity takeoff: counts and quantity aggregates grouped by class, type, storey, "
-    "material or a property; as JSON, CSV or XLSX",
-)
-async def takeoff(
-    version_id: uuid.UUID,
-    request: Request,
-    response: Response,
-    session: SessionDep,
-    access: Read,
+def takeoff_query(
     q: Annotated[str | None, Query(max_length=4000, description="A selector")] = None,
     group_by: Annotated[
         str | None,
@@ -185,32 +84,120 @@ async def takeoff(
         ),
     ] = None,
     format: Literal["json", "csv", "xlsx"] = "json",
+) -> TakeoffQuery:
+    return TakeoffQuery(q, group_by, measures, format)
+
+
+def json_response(data: Any, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(data), media_type="application/json", headers=headers)
+
+
+def validated(request: Request, response: Response, key: str, variant: str = "") -> Response | None:
+    """Put the answer's validators on ``response``; a 304 when the client holds it."""
+    headers, unchanged = validators(request, key, variant)
+    response.headers.update(headers)
+    return unchanged
+
+
+@elements_router.get(
+    "/versions/{version_id}/elements",
+    response_model=Page[ElementOut],
+    responses={**problem_responses(400, 404), 304: {"description": "Not modified"}},
+    tags=["elements"],
+    summary="Elements of a version, optionally filtered by a selector, cursor-paginated",
+)
+async def list_elements(
+    version_id: uuid.UUID,
+    request: Request,
+    session: SessionDep,
+    state: StateDep,
+    access: Read,
+    query: Annotated[ElementQuery, Depends(element_query)],
+) -> Response:
+    key = key_of("elements", access.version.id, *query.key())
+    headers, unchanged = validators(request, key)
+    if unchanged:
+        return unchanged
+    page = await lookup(
+        state.cache, key, lambda: service.query_page(session, access.version, query)
+    )
+    return json_response(page, headers)
+
+
+@elements_router.get(
+    "/versions/{version_id}/elements/{global_id}",
+    response_model=ElementOut,
+    responses={**problem_responses(404), 304: {"description": "Not modified"}},
+    tags=["elements"],
+    summary="One element of a version",
+)
+async def get_element(
+    version_id: uuid.UUID,
+    global_id: GlobalIdPath,
+    request: Request,
+    session: SessionDep,
+    access: Read,
+    fields: FieldsParam = None,
+) -> Response:
+    chosen = service.parse_fields(fields)
+    payload_hash, doc = await versions.get_element(session, access.version, global_id)
+    headers, unchanged = validators(request, key_of("element", payload_hash, global_id, chosen))
+    if unchanged:
+        return unchanged
+    return json_response(service.shape_element(global_id, doc, chosen), headers)
+
+
+@router.post(
+    "/versions/{version_id}/query",
+    response_model=Page[ElementOut],
+    responses=problem_responses(400, 404),
+    summary="Elements matching a selector (the body form of GET .../elements?q=)",
+)
+async def query_elements(
+    version_id: uuid.UUID, body: QueryIn, session: SessionDep, state: StateDep, access: Read
 ) -> Any:
-    version = await versions.get_version(session, version_id)
-    key = key_of("takeoff", version.id, q, group_by, measures)
-    if unchanged := validated(request, response, key, format):
+    fields = service.parse_fields(body.fields)
+    query = ElementQuery(body.q, body.sort, body.cursor, body.limit, fields)
+    key = key_of("elements", access.version.id, *query.key())
+    return await lookup(
+        state.cache, key, lambda: service.query_page(session, access.version, query)
+    )
+
+
+@router.get(
+    "/versions/{version_id}/takeoff",
+    dependencies=[rate_limit("export", by=user_key)],
+    responses={
+        **problem_responses(400, 404, 429),
+        **NOT_MODIFIED,
+        200: {"content": {t: {} for t in service.EXPORT_TYPES.values()}},
+    },
+    summary="Quantity takeoff: counts and quantity aggregates grouped by class, type, storey, "
+    "material or a property; as JSON, CSV or XLSX",
+)
+async def takeoff(
+    version_id: uuid.UUID,
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    state: StateDep,
+    access: Read,
+    query: Annotated[TakeoffQuery, Depends(takeoff_query)],
+) -> Any:
+    key = key_of("takeoff", access.version.id, query.q, query.group_by, query.measures)
+    if unchanged := validated(request, response, key, query.format):
         return unchanged
 
-    async def compute() -> Any:
-        return await service.takeoff(session, version, q, group_by, measures)
+    def compute() -> Any:
+        return service.takeoff(session, access.version, query)
 
-    if format == "json":
-        return await lookup(request, key, compute)
-    assert access.principal is not None
-    settings = request.app.state.settings
-    concurrency: Concurrency | None = request.app.state.concurrency
-    slot = (
-        concurrency.slot(f"export:{access.principal.user.id}", settings.max_concurrent_exports)
-        if concurrency is not None
-        else nullcontext()
-    )
-    async with slot:
-        result = await lookup(request, key, compute)
-        body = takeoffs.to_csv(result) if format == "csv" else takeoffs.to_xlsx(result)
-    filename = f"takeoff-{version.id}.{format}"
+    if query.format == "json":
+        return await lookup(state.cache, key, compute)
+    body = await service.takeoff_file(state, access.principal.user, query.format, key, compute)
+    filename = f"takeoff-{access.version.id}.{query.format}"
     return Response(
         body,
-        media_type=EXPORT_TYPES[format],
+        media_type=service.EXPORT_TYPES[query.format],
         headers={
             "ETag": response.headers["ETag"],
             "Cache-Control": CACHE_CONTROL,
@@ -230,19 +217,21 @@ async def diff_versions(
     request: Request,
     response: Response,
     session: SessionDep,
-    _: Read,
+    state: StateDep,
+    access: Read,
     kind: Literal["added", "removed", "changed", "re_identified"] | None = None,
     cursor: CursorParam = None,
     limit: LimitParam = 100,
 ) -> Any:
-    old = await versions.get_version(session, version_id)
-    new = await versions.get_sibling(session, old, other_version_id)
+    new = await versions.get_sibling(session, access.version, other_version_id)
     service.diff_position(cursor)  # a bad cursor is a 400 even for a client holding an ETag
-    key = key_of("diff", old.id, new.id, kind, cursor, limit)
+    key = key_of("diff", access.version.id, new.id, kind, cursor, limit)
     if unchanged := validated(request, response, key):
         return unchanged
     return await lookup(
-        request, key, lambda: service.diff_versions(session, old, new, kind, cursor, limit)
+        state.cache,
+        key,
+        lambda: service.diff_versions(session, access.version, new, kind, cursor, limit),
     )
 
 
@@ -252,13 +241,17 @@ async def diff_versions(
     summary="The spatial structure with element counts per node",
 )
 async def spatial_tree(
-    version_id: uuid.UUID, request: Request, response: Response, session: SessionDep, _: Read
+    version_id: uuid.UUID,
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    state: StateDep,
+    access: Read,
 ) -> Any:
-    version = await versions.get_version(session, version_id)
-    key = key_of("tree", version.id)
+    key = key_of("tree", access.version.id)
     if unchanged := validated(request, response, key):
         return unchanged
-    return await lookup(request, key, lambda: traversal.tree(session, version))
+    return await lookup(state.cache, key, lambda: traversal.tree(session, access.version))
 
 
 @router.get(
@@ -272,18 +265,18 @@ async def element_relations(
     request: Request,
     response: Response,
     session: SessionDep,
-    _: Read,
+    state: StateDep,
+    access: Read,
     kind: Annotated[list[RelationKind] | None, Query(max_length=10)] = None,
     direction: Literal["out", "in", "both"] = "both",
     depth: Annotated[int, Query(ge=1, le=traversal.MAX_DEPTH)] = 1,
 ) -> Any:
-    version = await versions.get_version(session, version_id)
     kinds = tuple(kind) if kind else None
-    key = key_of("relations", version.id, global_id, kinds, direction, depth)
+    key = key_of("relations", access.version.id, global_id, kinds, direction, depth)
     if unchanged := validated(request, response, key):
         return unchanged
     return await lookup(
-        request,
+        state.cache,
         key,
-        lambda: traversal.neighbours(session, version, global_id, kinds, direction, depth),
+        lambda: traversal.neighbours(session, access.version, global_id, kinds, direction, depth),
     )

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from bem.kit.pagination import DEFAULT_LIMIT, MAX_CURSOR_CHARS, MAX_LIMIT
@@ -19,3 +22,27 @@ class QueryIn(BaseModel):
         default=None, max_length=MAX_CURSOR_CHARS, pattern=r"^[A-Za-z0-9_-]+$"
     )
     limit: int = Field(default=DEFAULT_LIMIT, ge=1, le=MAX_LIMIT)
+
+
+@dataclass(frozen=True)
+class ElementQuery:
+    """A page of elements: a selector, an order, a position and the parts to return (from
+    the list's query string, or the body of ``POST .../query``)."""
+
+    q: str | None
+    sort: str
+    cursor: str | None
+    limit: int
+    fields: tuple[str, ...] | None
+
+    def key(self) -> tuple[object, ...]:
+        """What a cached page depends on."""
+        return self.q, self.sort, self.cursor, self.limit, self.fields
+
+
+@dataclass(frozen=True)
+class TakeoffQuery:
+    q: str | None
+    group_by: str | None
+    measures: str | None
+    format: Literal["json", "csv", "xlsx"]

@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from contextlib import nullcontext
 from typing import Any
 
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import TextClause
 
+from bem.auth.models import User
+from bem.kit.cache import lookup
 from bem.kit.errors import Problem
 from bem.kit.pagination import InvalidCursor, decode_cursor, page_of
+from bem.kit.state import AppState
 from bem.query import diff as diffs
 from bem.query import repository
 from bem.query import takeoff as takeoffs
 from bem.query.compile import Compiler, UnsupportedFacet, compile_selector
+from bem.query.schemas import ElementQuery, TakeoffQuery
 from bem.query.selector import SelectorError, parse
 from bem.versions.models import Version
 from bem.versions.schemas import ELEMENT_FIELDS
@@ -115,14 +121,9 @@ async def run(session: AsyncSession, statement: Any) -> Any:
 
 
 async def query_page(
-    session: AsyncSession,
-    version: Version,
-    q: str | None,
-    sort: str,
-    cursor: str | None,
-    limit: int,
-    fields: tuple[str, ...] | None,
+    session: AsyncSession, version: Version, query: ElementQuery
 ) -> dict[str, Any]:
+    q, sort, cursor, limit, fields = query.q, query.sort, query.cursor, query.limit, query.fields
     key, descending = parse_sort(sort)
     arity = 1 if key == "global_id" else 2
     after = decode_cursor(cursor, arity)
@@ -142,17 +143,11 @@ async def query_page(
     }
 
 
-async def takeoff(
-    session: AsyncSession,
-    version: Version,
-    q: str | None,
-    group_by: str | None,
-    measures: str | None,
-) -> dict[str, Any]:
-    keys = takeoffs.parse_group_by(group_by)
-    wanted = takeoffs.parse_measures(measures)
+async def takeoff(session: AsyncSession, version: Version, query: TakeoffQuery) -> dict[str, Any]:
+    keys = takeoffs.parse_group_by(query.group_by)
+    wanted = takeoffs.parse_measures(query.measures)
     compiler = compiler_for(session)
-    where = compile_q(compiler, q)
+    where = compile_q(compiler, query.q)
     sql = takeoffs.statement(compiler, keys, wanted, where)
     rows = await run(session, repository.rows(session, sql, compiler.params, version.id))
     return {"version_id": str(version.id), **takeoffs.table(keys, wanted, rows)}
@@ -162,6 +157,31 @@ def diff_position(cursor: str | None) -> str:
     """The GlobalId a diff page starts after."""
     values = decode_cursor(cursor, 1)
     return str(values[0]) if values else ""
+
+
+EXPORT_TYPES = {
+    "csv": "text/csv; charset=utf-8",
+    "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+}
+
+
+async def takeoff_file(
+    state: AppState,
+    user: User,
+    format: str,
+    key: str,
+    compute: Callable[[], Awaitable[dict[str, Any]]],
+) -> bytes:
+    """A takeoff as a CSV or XLSX file; at most ``BEM_MAX_CONCURRENT_EXPORTS`` per user are
+    made at once (a spreadsheet of a large takeoff is work)."""
+    slot = (
+        state.concurrency.slot(f"export:{user.id}", state.settings.max_concurrent_exports)
+        if state.concurrency is not None
+        else nullcontext()
+    )
+    async with slot:
+        result = await lookup(state.cache, key, compute)
+        return takeoffs.to_csv(result) if format == "csv" else takeoffs.to_xlsx(result)
 
 
 async def diff_versions(

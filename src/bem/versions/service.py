@@ -20,6 +20,7 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import IO, Any, NamedTuple, Protocol
 
 import anyio.to_thread
@@ -29,11 +30,15 @@ from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bem.config import Settings
 from bem.events import service as events
 from bem.kit.canonical import content_hash, normalize
 from bem.kit.dberrors import classify, sqlstate
 from bem.kit.errors import NotFound, Problem, Unprocessable
+from bem.kit.metrics import Metrics
+from bem.kit.ndjson import NDJSON_TYPES, iter_body, media_type
 from bem.kit.pagination import decode_time_id_cursor, page_of, time_id_key
+from bem.kit.storage import SourceStore
 from bem.projects.models import Model
 from bem.versions import repository
 from bem.versions.facts import facts_of
@@ -357,6 +362,55 @@ async def _write(
         await meta.before_commit(session, version)
     await session.commit()
     return version
+
+
+async def receive_upload(
+    session: AsyncSession,
+    settings: Settings,
+    metrics: Metrics,
+    model: Model,
+    user_id: uuid.UUID,
+    body: AsyncIterator[bytes],
+    content_type: str | None,
+    *,
+    message: str | None,
+    source_name: str | None,
+) -> Version:
+    """A JSON or NDJSON request body, streamed in, as a new version of ``model``."""
+    source = SourceHasher(body)
+    documents = iter_body(
+        aiter(source),
+        content_type,
+        max_json_bytes=settings.max_json_body_bytes,
+        max_ndjson_bytes=settings.max_ndjson_body_bytes,
+        max_line_bytes=settings.max_line_bytes,
+    )
+    meta = UploadMeta(
+        source_format="ndjson" if media_type(content_type) in NDJSON_TYPES else "json",
+        message=message,
+        source_name=source_name,
+        batch_size=settings.upload_batch_size,
+    )
+    try:
+        version = await create_version(session, user_id, model, documents, source, meta)
+    except Exception:
+        metrics.uploads.labels("failed").inc()
+        raise
+    metrics.uploads.labels("ready").inc()
+    metrics.upload_elements.inc(version.element_count)
+    return version
+
+
+def stored_source(store: SourceStore, version: Version) -> Path:
+    """Where the file a version was imported from is kept; 404 for a version that was
+    uploaded as elements (only file imports keep the original)."""
+    key = version.source_key
+    if key is None or version.source_sha256 is None or not store.exists(key):
+        raise NotFound(
+            f"Version {version.id} has no stored source file; only file imports "
+            "(POST /v1/models/{model_id}/imports) keep the original."
+        )
+    return store.path(key)
 
 
 async def get_version(session: AsyncSession, version_id: uuid.UUID) -> Version:

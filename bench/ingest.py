@@ -97,6 +97,7 @@ async def run_import(database_url: str, path: Path, storage: Path) -> dict[str, 
             await session.commit()
             started = time.perf_counter()
             job = await import_path(session, settings, model_id=model.id, path=path, message=None)
+            await session.commit()
         done = await run_here(job_context(settings, sessions), HANDLERS, job.id)
         seconds = time.perf_counter() - started
         assert done.status == "succeeded", done.error

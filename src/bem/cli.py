@@ -175,6 +175,7 @@ async def _create_admin(settings: Settings, email: str, name: str) -> str:
     try:
         async with session_factory(engine)() as session:
             _, secret = await create_admin(session, email, name)
+            await session.commit()
     finally:
         await engine.dispose()
     return secret
@@ -300,7 +301,7 @@ async def _demo_owner(session: AsyncSession) -> User:
     if owner is None:
         owner = User(email=DEMO_OWNER, name="Demo data", is_admin=False)
         session.add(owner)
-        await session.commit()
+        await session.flush()
     return owner
 
 
@@ -377,6 +378,7 @@ async def _import(
             except Problem as exc:
                 err.print(f"[red]Refused:[/] {exc.detail}")
                 return 1
+            await session.commit()
         columns = (
             "{task.description}",
             BarColumn(),

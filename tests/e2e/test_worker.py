@@ -276,6 +276,7 @@ async def test_the_worker_rides_out_a_redis_restart_and_nothing_waits_on_a_human
             never_enqueued = await import_path(
                 session, settings, model_id=uuid.UUID(mid), path=path, message=None
             )
+            await session.commit()
         with worker_process(env, log):
             for job_id in [*stranded, str(never_enqueued.id)]:
                 job = await wait_for(api, headers, job_id)

@@ -29,6 +29,7 @@ async def queued_import(api: Any, mid: str, tmp_path: Path) -> uuid.UUID:
         job = await import_path(
             session, api.settings, model_id=uuid.UUID(mid), path=path, message=None
         )
+        await session.commit()
     return job.id
 
 

@@ -29,7 +29,7 @@ from bem.auth.models import (
 from bem.auth.permissions import Scope, expand
 from bem.auth.sessions import issue_access_token
 from bem.config import Settings, Signup
-from bem.kit.db import utcnow
+from bem.kit.db import commit_early, utcnow
 from bem.kit.errors import Conflict, Forbidden, NotFound, Problem, TooManyRequests, Unauthorized
 from bem.kit.security import (
     REFRESH_PREFIX,
@@ -117,7 +117,6 @@ async def authenticate_api_token(
         return None
     if token.last_used_at is None or now - token.last_used_at > LAST_USED_RESOLUTION:
         await repository.touch_token(session, token.id, now)
-        await session.commit()
     return token, user
 
 
@@ -140,7 +139,6 @@ async def revoke_token(
         target_type="api_token",
         target_id=token.id,
     )
-    await session.commit()
 
 
 def _confined(
@@ -213,7 +211,6 @@ async def create_token(
         project_id=str(project_id) if project_id else None,
         by_token=str(creator.token_id) if creator.token_id else None,
     )
-    await session.commit()
     return token, secret
 
 
@@ -236,7 +233,6 @@ async def create_admin(session: AsyncSession, email: str, name: str) -> tuple[Us
         target_type="user",
         target_id=user.id,
     )
-    await session.commit()
     return user, secret
 
 
@@ -259,7 +255,6 @@ async def invite_user(
         email=mask_email(email),
         is_admin=is_admin,
     )
-    await session.commit()
     return user
 
 
@@ -308,7 +303,6 @@ async def request_otp(
         actor_id=user.id if user else None,
         email=mask_email(email),
     )
-    await session.commit()
     return code if deliverable else None
 
 
@@ -336,7 +330,7 @@ async def verify_otp(
             reason=reason,
             email=mask_email(email),
         )
-        await session.commit()
+        await commit_early(session)  # a failed attempt counts, whatever follows
 
     if challenge is None:
         await failed("no_active_code")
@@ -371,7 +365,6 @@ async def verify_otp(
     audit.record(
         session, origin, "auth.login", actor_id=user.id, target_type="user", target_id=user.id
     )
-    await session.commit()
     return user, access, refresh
 
 
@@ -424,14 +417,13 @@ async def refresh_session(
             actor_id=row.user_id,
             family_id=str(row.family_id),
         )
-        await session.commit()
+        await commit_early(session)  # kept despite the error that follows
         raise Unauthorized("The refresh token was already used; the session is revoked.")
     user = await session.get(User, row.user_id)
     if user is None:
         raise Unauthorized("The refresh token is invalid, expired or revoked.")
     row.rotated_at = now
     access, refresh = await _start_session(session, settings, user, now, row.family_id)
-    await session.commit()
     return user, access, refresh
 
 
@@ -440,7 +432,6 @@ async def logout(session: AsyncSession, origin: Origin, secret: str) -> None:
     if row is not None and row.revoked_at is None:
         await repository.revoke_family(session, row.family_id, utcnow())
         audit.record(session, origin, "auth.logout", actor_id=row.user_id)
-        await session.commit()
 
 
 # ---- TOTP --------------------------------------------------------------------------------
@@ -488,7 +479,6 @@ async def totp_enroll(
     buf = io.BytesIO()
     segno.make(uri, error="m").save(buf, kind="svg", scale=4, xmldecl=False)
     audit.record(session, origin, "totp.enroll", actor_id=user.id)
-    await session.commit()
     return secret, uri, buf.getvalue().decode()
 
 
@@ -510,7 +500,6 @@ async def totp_confirm(
         digest = keyed_digest(_code_key(settings), f"recovery:{user.id}:{c}")
         session.add(RecoveryCode(user_id=user.id, digest=digest))
     audit.record(session, origin, "totp.enable", actor_id=user.id)
-    await session.commit()
     return codes
 
 
@@ -521,14 +510,13 @@ async def totp_disable(
         raise Conflict("TOTP is not enabled.")
     if not _accept_totp(settings, user, code, utcnow()):
         audit.record(session, origin, "totp.disable", outcome="failure", actor_id=user.id)
-        await session.commit()
+        await commit_early(session)  # kept despite the error that follows
         raise InvalidCode("A fresh TOTP code is required to disable TOTP.")
     user.totp_secret = None
     user.totp_enabled_at = None
     user.totp_last_step = None
     await repository.delete_recovery_codes(session, user.id)
     audit.record(session, origin, "totp.disable", actor_id=user.id)
-    await session.commit()
 
 
 # ---- audit log ---------------------------------------------------------------------------

@@ -166,7 +166,6 @@ async def create_webhook(
         project_id=str(project_id),
         host=urlsplit(url).hostname,
     )
-    await session.commit()
     return hook, secret
 
 
@@ -196,7 +195,6 @@ async def delete_webhook(
         target_id=webhook_id,
         project_id=str(project_id),
     )
-    await session.commit()
 
 
 async def list_deliveries(
@@ -239,8 +237,8 @@ async def claim_due(
     candidates_per_slot: int = 4,
 ) -> list[tuple[WebhookDelivery, Webhook, Event]]:
     """Claim up to ``free`` due deliveries, oldest first, skipping receivers that already
-    have ``per_destination`` in flight (``busy``, by ``destination_key``); commits the
-    claims so no other sender takes them."""
+    have ``per_destination`` in flight (``busy``, by ``destination_key``). The caller
+    commits the claims before sending, so no other sender takes them."""
     due = await repository.due_deliveries(session, free * candidates_per_slot)
     counts, chosen = Counter(busy), []
     for delivery_id, url in due:
@@ -250,9 +248,7 @@ async def claim_due(
             chosen.append(delivery_id)
         if len(chosen) == free:
             break
-    claimed = await repository.claim(session, chosen, lease) if chosen else []
-    await session.commit()
-    return claimed
+    return await repository.claim(session, chosen, lease) if chosen else []
 
 
 async def record_attempt(
@@ -272,7 +268,6 @@ async def record_attempt(
         error=error,
         due_at=due_at,
     )
-    await session.commit()
 
 
 async def pending_deliveries(session: AsyncSession) -> tuple[int, datetime | None]:

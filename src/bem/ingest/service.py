@@ -66,7 +66,7 @@ async def accept_import(
     try:
         await state.job_queue.enqueue(job.id)
     except (RedisError, OSError) as exc:
-        await jobs.refuse(session, job, "The job queue is unavailable.")
+        await jobs.refuse(session, job, "The job queue is unavailable.")  # kept: it commits
         raise Problem(
             "The job queue is unavailable; try again shortly.",
             status=503,

@@ -38,7 +38,6 @@ async def claim(session: AsyncSession, job_id: uuid.UUID, running_before: dateti
             done=0,
         )
     )
-    await session.commit()
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
@@ -63,7 +62,6 @@ async def set_progress(
     await session.execute(
         update(Job).where(_this_attempt(job_id, attempt), Job.status == "running").values(**values)
     )
-    await session.commit()
 
 
 async def finish(session: AsyncSession, job_id: uuid.UUID, attempt: int, **values: Any) -> bool:
@@ -86,7 +84,6 @@ async def requeue(
         .where(_this_attempt(job_id, attempt), Job.status == "running")
         .values(status="queued", error=error, updated_at=utcnow())
     )
-    await session.commit()
 
 
 async def lost(

@@ -20,7 +20,7 @@ from bem.config import Settings
 from bem.events import service as events
 from bem.jobs import repository
 from bem.jobs.models import Job
-from bem.kit.db import utcnow
+from bem.kit.db import commit_early, utcnow
 from bem.kit.dberrors import classify
 from bem.kit.errors import NotFound, Problem
 from bem.kit.errortracking import report_exception
@@ -101,6 +101,7 @@ class Progress:
             await repository.set_progress(
                 session, self.job_id, self.attempt, phase, done, self.total
             )
+            await session.commit()
 
 
 @dataclass(frozen=True)
@@ -152,7 +153,7 @@ async def create_job(
         updated_at=utcnow(),
     )
     session.add(job)
-    await session.commit()
+    await session.flush()
     return job
 
 
@@ -190,11 +191,12 @@ async def succeed(session: AsyncSession, job: Job, result: JobResult) -> None:
 
 
 async def refuse(session: AsyncSession, job: Job, detail: str) -> None:
-    """A job that never reached the queue: failed at once, so nothing waits for it."""
+    """A job that never reached the queue: failed at once (and kept, though the request
+    fails), so nothing waits for it."""
     await _finish(
         session, job, status="failed", error={"type": "queue-unavailable", "detail": detail}
     )
-    await session.commit()
+    await commit_early(session)
 
 
 async def waiting(session: AsyncSession) -> tuple[int, datetime | None]:
@@ -244,6 +246,7 @@ async def _keep_alive(ctx: JobContext, job: Job) -> None:
         try:
             async with ctx.sessions() as session:
                 await repository.set_progress(session, job.id, job.attempts, None, 0, None)
+                await session.commit()
         except Exception as exc:
             if classify(exc) is None:
                 raise
@@ -258,7 +261,9 @@ async def execute(
     (the queue knows its previous worker is gone); otherwise only a stale one."""
     running_before = utcnow() if takeover else utcnow() - STALE_AFTER
     async with ctx.sessions() as session:
-        if not await repository.claim(session, job_id, running_before):
+        claimed = await repository.claim(session, job_id, running_before)
+        await session.commit()
+        if not claimed:
             log.info("job.not_claimed", job_id=str(job_id))
             return
         job = await session.get(Job, job_id)
@@ -296,6 +301,7 @@ async def execute(
                 job.attempts,
                 {"type": "interrupted", "detail": "The worker stopped during the job."},
             )
+            await session.commit()
         ctx.count(job.kind, "interrupted")
         log.warning("job.interrupted")
         raise
@@ -316,6 +322,7 @@ async def execute(
                 await repository.requeue(
                     session, job.id, job.attempts, {"type": "internal-error", "detail": detail}
                 )
+                await session.commit()
             ctx.count(job.kind, "retried")
             raise RetryLater(RETRY_DELAY_S) from exc
         await _fail(ctx, job, "internal-error", detail)

@@ -150,16 +150,27 @@ def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
 
 
 async def get_session(conn: HTTPConnection) -> AsyncIterator[AsyncSession]:
-    """FastAPI dependency: one session per request, rolled back unless committed."""
+    """FastAPI dependency: one session per request, committed once the route has returned
+    and before its answer is sent (so a failed commit is the answer, a 409 or a 503), and
+    rolled back when the route raised."""
     async with state_of(conn).sessions() as session:
         yield session
+        await session.commit()
 
 
 async def commit_early(session: AsyncSession) -> None:
-    """Commit before the request's (or job step's) end, deliberately. Two reasons, said at
-    each call: what is written so far must hold even if the rest fails (a failed sign-in's
-    attempt count, before its 401), or the connection must go back to the pool before a
-    slow wait (a client streaming a large body, a file being copied)."""
+    """Commit before the end of the unit of work, deliberately; each call says which reason:
+
+    - what is written so far must hold even if the rest fails (a failed sign-in's attempt
+      count before its 401, a refused job before its 503);
+    - the connection must go back to the pool before a slow wait (a client streaming a
+      large body);
+    - what follows must see it committed, or run outside it (a worker reading the new job
+      row, a version before its retry or its statistics refresh).
+
+    Otherwise a request commits once, when its route has returned (``get_session``), and a
+    job step or background loop when its own unit ends; services and repositories never
+    commit."""
     await session.commit()
 
 
@@ -170,4 +181,5 @@ def insert_ignore(session: AsyncSession, table: Any) -> Insert:
     return sqlite.insert(table).on_conflict_do_nothing()
 
 
-SessionDep = Annotated[AsyncSession, Depends(get_session)]
+# scope="function": the teardown (the commit) runs before the response is sent.
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]

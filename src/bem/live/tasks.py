@@ -119,6 +119,7 @@ class Deliverer:
                 claimed = await events.claim_due(
                     session, free, busy, self.settings.webhook_per_destination, self.lease
                 )
+                await session.commit()  # claimed before sending: no other sender takes them
         started = []
         for delivery, hook, event in claimed:
             task = asyncio.create_task(self._send(delivery, hook, event))
@@ -216,6 +217,7 @@ class Deliverer:
                 error=error,
                 due_at=due,
             )
+            await session.commit()
         if self.metrics is not None:
             self.metrics.webhook_deliveries.labels(outcome).inc()
         log.info(

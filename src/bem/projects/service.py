@@ -56,7 +56,7 @@ async def create_project(session: AsyncSession, user: User, data: ProjectCreate)
     session.add(project)
     await session.flush()
     session.add(Membership(project_id=project.id, user_id=user.id, role="owner"))
-    await session.commit()
+    await session.flush()
     return project
 
 
@@ -82,8 +82,8 @@ async def update_project(session: AsyncSession, project: Project, data: ProjectU
         changes.pop("name")  # a project always has a name; null means "unchanged"
     for key, value in changes.items():
         setattr(project, key, value)
-    await session.commit()
-    await session.refresh(project)
+    await session.flush()
+    await session.refresh(project)  # the new updated_at
     return project
 
 
@@ -101,7 +101,6 @@ async def delete_project(
         target_id=project_id,
         name=project.name,
     )
-    await session.commit()
 
 
 async def create_model(session: AsyncSession, project: Project, data: ModelCreate) -> Model:
@@ -114,7 +113,6 @@ async def create_model(session: AsyncSession, project: Project, data: ModelCreat
     await events.publish(
         session, project_id, "model.created", {"name": model.name}, model_id=model.id
     )
-    await session.commit()
     return model
 
 
@@ -203,7 +201,7 @@ async def set_member(
         role=role,
         previous=previous,
     )
-    await session.commit()
+    await session.flush()
     return membership, user
 
 
@@ -225,4 +223,3 @@ async def remove_member(
         user_id=str(user_id),
         previous=membership.role,
     )
-    await session.commit()

@@ -126,7 +126,6 @@ async def refresh_statistics(session: AsyncSession) -> None:
         await session.execute(
             text("ANALYZE version_elements, element_payloads, element_facts, relations")
         )
-        await session.commit()
     except DBAPIError as exc:  # e.g. not the tables' owner: autovacuum will get there later
         await session.rollback()
         log.warning("statistics_refresh_failed", error=str(exc.orig))

@@ -33,6 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bem.config import Settings
 from bem.events import service as events
 from bem.kit.canonical import content_hash, normalize
+from bem.kit.db import commit_early
 from bem.kit.dberrors import classify, sqlstate
 from bem.kit.errors import NotFound, Problem, Unprocessable
 from bem.kit.metrics import Metrics
@@ -272,8 +273,7 @@ async def create_version(
     source: SourceInfo,
     meta: UploadMeta,
 ) -> Version:
-    # Hold no database connection while a (possibly slow) client streams the body in.
-    await session.commit()
+    await commit_early(session)  # no connection held while a slow client streams the body
     with tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY_BYTES) as file:
         spool = _Spool(file=file)
         await _spool(documents, meta, spool)
@@ -294,6 +294,7 @@ async def create_version(
                 log.warning("upload.write_retried", attempt=attempt, error=sqlstate(exc))
     if version.element_count >= ANALYZE_AFTER_ELEMENTS:
         await repository.refresh_statistics(session)
+        await commit_early(session)  # the statistics hold, whoever owns the session
     return version
 
 
@@ -360,7 +361,9 @@ async def _write(
     )
     if meta.before_commit is not None:
         await meta.before_commit(session, version)
-    await session.commit()
+    # The version is its own transaction: it must be committed before it is retried (above)
+    # or its statistics are refreshed (outside any transaction).
+    await commit_early(session)
     return version
 
 

@@ -1,0 +1,62 @@
+"""What a read costs in SQL. Authorize by loading: the version a path names comes with the
+caller's role in one statement, so a page answered from the cache costs that statement and
+the credential's (four statements before the cache was consulted: the token, the project
+of the version, the membership, the version again)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import orjson
+from sqlalchemy import event
+
+from tests.conftest import Api
+
+STOREY = {"global_id": "0000000000000000000S01", "ifc_class": "IfcBuildingStorey", "name": "L1"}
+
+
+@contextmanager
+def statements(api: Api) -> Iterator[list[str]]:
+    seen: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        seen.append(" ".join(statement.split()))
+
+    engine = api.state.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+
+
+async def test_a_cached_page_or_takeoff_costs_the_credential_and_one_statement(api: Api) -> None:
+    for headers in (
+        await api.user("alice"),
+        await api.api_token("alice", ["projects:write", "models:write"]),
+    ):
+        pid = (await api.client.post("/v1/projects", json={"name": "P"}, headers=headers)).json()
+        mid = (
+            await api.client.post(
+                f"/v1/projects/{pid['id']}/models", json={"name": "M"}, headers=headers
+            )
+        ).json()["id"]
+        r = await api.client.post(
+            f"/v1/models/{mid}/versions",
+            content=orjson.dumps(STOREY),
+            headers={**headers, "content-type": "application/x-ndjson"},
+        )
+        vid = r.json()["id"]
+        for path, params in (
+            (f"/v1/versions/{vid}/elements", {"q": "IfcBuildingStorey"}),
+            (f"/v1/versions/{vid}/takeoff", {"group_by": "class"}),
+        ):
+            warm = await api.client.get(path, params=params, headers=headers)  # fills the cache
+            assert warm.status_code == 200, warm.text
+            with statements(api) as seen:
+                r = await api.client.get(path, params=params, headers=headers)
+            assert r.status_code == 200
+            assert len(seen) == 2, seen  # the credential, then the version with the role
+            assert "FROM versions JOIN models" in seen[1] and "memberships" in seen[1], seen

@@ -15,10 +15,11 @@ from __future__ import annotations
 import itertools
 import re
 from dataclasses import dataclass, field
-from functools import cache
 from typing import Any
 
+from bem.query.dialects import Dialect, Json, dialect_of
 from bem.query.selector import Comparison, Entity, Facet, Filter, Instance, Selector, Special
+from bem.versions.classes import descendants
 
 ATTRIBUTES = {
     "Name": "name",
@@ -35,28 +36,6 @@ TRUE, FALSE = "(1=1)", "(1=0)"
 
 class UnsupportedFacet(ValueError):
     pass
-
-
-@cache
-def subclasses(ifc_class: str) -> tuple[str, ...]:
-    """``ifc_class`` and every subtype, in any of IFC2X3, IFC4 and IFC4X3 (case-insensitive)."""
-    import ifcopenshell.ifcopenshell_wrapper as wrapper
-
-    found: set[str] = set()
-    for schema_name in wrapper.schema_names():
-        if not schema_name.startswith("IFC"):
-            continue
-        try:
-            declaration = wrapper.schema_by_name(schema_name).declaration_by_name(ifc_class)
-        except RuntimeError:
-            continue  # not a class of this schema
-        root = declaration.as_entity()
-        stack: list[Any] = [root] if root is not None else []
-        while stack:
-            entity = stack.pop()
-            found.add(entity.name())
-            stack.extend(entity.subtypes())
-    return tuple(sorted(found))
 
 
 def compare_none(comparison: Comparison) -> bool:
@@ -85,26 +64,14 @@ def _as_int(text: str) -> int | None:
 
 
 @dataclass
-class Json:
-    """A JSON value in SQL. ``pg`` is a jsonb expression; on SQLite ``kind`` is a
-    ``json_type``-style name (SQL NULL when missing), ``atom`` the SQL scalar and ``raw`` the
-    JSON text of an array or object."""
-
-    pg: str = ""
-    kind: str = ""
-    atom: str = ""
-    raw: str = ""
-
-
-@dataclass
 class Compiler:
-    dialect: str
+    dialect: str  # SQLAlchemy's name: postgresql or sqlite
     params: dict[str, Any] = field(default_factory=dict)
     _names: itertools.count[int] = field(default_factory=itertools.count)
+    sql: Dialect = field(init=False)
 
-    @property
-    def pg(self) -> bool:
-        return self.dialect == "postgresql"
+    def __post_init__(self) -> None:
+        self.sql = dialect_of(self.dialect)
 
     def param(self, value: Any) -> str:
         name = f"bq{next(self._names)}"
@@ -117,77 +84,40 @@ class Compiler:
     # JSON access -----------------------------------------------------------------------
     def field(self, doc: str, *keys: str) -> Json:
         """A fixed path into a document column (keys are BEM's own field names)."""
-        if self.pg:
-            return Json(pg=doc + "".join(f"->'{k}'" for k in keys))
-        path = "'$." + ".".join(keys) + "'"
-        return Json(
-            kind=f"json_type({doc}, {path})",
-            atom=f"json_extract({doc}, {path})",
-            raw=f"json_extract({doc}, {path})",
-        )
+        return self.sql.field(doc, *keys)
 
     def text_column(self, column: str) -> Json:
-        if self.pg:
-            return Json(pg=f"to_jsonb({column})")
-        return Json(kind="'text'", atom=column, raw=column)
+        return self.sql.text_column(column)
 
     def each(self, alias: str, container: Json, *, objects: bool = False) -> tuple[str, Json]:
-        """A FROM item over an array's items (or an object's values); ``alias.k`` is the key."""
-        if self.pg:
-            fn = "jsonb_each" if objects else "jsonb_array_elements"
-            columns = "(k, v)" if objects else "(v)"
-            return f"{fn}({container.pg}) AS {alias}{columns}", Json(pg=f"{alias}.v")
-        return (
-            f"json_each({container.raw}) AS {alias}",
-            Json(kind=f"{alias}.type", atom=f"{alias}.atom", raw=f"{alias}.value"),
-        )
+        """A FROM item over an array's items (or an object's values); ``key(alias)`` is the
+        key."""
+        return self.sql.each(alias, container, objects=objects)
 
     def key(self, alias: str) -> str:
-        return f"{alias}.k" if self.pg else f"{alias}.key"
+        return self.sql.key(alias)
 
     def regex(self, subject: str, pattern: re.Pattern[str]) -> str:
-        bound = self.param(f"^(?:{pattern.pattern})")
-        return f"({subject} ~ {bound})" if self.pg else f"({subject} REGEXP {bound})"
+        return self.sql.matches(subject, self.param(f"^(?:{pattern.pattern})"))
 
     def _is(self, value: Json, kind: str) -> str:
         """kind: string, number, boolean, true, false, null, array."""
-        if self.pg:
-            if kind in ("true", "false"):
-                return f"({value.pg} = '{kind}'::jsonb)"
-            return f"(jsonb_typeof({value.pg}) = '{kind}')"
-        sqlite_kinds = {
-            "string": "('text')",
-            "number": "('integer', 'real')",
-            "boolean": "('true', 'false')",
-        }.get(kind, f"('{kind}')")
-        return f"({value.kind} IN {sqlite_kinds})"
-
-    def _text(self, value: Json) -> str:
-        return f"({value.pg} #>> '{{}}')" if self.pg else value.atom
-
-    def _number(self, value: Json) -> str:
-        return f"({value.pg})::float8" if self.pg else value.atom
+        return self.sql.is_(value, kind)
 
     def _scalar(self, value: Json, operator: str, target: Any) -> str:
         """IfcOpenShell's ``compare`` for one non-list value and an operator without ``!``."""
         if isinstance(target, Special):
             if target.value is None:
-                missing = f"({value.pg} IS NULL)" if self.pg else f"({value.kind} IS NULL)"
-                return f"({missing} OR {self._is(value, 'null')})"
+                return f"({self.sql.missing(value)} OR {self._is(value, 'null')})"
             return self._is(value, "true" if target.value else "false")
         if isinstance(target, re.Pattern):
-            return f"({self._is(value, 'string')} AND {self.regex(self._text(value), target)})"
+            return f"({self._is(value, 'string')} AND {self.regex(self.sql.text(value), target)})"
         branches = []
         sql_op = {">=": ">=", "<=": "<=", ">": ">", "<": "<"}.get(operator, "=")
         number = _as_float(target)
         if number is not None:
-            bound = self.param(number)
-            check = f"{self._number(value)} {sql_op} {bound}"
-            if self.pg:  # the cast must only see numbers
-                check = f"CASE WHEN {self._is(value, 'number')} THEN {check} ELSE FALSE END"
-                branches.append(f"({check})")
-            else:
-                branches.append(f"({self._is(value, 'number')} AND {check})")
+            check = f"{self.sql.number(value)} {sql_op} {self.param(number)}"
+            branches.append(self.sql.numeric(value, check))
         integer = _as_int(target)
         if integer is not None:
             flag = f"(CASE WHEN {self._is(value, 'true')} THEN 1 ELSE 0 END)"
@@ -195,10 +125,9 @@ class Compiler:
             branches.append(f"({self._is(value, 'boolean')} AND {flag} {sql_op} {bound})")
         text = self.param(target)
         if operator == "*=":
-            position = "strpos" if self.pg else "instr"
-            check = f"{position}({self._text(value)}, {text}) > 0"
+            check = f"{self.sql.position}({self.sql.text(value)}, {text}) > 0"
         else:
-            check = f"{self._text(value)} = {text}"
+            check = f"{self.sql.text(value)} = {text}"
         branches.append(f"({self._is(value, 'string')} AND {check})")
         return "(" + " OR ".join(branches) + ")"
 
@@ -244,17 +173,8 @@ class Compiler:
     def _any_item(self, array: str, keys: tuple[str, ...], comparison: Comparison) -> str:
         alias = self.alias("it")
         source, item = self.each(alias, self.field("p.doc", array))
-        checks = " OR ".join(self.compare(self._member(item, k), comparison) for k in keys)
+        checks = " OR ".join(self.compare(self.sql.member(item, k), comparison) for k in keys)
         return f"EXISTS (SELECT 1 FROM {source} WHERE {checks})"
-
-    def _member(self, item: Json, key: str) -> Json:
-        if self.pg:
-            return Json(pg=f"{item.pg}->'{key}'")
-        return Json(
-            kind=f"json_type({item.raw}, '$.{key}')",
-            atom=f"json_extract({item.raw}, '$.{key}')",
-            raw=f"json_extract({item.raw}, '$.{key}')",
-        )
 
     def _any_or_none(self, array: str, keys: tuple[str, ...], comparison: Comparison) -> str:
         """The material and classification facets: any item's fields, negated for every
@@ -262,9 +182,7 @@ class Compiler:
         found = self._any_item(array, keys, comparison)
         if comparison.op != "=":
             found = f"(NOT {found})"
-        items = self.field("p.doc", array)
-        length = f"jsonb_array_length({items.pg})" if self.pg else f"json_array_length({items.raw})"
-        has_items = f"({length} > 0)"
+        has_items = f"({self.sql.array_length(self.field('p.doc', array))} > 0)"
         fallback = TRUE if compare_none(comparison) else FALSE
         return f"(CASE WHEN {has_items} THEN {found} ELSE {fallback} END)"
 
@@ -286,17 +204,14 @@ class Compiler:
 
     def _facet_property(self, facet: Filter) -> str:
         pset, prop, comparison = facet.pset, facet.prop, facet.comparison
-        if self.pg and isinstance(pset, str) and isinstance(prop, str):
-            a, b = self.param(pset), self.param(prop)
-            value = Json(
-                pg=f"COALESCE(p.doc->'properties'->{a}->{b}, p.doc->'quantities'->{a}->{b})"
-            )
-            return self.compare(value, comparison, lists=True)
+        if isinstance(pset, str) and isinstance(prop, str):
+            direct = self.sql.property(pset, prop, self.param)
+            if direct is not None:
+                return self.compare(direct, comparison, lists=True)
         candidates, matches = [], []
         for section in ("properties", "quantities"):
             ps, pr = self.alias("ps"), self.alias("pr")
-            sets, _ = self.each(ps, self.field("p.doc", section), objects=True)
-            pset_value = Json(pg=f"{ps}.v", raw=f"{ps}.value")
+            sets, pset_value = self.each(ps, self.field("p.doc", section), objects=True)
             props, value = self.each(pr, pset_value, objects=True)
             where = (
                 f"{self._key_match(self.key(ps), pset)} AND {self._key_match(self.key(pr), prop)}"
@@ -367,18 +282,9 @@ class Compiler:
         parent = self.field("p.doc", "parent")
         parent_gid = self.field("p.doc", "parent", "global_id")
         parent_class = self.field("p.doc", "parent", "ifc_class")
-        if self.pg:
-            start = f"COALESCE({container.pg} #>> '{{}}', {parent_gid.pg} #>> '{{}}')"
-            no_container = f"({container.pg} IS NULL OR jsonb_typeof({container.pg}) = 'null')"
-            parent_missing = f"(jsonb_typeof({parent.pg}) IS DISTINCT FROM 'object')"
-            project = f"({parent_class.pg} #>> '{{}}') = 'IfcProject'"
-        else:
-            start = f"COALESCE({container.atom}, {parent_gid.atom})"
-            no_container = f"({container.atom} IS NULL)"
-            parent_missing = f"({parent.kind} IS NOT 'object')"
-            project = f"{parent_class.atom} = 'IfcProject'"
-        empty_tree = f"({no_container} AND ({parent_missing} OR {project}))"
-        found = f"({start} IN ({subtree}))"
+        at = self.sql.location(container, parent, parent_gid, parent_class)
+        empty_tree = f"({at.no_container} AND ({at.parent_missing} OR {at.parent_is_project}))"
+        found = f"({at.start} IN ({subtree}))"
         if comparison.op != "=":  # any other operator means "no item matches" (IfcOpenShell)
             found = f"(NOT {found})"
         fallback = TRUE if compare_none(comparison) else FALSE
@@ -387,16 +293,10 @@ class Compiler:
     def _located_in(self, recursive: str, tree: str) -> str:
         """``location=``: the element's containment edge points into the subtree, or, with no
         containment edge, its aggregation edge does. Found through the relations index from
-        the (small) subtree instead of reading every element's document.
-
-        On PostgreSQL the subtree is handed to the index as an array: as ``IN (subquery)`` the
-        planner hash-joined it against every relation of the version (bench/query.py, 100k
-        elements: 87 -> 24 ms; at 1M the join had taken 10 s)."""
+        the (small) subtree instead of reading every element's document (``in_tree``)."""
         v = ":bem_version"
         rel, other = self.alias("rel"), self.alias("rel")
-        members = (
-            f"= ANY(ARRAY(SELECT gid FROM {tree}))" if self.pg else f"IN (SELECT gid FROM {tree})"
-        )
+        members = self.sql.in_tree(tree)
         return (
             f"(ve.global_id IN ({recursive} SELECT {rel}.source FROM relations AS {rel} "
             f"WHERE {rel}.version_id = {v} AND {rel}.target {members} "
@@ -432,7 +332,7 @@ class Compiler:
 
     # Structure ---------------------------------------------------------------------------
     def entity(self, facet: Entity) -> str:
-        classes = subclasses(facet.ifc_class)
+        classes = sorted(descendants(facet.ifc_class))
         if not classes:
             return FALSE
         listed = ", ".join(self.param(c) for c in classes)

@@ -17,7 +17,7 @@ from typing import Any
 
 from bem.kit.errors import Problem
 from bem.query.compile import Compiler
-from bem.versions.schemas import ifc_class_names
+from bem.versions.classes import spatial_classes
 
 GROUPS = ("class", "type", "storey", "material")
 AGGREGATES = ("sum", "avg", "min", "max")
@@ -28,12 +28,6 @@ _NAME = re.compile(r"^[^.:,\x00-\x1f]{1,255}\.[^.:,\x00-\x1f]{1,255}$")
 
 
 @cache
-def spatial_classes() -> tuple[str, ...]:
-    """Every class that can contain elements, in any schema BEM reads, sorted."""
-    names = set(ifc_class_names("IfcSpatialElement").values())
-    return tuple(sorted(names | set(ifc_class_names("IfcSpatialStructureElement").values())))
-
-
 class InvalidTakeoff(Problem):
     status, slug = 400, "invalid-takeoff"
 
@@ -102,18 +96,7 @@ class TakeoffSql:
     def property_text(self, key: str) -> str:
         """A property or quantity value of ``p.doc`` as text (quantity sets first)."""
         pset, _, name = key.partition(".")
-        a, b = self.c.param(pset), self.c.param(name)
-        if self.c.pg:
-            value = f"COALESCE(p.doc->'quantities'->{a}->{b}, p.doc->'properties'->{a}->{b})"
-            return f"({value} #>> '{{}}')"
-        kinds = "('integer', 'real', 'text', 'true', 'false')"
-        lookups = [
-            f"(SELECT pr.atom FROM json_each(p.doc, '$.{section}') AS ps "
-            f"CROSS JOIN json_each(ps.value) AS pr "
-            f"WHERE ps.key = {a} AND pr.key = {b} AND pr.type IN {kinds})"
-            for section in ("quantities", "properties")
-        ]
-        return f"COALESCE({', '.join(lookups)})"
+        return self.c.sql.property_text(self.c.param(pset), self.c.param(name))
 
     def group(self, key: str, i: int) -> str:
         """Over ``f``; a property key was read from the document as ``d.k<i>``."""
@@ -122,29 +105,19 @@ class TakeoffSql:
         if key == "type":
             return "f.type_name"
         if key == "material":
-            return "mat.name" if self.c.pg else "mat.value"
+            return self.c.sql.materials()[1]
         if key == "storey":
             return "COALESCE(f.storey, cs.storey)"
         return f"d.k{i}"
 
     def value(self, measure: Measure) -> str:
         """Facts hold numbers only, so the value needs no type check."""
-        a, b = self.c.param(measure.pset), self.c.param(measure.name)
-        if self.c.pg:
-            return f"((f.measures->{a}->>{b})::float8)"
-        return (
-            f"(SELECT pr.value FROM json_each(f.measures) AS ps "
-            f"CROSS JOIN json_each(ps.value) AS pr WHERE ps.key = {a} AND pr.key = {b})"
-        )
+        return self.c.sql.measure(self.c.param(measure.pset), self.c.param(measure.name))
 
     def joins(self, keys: list[str]) -> str:
         out = []
         if "material" in keys:  # each distinct material name of an element once
-            out.append(
-                "LEFT JOIN LATERAL jsonb_array_elements_text(f.materials) AS mat(name) ON TRUE"
-                if self.c.pg
-                else "LEFT JOIN json_each(f.materials) AS mat"
-            )
+            out.append(self.c.sql.materials()[0])
         if "storey" in keys:
             # Elements contained in a space are on the storey the space belongs to. Only
             # spatial elements contain (IfcRelContainedInSpatialStructure).
@@ -172,7 +145,7 @@ def statement(
     The per-element subquery is fenced too, so the aggregate is hashed over the computed
     columns (unfenced, the planner expected one group per element and sorted)."""
     sql = TakeoffSql(compiler)
-    fence = " OFFSET 0" if compiler.pg else ""
+    fence = compiler.sql.fence
     props = [f"{sql.property_text(k)} AS k{i}" for i, k in enumerate(keys) if k not in GROUPS]
     payload = where is not None or bool(props)
     elements = (

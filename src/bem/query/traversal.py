@@ -8,23 +8,17 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bem.kit.errors import NotFound, Problem
 from bem.query import repository
-from bem.query.compile import subclasses
+from bem.versions.classes import spatial_classes
 from bem.versions.models import Version
 
 MAX_DEPTH = 5
 MAX_NODES = 2000
 
 
-def _spatial_classes() -> tuple[str, ...]:
-    return tuple(
-        sorted({*subclasses("IfcSpatialElement"), *subclasses("IfcSpatialStructureElement")})
-    )
-
-
 async def tree(session: AsyncSession, version: Version) -> dict[str, Any]:
     """Project -> sites -> buildings -> storeys -> spaces, with the number of elements each
     node contains directly (``element_count``) and with everything below it (``total_count``)."""
-    spatial = await repository.elements_by_class(session, version.id, _spatial_classes())
+    spatial = await repository.elements_by_class(session, version.id, spatial_classes())
     counts = await repository.contained_counts(session, version.id)
     nodes: dict[str, dict[str, Any]] = {}
     parents: dict[str, dict[str, Any] | None] = {}

@@ -5,12 +5,12 @@ from __future__ import annotations
 import math
 import uuid
 from datetime import datetime
-from functools import cache
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictStr, WithJsonSchema
 
 from bem.kit.text import NO_CONTROL, LongText, Name, Text, no_control_chars
+from bem.versions.classes import canonical_names
 
 GLOBAL_ID_PATTERN = r"^[0-9A-Za-z_$]{22}$"
 RelationKind = Literal[
@@ -52,30 +52,8 @@ def _finite(value: float) -> float:
     return value
 
 
-@cache
-def ifc_class_names(root: str = "IfcProduct") -> dict[str, str]:
-    """Lower-case name -> schema spelling for every ``root`` subtype of IFC2X3/4/4X3."""
-    import ifcopenshell.ifcopenshell_wrapper as wrapper
-
-    names: dict[str, str] = {}
-    for schema_name in wrapper.schema_names():
-        if not schema_name.startswith("IFC"):
-            continue
-        schema = wrapper.schema_by_name(schema_name)
-        for decl in schema.declarations():
-            entity = decl.as_entity()
-            if entity is None:
-                continue
-            parent: Any = entity
-            while parent is not None and parent.name() != root:
-                parent = parent.supertype()
-            if parent is not None:
-                names[entity.name().lower()] = entity.name()
-    return names
-
-
 def _canonical_class(value: str, root: str) -> str:
-    canonical = ifc_class_names(root).get(value.lower())
+    canonical = canonical_names(root).get(value.lower())
     if canonical is None:
         raise ValueError(f"{value!r} is not an {root} class of IFC2X3, IFC4 or IFC4X3")
     return canonical

@@ -20,6 +20,7 @@ from typing import Any
 
 import asyncpg
 import httpx
+import orjson
 import pytest
 import redis
 from opentelemetry.sdk.trace.export import SpanExporter
@@ -148,7 +149,7 @@ def database_url(request: pytest.FixtureRequest) -> str:
 
 @dataclass
 class Api:
-    """The app under test with helpers to make users and their tokens."""
+    """The app under test with helpers to make users, their tokens, models and versions."""
 
     app: Any
     client: httpx.AsyncClient
@@ -188,6 +189,38 @@ class Api:
             )
             await session.commit()
         return {"Authorization": f"Bearer {secret}"}
+
+    async def model(
+        self, headers: dict[str, str], project: str = "P", model: str = "M"
+    ) -> tuple[str, str]:
+        """A new project of the caller's with one model: (project id, model id)."""
+        r = await self.client.post("/v1/projects", json={"name": project}, headers=headers)
+        assert r.status_code == 201, r.text
+        pid = str(r.json()["id"])
+        r = await self.client.post(
+            f"/v1/projects/{pid}/models", json={"name": model}, headers=headers
+        )
+        assert r.status_code == 201, r.text
+        return pid, str(r.json()["id"])
+
+    async def upload(
+        self,
+        headers: dict[str, str],
+        model_id: str,
+        body: list[dict[str, Any]] | bytes,
+        **params: str,
+    ) -> str:
+        """The id of a new ready version of ``model_id`` from element documents (or an NDJSON
+        body as is)."""
+        content = body if isinstance(body, bytes) else b"\n".join(orjson.dumps(d) for d in body)
+        r = await self.client.post(
+            f"/v1/models/{model_id}/versions",
+            content=content,
+            params=params,
+            headers={**headers, "content-type": "application/x-ndjson"},
+        )
+        assert r.status_code == 201, r.text
+        return str(r.json()["id"])
 
     async def scalar(self, sql: str) -> Any:
         from sqlalchemy import text

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
-
 from bem.ingest.ifc import element_documents
 from bem.kit.canonical import content_hash, normalize
 from bem.testing import ifcgen
@@ -28,24 +26,11 @@ def by_gid(docs: list[dict[str, Any]]) -> dict[str, str]:
     return {d["global_id"]: content_hash(normalize({**d, "global_id": None})) for d in docs}
 
 
-async def upload(api: Api, headers: dict[str, str], model_id: str, docs: list[Any]) -> str:
-    r = await api.client.post(
-        f"/v1/models/{model_id}/versions",
-        content=b"\n".join(orjson.dumps(d) for d in docs),
-        headers={**headers, "content-type": "application/x-ndjson"},
-    )
-    assert r.status_code == 201, r.text
-    return str(r.json()["id"])
-
-
 async def test_diff_counts_entries_and_re_identified(api: Api) -> None:
     headers = await api.user("alice")
-    pid = (await api.client.post("/v1/projects", json={"name": "P"}, headers=headers)).json()["id"]
-    mid = (
-        await api.client.post(f"/v1/projects/{pid}/models", json={"name": "M"}, headers=headers)
-    ).json()["id"]
+    _, mid = await api.model(headers)
     old, new, moved_names = models()
-    v1, v2 = await upload(api, headers, mid, old), await upload(api, headers, mid, new)
+    v1, v2 = await api.upload(headers, mid, old), await api.upload(headers, mid, new)
 
     a, b = by_gid(old), by_gid(new)
     gone, came = set(a) - set(b), set(b) - set(a)
@@ -94,17 +79,12 @@ async def test_diff_counts_entries_and_re_identified(api: Api) -> None:
 
 async def test_diff_needs_versions_of_one_model(api: Api) -> None:
     headers = await api.user("alice")
-    pid = (await api.client.post("/v1/projects", json={"name": "P"}, headers=headers)).json()["id"]
-    versions = []
-    for name in ("A", "B"):
-        mid = (
-            await api.client.post(
-                f"/v1/projects/{pid}/models", json={"name": name}, headers=headers
-            )
-        ).json()["id"]
-        versions.append(
-            await upload(api, headers, mid, list(element_documents(ifcgen.generate(5))))
-        )
+    pid, first = await api.model(headers, model="A")
+    r = await api.client.post(f"/v1/projects/{pid}/models", json={"name": "B"}, headers=headers)
+    versions = [
+        await api.upload(headers, mid, list(element_documents(ifcgen.generate(5))))
+        for mid in (first, r.json()["id"])
+    ]
     r = await api.client.get(f"/v1/versions/{versions[0]}/diff/{versions[1]}", headers=headers)
     assert r.status_code == 404
     assert "not a version of this model" in r.json()["detail"]
@@ -113,14 +93,12 @@ async def test_diff_needs_versions_of_one_model(api: Api) -> None:
 async def test_identical_twins_pair_in_global_id_order(api: Api) -> None:
     """Two identical elements renamed into three: two re-identified pairs, one added."""
     headers = await api.user("alice")
-    pid = (await api.client.post("/v1/projects", json={"name": "P"}, headers=headers)).json()["id"]
-    r = await api.client.post(f"/v1/projects/{pid}/models", json={"name": "M"}, headers=headers)
-    mid = r.json()["id"]
+    _, mid = await api.model(headers)
     twin = {"ifc_class": "IfcColumn", "name": "C"}
     old_ids = ["1Twin00000000000000002", "1Twin00000000000000001"]
     new_ids = ["2Twin00000000000000003", "2Twin00000000000000001", "2Twin00000000000000002"]
-    v1 = await upload(api, headers, mid, [{**twin, "global_id": g} for g in old_ids])
-    v2 = await upload(api, headers, mid, [{**twin, "global_id": g} for g in new_ids])
+    v1 = await api.upload(headers, mid, [{**twin, "global_id": g} for g in old_ids])
+    v2 = await api.upload(headers, mid, [{**twin, "global_id": g} for g in new_ids])
     body = (await api.client.get(f"/v1/versions/{v1}/diff/{v2}", headers=headers)).json()
     assert body["summary"] == {
         "added": 1,
@@ -144,13 +122,8 @@ async def test_a_diff_confirms_nothing_about_other_projects(api: Api) -> None:
     alice, bob = await api.user("alice"), await api.user("bob")
     mine: list[str] = []
     for headers in (alice, alice, bob):
-        pid = (await api.client.post("/v1/projects", json={"name": "P"}, headers=headers)).json()
-        mid = (
-            await api.client.post(
-                f"/v1/projects/{pid['id']}/models", json={"name": "M"}, headers=headers
-            )
-        ).json()["id"]
-        mine.append(await upload(api, headers, mid, list(element_documents(ifcgen.generate(3)))))
+        _, mid = await api.model(headers)
+        mine.append(await api.upload(headers, mid, list(element_documents(ifcgen.generate(3)))))
     own, bobs = mine[0], mine[2]
     answers = []
     for other in (bobs, "00000000-0000-0000-0000-000000000000"):

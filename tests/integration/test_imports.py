@@ -33,9 +33,8 @@ TABLES = ("versions", "version_elements", "relations", "element_payloads")
 
 async def model_of(api: Api, user: str = "alice") -> tuple[dict[str, str], str]:
     headers = await api.user(user)
-    pid = (await api.client.post("/v1/projects", json={"name": "P"}, headers=headers)).json()["id"]
-    r = await api.client.post(f"/v1/projects/{pid}/models", json={"name": "M"}, headers=headers)
-    return headers, str(r.json()["id"])
+    _, model_id = await api.model(headers)
+    return headers, model_id
 
 
 async def submit(

@@ -58,21 +58,9 @@ async def served(database_url: str, **overrides: Any) -> AsyncIterator[Api]:
         await task
 
 
-async def project_and_model(api: Api, owner: dict[str, str]) -> tuple[str, str]:
-    pid = (await api.client.post("/v1/projects", json={"name": "P"}, headers=owner)).json()["id"]
-    r = await api.client.post(f"/v1/projects/{pid}/models", json={"name": "M"}, headers=owner)
-    return pid, r.json()["id"]
-
-
-async def upload(api: Api, owner: dict[str, str], model_id: str, name: str = "L1") -> str:
-    doc = {"global_id": STOREY, "ifc_class": "IfcBuildingStorey", "name": name}
-    r = await api.client.post(
-        f"/v1/models/{model_id}/versions",
-        content=orjson.dumps(doc),
-        headers={**owner, "content-type": "application/x-ndjson"},
-    )
-    assert r.status_code == 201, r.text
-    return str(r.json()["id"])
+def storey(name: str = "L1") -> list[dict[str, Any]]:
+    """A one-storey model, named ``name``."""
+    return [{"global_id": STOREY, "ifc_class": "IfcBuildingStorey", "name": name}]
 
 
 async def sse_frames(response: httpx.Response) -> AsyncIterator[dict[str, str]]:
@@ -110,8 +98,8 @@ async def test_changes_write_events_in_order_and_the_list_pages_through_them(
 ) -> None:
     async with served(database_url) as api:
         owner = await api.user("alice")
-        pid, mid = await project_and_model(api, owner)
-        vid = await upload(api, owner, mid)
+        pid, mid = await api.model(owner)
+        vid = await api.upload(owner, mid, storey())
         job = await imported(
             api,
             owner,
@@ -164,7 +152,7 @@ async def test_changes_write_events_in_order_and_the_list_pages_through_them(
 async def test_a_rolled_back_change_writes_no_event_and_counts_none(sqlite_url: str) -> None:
     async with served(sqlite_url) as api:
         owner = await api.user("alice")
-        pid, _ = await project_and_model(api, owner)
+        pid, _ = await api.model(owner)
         async with api.app.state.sessions() as session:
             await live.publish(session, uuid.UUID(pid), "model.created", {"name": "gone"})
             await session.rollback()
@@ -179,7 +167,7 @@ async def test_sse_replays_then_follows_and_resumes_from_last_event_id(
 ) -> None:
     async with served(database_url) as api:
         owner = await api.user("alice")
-        pid, mid = await project_and_model(api, owner)
+        pid, mid = await api.model(owner)
         url = f"/v1/projects/{pid}/events/stream"
         async with api.client.stream("GET", url, params={"after": 0}, headers=owner) as r:
             assert r.status_code == 200
@@ -187,15 +175,15 @@ async def test_sse_replays_then_follows_and_resumes_from_last_event_id(
             frames = sse_frames(r)
             (created,) = await next_events(frames, 1)  # replayed
             assert created["kind"] == "model.created" and created["sse_id"] == str(created["id"])
-            await upload(api, owner, mid)
+            await api.upload(owner, mid, storey())
             (live_event,) = await next_events(frames, 1)  # live
             assert live_event["kind"] == "version.created"
             async with asyncio.timeout(5):  # a quiet stream sends keep-alives
                 async for frame in frames:
                     if frame.get("comment") == "keep-alive":
                         break
-        await upload(api, owner, mid, "L2")
-        await upload(api, owner, mid, "L3")
+        await api.upload(owner, mid, storey("L2"))
+        await api.upload(owner, mid, storey("L3"))
         resume = {**owner, "Last-Event-ID": str(live_event["id"])}
         async with api.client.stream("GET", url, headers=resume) as r:
             missed = await next_events(sse_frames(r), 2)
@@ -204,7 +192,7 @@ async def test_sse_replays_then_follows_and_resumes_from_last_event_id(
         # Without a cursor, only what happens from now on.
         async with api.client.stream("GET", url, headers=owner) as r:
             frames = sse_frames(r)
-            await upload(api, owner, mid, "L4")
+            await api.upload(owner, mid, storey("L4"))
             (only,) = await next_events(frames, 1)
         assert only["data"]["seq"] == 4
 
@@ -224,7 +212,7 @@ async def test_websocket_feed_authenticates_counts_and_closes_with_1012_on_shutd
 ) -> None:
     async with served(database_url) as api:
         owner = await api.user("alice")
-        pid, mid = await project_and_model(api, owner)
+        pid, mid = await api.model(owner)
         url = ws_url(api, f"/v1/projects/{pid}/events/ws?after=0")
 
         root = await api.user("root", admin=True)
@@ -247,7 +235,7 @@ async def test_websocket_feed_authenticates_counts_and_closes_with_1012_on_shutd
             assert sample(metrics, "bem_feed_connections", transport="websocket") == 1
             detail = (await api.client.get("/health", headers=root)).json()
             assert detail["live"]["connections"] == {"websocket": 1, "sse": 0}
-            await upload(api, owner, mid)
+            await api.upload(owner, mid, storey())
             message = orjson.loads(await asyncio.wait_for(ws.recv(), 10))
             assert message["event"]["kind"] == "version.created"
             assert orjson.loads(await asyncio.wait_for(ws.recv(), 5)) == {"type": "heartbeat"}
@@ -280,7 +268,7 @@ async def test_every_websocket_refusal_is_a_problem_answer(sqlite_url: str) -> N
     refused with a problem+json body like every other refusal (they were bare closes)."""
     async with served(sqlite_url) as api:
         owner = await api.user("alice")
-        pid, _ = await project_and_model(api, owner)
+        pid, _ = await api.model(owner)
         for path, status in (
             ("/v1/projects/not-a-uuid/events/ws", 422),
             (f"/v1/projects/{pid}/events/ws?after=abc", 422),
@@ -300,7 +288,7 @@ async def test_a_member_removed_mid_stream_is_disconnected(database_url: str) ->
     async with served(database_url) as api:
         owner = await api.user("alice")
         vic = await api.user("vic")
-        pid, _ = await project_and_model(api, owner)
+        pid, _ = await api.model(owner)
         r = await api.client.put(
             f"/v1/projects/{pid}/members/{api.users['vic'].id}",
             json={"role": "viewer"},
@@ -329,7 +317,7 @@ async def test_a_revoked_follower_is_cut_off_within_a_heartbeat_on_a_busy_projec
     async with served(database_url) as api:
         owner = await api.user("alice")
         vic = await api.user("vic")
-        pid, _ = await project_and_model(api, owner)
+        pid, _ = await api.model(owner)
         vic_id = api.users["vic"].id
         r = await api.client.put(
             f"/v1/projects/{pid}/members/{vic_id}", json={"role": "viewer"}, headers=owner
@@ -367,7 +355,7 @@ async def test_concurrent_changes_reach_a_follower_once_each_in_id_order(
 ) -> None:
     async with served(database_url) as api:
         owner = await api.user("alice")
-        pid, mid = await project_and_model(api, owner)
+        pid, mid = await api.model(owner)
         models = [mid] + [
             (
                 await api.client.post(
@@ -379,7 +367,7 @@ async def test_concurrent_changes_reach_a_follower_once_each_in_id_order(
         url = ws_url(api, f"/v1/projects/{pid}/events/ws?after=0")
         async with connect(url, additional_headers=owner) as ws:
             await asyncio.gather(
-                *(upload(api, owner, m, f"L{i}") for m in models for i in range(3))
+                *(api.upload(owner, m, storey(f"L{i}")) for m in models for i in range(3))
             )
             seen: list[int] = []
             async with asyncio.timeout(10):
@@ -398,7 +386,7 @@ async def test_a_follower_that_falls_behind_catches_up_from_the_outbox(
     monkeypatch.setattr(hub_module, "QUEUE_SIZE", 3)
     async with served(sqlite_url) as api:
         owner = await api.user("alice")
-        pid, _ = await project_and_model(api, owner)
+        pid, _ = await api.model(owner)
         hub = api.hub
 
         async def allowed() -> bool:
@@ -427,7 +415,7 @@ async def test_outbox_ids_are_handed_out_in_commit_order(postgres_url: str) -> N
     it; otherwise a reader could pass the later id before the earlier one commits."""
     async with served(postgres_url) as api:
         owner = await api.user("alice")
-        pid, _ = await project_and_model(api, owner)
+        pid, _ = await api.model(owner)
         project = uuid.UUID(pid)
         order: list[str] = []
 

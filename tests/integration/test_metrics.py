@@ -67,13 +67,10 @@ async def test_uploads_and_rate_limits_are_counted(sqlite_url: str) -> None:
     )
     async with make_api(settings) as api:
         alice = await api.user("alice")
-        pid = (await api.client.post("/v1/projects", json={"name": "P"}, headers=alice)).json()
-        model = await api.client.post(
-            f"/v1/projects/{pid['id']}/models", json={"name": "M"}, headers=alice
-        )
+        _, mid = await api.model(alice)
         body = b'{"global_id": "0000000000000000000S01", "ifc_class": "IfcBuildingStorey"}\n'
         headers = {**alice, "content-type": "application/x-ndjson"}
-        url = f"/v1/models/{model.json()['id']}/versions"
+        url = f"/v1/models/{mid}/versions"
         assert (await api.client.post(url, content=body, headers=headers)).status_code == 201
         assert (await api.client.post(url, content=b"{}\n", headers=headers)).status_code == 422
         for _ in range(2):

@@ -13,7 +13,7 @@ import pytest
 from bem.kit import migrate
 from tests.conftest import Api, make_api, settings_for
 from tests.helpers import OwnPostgres
-from tests.integration.test_live import next_events, project_and_model, served, sse_frames
+from tests.integration.test_live import next_events, served, sse_frames
 
 STOREY = {"global_id": "0000000000000000000S01", "ifc_class": "IfcBuildingStorey", "name": "L1"}
 
@@ -36,14 +36,8 @@ def requests_of(owner: dict[str, str], token: dict[str, str], ids: dict[str, str
 
 
 async def world(api: Api, owner: dict[str, str]) -> dict[str, str]:
-    pid, mid = await project_and_model(api, owner)
-    r = await api.client.post(
-        f"/v1/models/{mid}/versions",
-        content=orjson.dumps(STOREY),
-        headers={**owner, "content-type": "application/x-ndjson"},
-    )
-    assert r.status_code == 201, r.text
-    return {"project": pid, "model": mid, "version": r.json()["id"]}
+    pid, mid = await api.model(owner)
+    return {"project": pid, "model": mid, "version": await api.upload(owner, mid, [STOREY])}
 
 
 @pytest.fixture
@@ -80,7 +74,7 @@ async def test_the_feed_pauses_through_an_outage_and_keeps_its_followers(
 ) -> None:
     async with served(outage_settings.database_url_value, db_connect_timeout=1.0) as api:
         owner = await api.user("alice")
-        pid, mid = await project_and_model(api, owner)
+        pid, mid = await api.model(owner)
         url = f"/v1/projects/{pid}/events/stream?after=0"
         async with api.client.stream("GET", url, headers=owner) as response:
             frames = sse_frames(response)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import ifcopenshell
-import orjson
 import pytest
 
 from bem.ingest.ifc import element_documents
@@ -22,16 +21,8 @@ async def loaded(api: Api, n: int = 60) -> tuple[dict[str, str], str]:
 
 async def upload_model(api: Api, model: ifcopenshell.file) -> tuple[dict[str, str], str]:
     headers = await api.user("alice")
-    pid = (await api.client.post("/v1/projects", json={"name": "P"}, headers=headers)).json()["id"]
-    r = await api.client.post(f"/v1/projects/{pid}/models", json={"name": "M"}, headers=headers)
-    body = b"\n".join(orjson.dumps(d) for d in element_documents(model))
-    r = await api.client.post(
-        f"/v1/models/{r.json()['id']}/versions",
-        content=body,
-        headers={**headers, "content-type": "application/x-ndjson"},
-    )
-    assert r.status_code == 201, r.text
-    return headers, str(r.json()["id"])
+    _, model_id = await api.model(headers)
+    return headers, await api.upload(headers, model_id, list(element_documents(model)))
 
 
 async def select(api: Api, headers: dict[str, str], vid: str, **params: Any) -> Any:

@@ -120,13 +120,10 @@ async def test_concurrent_uploads_are_throttled_per_user(sqlite_url: str) -> Non
             )
         # Authorization runs first: the model does not exist, so a 404, not a slot.
         assert r.status_code == 404
-        pid = (await api.client.post("/v1/projects", json={"name": "P"}, headers=alice)).json()
-        model = await api.client.post(
-            f"/v1/projects/{pid['id']}/models", json={"name": "M"}, headers=alice
-        )
+        _, mid = await api.model(alice)
         body = b'{"global_id": "0000000000000000000S01", "ifc_class": "IfcBuildingStorey"}\n'
         headers = {**alice, "content-type": "application/x-ndjson"}
-        url = f"/v1/models/{model.json()['id']}/versions"
+        url = f"/v1/models/{mid}/versions"
         async with concurrency.slot(f"upload:user:{user_id}", 1):
             r = await api.client.post(url, content=body, headers=headers)
             assert r.status_code == 429 and r.json()["type"].endswith("/too-many-concurrent")
@@ -218,12 +215,7 @@ async def test_a_new_token_buys_no_new_upload_budget(sqlite_url: str) -> None:
     )
     async with make_api(settings) as api:  # type: ignore[arg-type]
         alice = await api.user("alice")
-        pid = (await api.client.post("/v1/projects", json={"name": "P"}, headers=alice)).json()
-        mid = (
-            await api.client.post(
-                f"/v1/projects/{pid['id']}/models", json={"name": "M"}, headers=alice
-            )
-        ).json()["id"]
+        _, mid = await api.model(alice)
         body = b'{"global_id": "0000000000000000000S01", "ifc_class": "IfcBuildingStorey"}\n'
 
         async def upload(headers: dict[str, str]) -> int:

@@ -9,7 +9,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import orjson
 from sqlalchemy import event
 
 from tests.conftest import Api
@@ -37,18 +36,8 @@ async def test_a_cached_page_or_takeoff_costs_the_credential_and_one_statement(a
         await api.user("alice"),
         await api.api_token("alice", ["projects:write", "models:write"]),
     ):
-        pid = (await api.client.post("/v1/projects", json={"name": "P"}, headers=headers)).json()
-        mid = (
-            await api.client.post(
-                f"/v1/projects/{pid['id']}/models", json={"name": "M"}, headers=headers
-            )
-        ).json()["id"]
-        r = await api.client.post(
-            f"/v1/models/{mid}/versions",
-            content=orjson.dumps(STOREY),
-            headers={**headers, "content-type": "application/x-ndjson"},
-        )
-        vid = r.json()["id"]
+        _, mid = await api.model(headers)
+        vid = await api.upload(headers, mid, [STOREY])
         for path, params in (
             (f"/v1/versions/{vid}/elements", {"q": "IfcBuildingStorey"}),
             (f"/v1/versions/{vid}/takeoff", {"group_by": "class"}),

@@ -45,12 +45,6 @@ async def assert_nothing_stored(api: Api) -> None:
         assert await api.scalar(f"SELECT count(*) FROM {table}") == 0, table  # noqa: S608
 
 
-async def new_model(api: Api, headers: dict[str, str]) -> str:
-    pid = (await api.client.post("/v1/projects", json={"name": "P"}, headers=headers)).json()["id"]
-    r = await api.client.post(f"/v1/projects/{pid}/models", json={"name": "M"}, headers=headers)
-    return str(r.json()["id"])
-
-
 async def upload(
     api: Api, model_id: str, headers: dict[str, str], body: bytes, kind: str = "x-ndjson"
 ) -> Any:
@@ -64,7 +58,7 @@ async def upload(
 
 async def test_upload_ndjson_then_read_elements(api: Api, generated: list[dict[str, Any]]) -> None:
     alice = await api.user("alice")
-    model_id = await new_model(api, alice)
+    model_id = (await api.model(alice))[1]
     r = await upload(api, model_id, alice, ndjson(generated))
     assert r.status_code == 201, r.text
     version = r.json()
@@ -102,7 +96,7 @@ async def test_upload_ndjson_then_read_elements(api: Api, generated: list[dict[s
 
 async def test_json_upload_resolves_references_and_selects_fields(api: Api) -> None:
     alice = await api.user("alice")
-    model_id = await new_model(api, alice)
+    model_id = (await api.model(alice))[1]
     docs = [wall("0000000000000000000W01"), storey()]
     r = await upload(api, model_id, alice, orjson.dumps({"elements": docs}), kind="json")
     assert r.status_code == 201, r.text
@@ -131,7 +125,7 @@ async def test_same_model_twice_adds_no_payload_rows(
     api: Api, generated: list[dict[str, Any]]
 ) -> None:
     alice = await api.user("alice")
-    model_id = await new_model(api, alice)
+    model_id = (await api.model(alice))[1]
     first = (await upload(api, model_id, alice, ndjson(generated))).json()
     payloads = await api.scalar("SELECT count(*) FROM element_payloads")
     assert payloads == len(generated)
@@ -146,7 +140,7 @@ async def test_concurrent_uploads_to_one_model_get_consecutive_numbers(api: Api)
     the model row. A plain FOR UPDATE waited on the other uploads' key-share locks and two
     concurrent uploads deadlocked on PostgreSQL."""
     alice = await api.user("alice")
-    model_id = await new_model(api, alice)
+    model_id = (await api.model(alice))[1]
     bodies = [ndjson([{**storey(), "name": f"Level {i}"}]) for i in range(6)]
     answers = await asyncio.gather(*(upload(api, model_id, alice, body) for body in bodies))
     assert [r.status_code for r in answers] == [201] * 6, [r.text for r in answers]
@@ -164,7 +158,7 @@ async def test_overlapping_uploads_do_not_deadlock(postgres_url: str) -> None:
         owner = await api.user("alice")
         docs = [storey()] + [wall(f"00000000000000000{i:05d}", tag=str(i)) for i in range(1500)]
         orders = [docs, docs[::-1], docs[::2] + docs[1::2]]
-        models = [await new_model(api, owner) for _ in orders]
+        models = [(await api.model(owner))[1] for _ in orders]
         answers = await asyncio.gather(
             *(upload(api, m, owner, ndjson(d)) for m, d in zip(models, orders, strict=True))
         )
@@ -175,7 +169,7 @@ async def test_overlapping_uploads_do_not_deadlock(postgres_url: str) -> None:
 
 async def test_changed_elements_add_only_their_payloads(api: Api) -> None:
     alice = await api.user("alice")
-    model_id = await new_model(api, alice)
+    model_id = (await api.model(alice))[1]
     v1 = ifcgen.generate(40)
     docs1 = list(element_documents(v1))
     docs2 = list(element_documents(ifcgen.mutate(v1, fraction=0.1)))
@@ -192,7 +186,7 @@ async def test_changed_elements_add_only_their_payloads(api: Api) -> None:
 
 async def test_etag_and_if_none_match(api: Api) -> None:
     alice = await api.user("alice")
-    model_id = await new_model(api, alice)
+    model_id = (await api.model(alice))[1]
     vid = (await upload(api, model_id, alice, ndjson([storey()]))).json()["id"]
     for path in (f"/v1/versions/{vid}/elements", f"/v1/versions/{vid}/elements/{STOREY}"):
         r = await api.client.get(path, headers=alice)
@@ -225,7 +219,7 @@ async def test_bad_uploads_fail_cleanly(
     api: Api, kind: str, body: bytes, status: int, detail: str
 ) -> None:
     alice = await api.user("alice")
-    model_id = await new_model(api, alice)
+    model_id = (await api.model(alice))[1]
     r = await upload(api, model_id, alice, body, kind=kind)
     assert r.status_code == status, r.text
     assert r.headers["content-type"] == "application/problem+json"
@@ -237,7 +231,7 @@ async def test_failure_after_batches_were_written_leaves_nothing(api: Api) -> No
     """A bad reference found in the last batch rolls back the batches already written."""
     api.settings.upload_batch_size = 2
     alice = await api.user("alice")
-    model_id = await new_model(api, alice)
+    model_id = (await api.model(alice))[1]
     docs = [storey()] + [wall(f"0000000000000000000W{i:02d}") for i in range(9)]
     docs.append(wall("0000000000000000000WZZ", type="0000000000000000000T99"))
     r = await upload(api, model_id, alice, ndjson(docs))
@@ -248,7 +242,7 @@ async def test_failure_after_batches_were_written_leaves_nothing(api: Api) -> No
 async def test_large_ndjson_is_written_in_batches(api: Api) -> None:
     api.settings.upload_batch_size = 50
     alice = await api.user("alice")
-    model_id = await new_model(api, alice)
+    model_id = (await api.model(alice))[1]
     docs = [storey()] + [wall(f"00000000000000000{i:05d}") for i in range(1200)]
     r = await upload(api, model_id, alice, ndjson(docs))
     assert r.status_code == 201, r.text
@@ -264,7 +258,7 @@ async def test_body_limits_are_enforced_while_streaming(api: Api) -> None:
     api.settings.max_json_body_bytes = 2048
     api.settings.max_line_bytes = 1024
     alice = await api.user("alice")
-    model_id = await new_model(api, alice)
+    model_id = (await api.model(alice))[1]
     big = ndjson([wall(f"00000000000000000{i:05d}") for i in range(40)] + [storey()])
     r = await upload(api, model_id, alice, big)
     assert r.status_code == 413 and r.json()["limit"] == 4096
@@ -278,7 +272,7 @@ async def test_body_limits_are_enforced_while_streaming(api: Api) -> None:
 
 async def test_versions_of_other_projects_are_invisible(api: Api) -> None:
     alice, bob = await api.user("alice"), await api.user("bob")
-    model_id = await new_model(api, alice)
+    model_id = (await api.model(alice))[1]
     vid = (await upload(api, model_id, alice, ndjson([storey()]))).json()["id"]
     for path in (
         f"/v1/versions/{vid}",
@@ -304,7 +298,7 @@ async def test_large_uploads_refresh_planner_statistics(
     monkeypatch.setattr(service, "ANALYZE_AFTER_ELEMENTS", 10)
     async with make_api(settings_for(postgres_url)) as api:
         alice = await api.user("alice")
-        model_id = await new_model(api, alice)
+        model_id = (await api.model(alice))[1]
         before = await api.scalar(
             "SELECT last_analyze FROM pg_stat_user_tables WHERE relname = 'version_elements'"
         )

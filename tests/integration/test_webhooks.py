@@ -19,7 +19,7 @@ import pytest
 from bem.events import service
 from bem.live import tasks
 from tests.conftest import Api, make_api, settings_for
-from tests.integration.test_live import project_and_model, upload
+from tests.integration.test_live import storey
 from tests.integration.test_metrics import sample
 
 
@@ -107,7 +107,7 @@ async def settled(
 async def test_a_version_is_delivered_signed_and_logged(hooked: Api, receiver: Receiver) -> None:
     api = hooked
     owner = await api.user("alice")
-    pid, mid = await project_and_model(api, owner)
+    pid, mid = await api.model(owner)
     r = await api.client.post(
         f"/v1/projects/{pid}/webhooks",
         json={"url": receiver.url, "kinds": ["version.created"]},
@@ -120,7 +120,7 @@ async def test_a_version_is_delivered_signed_and_logged(hooked: Api, receiver: R
     assert [h["id"] for h in listed["items"]] == [hook["id"]]
     assert "secret" not in listed["items"][0]
 
-    vid = await upload(api, owner, mid)
+    vid = await api.upload(owner, mid, storey())
     (delivery,) = await settled(api, owner, pid, hook["id"], 1)
     assert delivery["status"] == "succeeded" and delivery["response_status"] == 200
     assert delivery["attempts"] == 1 and delivery["delivered_at"] is not None
@@ -152,21 +152,21 @@ async def test_failures_are_retried_with_backoff_then_given_up(
 ) -> None:
     api = hooked
     owner = await api.user("alice")
-    pid, mid = await project_and_model(api, owner)
+    pid, mid = await api.model(owner)
     hook = (
         await api.client.post(
             f"/v1/projects/{pid}/webhooks", json={"url": receiver.url}, headers=owner
         )
     ).json()["id"]
     receiver.statuses = [500, 503]  # then 200
-    await upload(api, owner, mid)
+    await api.upload(owner, mid, storey())
     (ok,) = await settled(api, owner, pid, hook, 1)
     assert ok["status"] == "succeeded" and ok["attempts"] == 3
     assert len(receiver.received) == 3
     assert len({r["headers"]["bem-delivery"] for r in receiver.received}) == 1  # one delivery
 
     receiver.statuses = [500, 500, 500]
-    await upload(api, owner, mid, "L2")
+    await api.upload(owner, mid, storey("L2"))
     newest = (await settled(api, owner, pid, hook, 2))[0]
     assert newest["status"] == "failed" and newest["attempts"] == 3
     assert newest["response_status"] == 500 and newest["error"] == "HTTP 500"
@@ -182,19 +182,19 @@ async def test_an_unreachable_receiver_is_recorded_and_deleting_stops_deliveries
 ) -> None:
     api = hooked
     owner = await api.user("alice")
-    pid, mid = await project_and_model(api, owner)
+    pid, mid = await api.model(owner)
     dead = receiver.url.replace(str(receiver.port), "9")  # the discard port: refused
     hook = (
         await api.client.post(f"/v1/projects/{pid}/webhooks", json={"url": dead}, headers=owner)
     ).json()["id"]
-    await upload(api, owner, mid)
+    await api.upload(owner, mid, storey())
     (failed,) = await settled(api, owner, pid, hook, 1)
     assert failed["status"] == "failed" and failed["response_status"] is None
     assert failed["error"].startswith("ConnectError")
 
     r = await api.client.delete(f"/v1/projects/{pid}/webhooks/{hook}", headers=owner)
     assert r.status_code == 204
-    await upload(api, owner, mid, "L2")
+    await api.upload(owner, mid, storey("L2"))
     assert await api.scalar("SELECT count(*) FROM webhook_deliveries") == 0
     gone = await api.client.get(f"/v1/projects/{pid}/webhooks/{hook}/deliveries", headers=owner)
     assert gone.status_code == 404
@@ -205,7 +205,7 @@ async def test_an_unreachable_receiver_is_recorded_and_deleting_stops_deliveries
 async def test_bad_webhooks_are_refused_and_change_nothing(sqlite_url: str) -> None:
     async with make_api(settings_for(sqlite_url, webhooks_per_project=1)) as api:
         owner = await api.user("alice")
-        pid, _ = await project_and_model(api, owner)
+        pid, _ = await api.model(owner)
         url = f"/v1/projects/{pid}/webhooks"
         for body in (
             {"url": "ftp://example.com/x"},
@@ -229,7 +229,7 @@ async def test_bad_webhooks_are_refused_and_change_nothing(sqlite_url: str) -> N
         settings_for(sqlite_url, webhooks_per_project=1, webhook_allow_private=True)
     ) as api:
         owner = await api.user("bob")
-        pid, _ = await project_and_model(api, owner)
+        pid, _ = await api.model(owner)
         url = f"/v1/projects/{pid}/webhooks"
         assert (
             await api.client.post(url, json={"url": "http://127.0.0.1:9/a"}, headers=owner)
@@ -242,10 +242,7 @@ async def test_bad_webhooks_are_refused_and_change_nothing(sqlite_url: str) -> N
 
 async def _hook(api: Api, owner: dict[str, str], name: str, url: str) -> tuple[str, str, str]:
     """A project with a model and a webhook to ``url``: (project, model, webhook) ids."""
-    pid = (await api.client.post("/v1/projects", json={"name": name}, headers=owner)).json()["id"]
-    mid = (
-        await api.client.post(f"/v1/projects/{pid}/models", json={"name": "M"}, headers=owner)
-    ).json()["id"]
+    pid, mid = await api.model(owner, name)
     r = await api.client.post(f"/v1/projects/{pid}/webhooks", json={"url": url}, headers=owner)
     assert r.status_code == 201, r.text
     return pid, mid, r.json()["id"]
@@ -305,13 +302,13 @@ async def test_a_slow_receiver_delays_no_other_project(hooked: Api, receiver: Re
     async with hostile("trickle") as (slow, slow_url):
         _, slow_model, slow_hook = await _hook(api, owner, "Slow", slow_url)
         _, fast_model, _ = await _hook(api, owner, "Fast", receiver.url)
-        await upload(api, owner, slow_model)
+        await api.upload(owner, slow_model, storey())
         for _ in range(100):
             if slow.connections:
                 break
             await asyncio.sleep(0.05)
         started = time.monotonic()
-        await upload(api, owner, fast_model)
+        await api.upload(owner, fast_model, storey())
         await receiver.until(1)  # the version of "Fast"
         assert time.monotonic() - started < 1.5  # not behind the slow one
         await asyncio.wait_for(slow.closed.wait(), 5)

@@ -1,7 +1,8 @@
 """Authentication and authorization as FastAPI dependencies.
 
 Every route declares one permission (``auth/permissions.py``): the one place that decides
-who may call it. Routes outside any project take ``Annotated[Access, allow(PERMISSION)]``.
+who may call it. Routes outside any project take ``Annotated[Principal, allow(PERMISSION)]``
+(``Annotated[None, allow(PUBLIC)]`` on public ones).
 Project routes take the access dependency of the domain whose object the path names
 (``projects.access.access_project``, ``versions.access.access_version``, ...): it checks the
 credential here (``check``), then loads the object together with the caller's role in its
@@ -12,7 +13,6 @@ whose role is too low is a 403.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Annotated, Any
 
 import structlog
@@ -36,13 +36,6 @@ bearer = HTTPBearer(
     description="A session access token (JWT from /v1/auth/otp/verify) or a personal API "
     "token (`bem_pat_...`).",
 )
-
-
-@dataclass(frozen=True)
-class Access:
-    """What a route outside any project learns: who calls (None on public routes)."""
-
-    principal: Principal | None
 
 
 async def principal_for(settings: Settings, session: AsyncSession, secret: str) -> Principal:
@@ -111,14 +104,14 @@ def allow(permission: Permission) -> Any:
     assert permission.role is None, f"{permission.name} is a project permission"
     if permission.public:
 
-        async def public() -> Access:
-            return Access(principal=None)
+        async def public() -> None:
+            return None
 
         return declares(permission, public)
 
-    async def allowed(principal: CurrentPrincipal) -> Access:
+    async def allowed(principal: CurrentPrincipal) -> Principal:
         check(principal, permission)
-        return Access(principal=principal)
+        return principal
 
     return declares(permission, allowed)
 

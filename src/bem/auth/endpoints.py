@@ -8,8 +8,8 @@ from fastapi import APIRouter, BackgroundTasks, Query, Request, Response, status
 
 from bem.auth import audit, service
 from bem.auth.audit import origin_of
-from bem.auth.dependencies import Access, allow
-from bem.auth.models import ApiToken, User
+from bem.auth.dependencies import allow
+from bem.auth.models import ApiToken, Principal
 from bem.auth.permissions import ACCOUNT, ADMIN, AUTHENTICATED, PUBLIC
 from bem.auth.schemas import (
     ApiTokenCreate,
@@ -63,15 +63,10 @@ def parse_timestamp(value: str | None) -> datetime | None:
         ) from exc
 
 
-Public = Annotated[Access, allow(PUBLIC)]
-Authenticated = Annotated[Access, allow(AUTHENTICATED)]
-Account = Annotated[Access, allow(ACCOUNT)]
-Admin = Annotated[Access, allow(ADMIN)]
-
-
-def _user(access: Access) -> User:
-    assert access.principal is not None
-    return access.principal.user
+Public = Annotated[None, allow(PUBLIC)]
+Authenticated = Annotated[Principal, allow(AUTHENTICATED)]
+Account = Annotated[Principal, allow(ACCOUNT)]
+Admin = Annotated[Principal, allow(ADMIN)]
 
 
 async def _deliver_code(settings: Settings, email: str, code: str) -> None:
@@ -169,8 +164,8 @@ async def logout(data: RefreshIn, request: Request, session: SessionDep, _: Publ
 
 
 @router.get("/me", response_model=UserOut, tags=["identity"], summary="The calling user")
-async def me(access: Authenticated) -> UserOut:
-    return UserOut.of(_user(access))
+async def me(caller: Authenticated) -> UserOut:
+    return UserOut.of(caller.user)
 
 
 @router.post(
@@ -186,13 +181,12 @@ async def me(access: Authenticated) -> UserOut:
     responses=problem_responses(403, 404),
 )
 async def create_token(
-    data: ApiTokenCreate, request: Request, session: SessionDep, state: StateDep, access: Account
+    data: ApiTokenCreate, request: Request, session: SessionDep, state: StateDep, caller: Account
 ) -> ApiTokenCreated:
-    assert access.principal is not None
     token, secret = await service.create_token(
         session,
         origin_of(request),
-        access.principal,
+        caller,
         state.resource(service.ProjectDirectory).visible,
         data.name,
         data.scopes,
@@ -208,8 +202,8 @@ async def create_token(
     tags=["identity"],
     summary="Your active personal API tokens (never their secrets)",
 )
-async def list_tokens(session: SessionDep, access: Account) -> list[ApiToken]:
-    return await service.list_tokens(session, _user(access))
+async def list_tokens(session: SessionDep, caller: Account) -> list[ApiToken]:
+    return await service.list_tokens(session, caller.user)
 
 
 @router.delete(
@@ -221,9 +215,9 @@ async def list_tokens(session: SessionDep, access: Account) -> list[ApiToken]:
     responses=problem_responses(404),
 )
 async def revoke_token(
-    token_id: uuid.UUID, request: Request, session: SessionDep, access: Account
+    token_id: uuid.UUID, request: Request, session: SessionDep, caller: Account
 ) -> None:
-    await service.revoke_token(session, origin_of(request), _user(access), token_id)
+    await service.revoke_token(session, origin_of(request), caller.user, token_id)
 
 
 @router.post(
@@ -234,11 +228,9 @@ async def revoke_token(
     responses=problem_responses(409),
 )
 async def totp_enroll(
-    request: Request, session: SessionDep, settings: SettingsDep, access: Account
+    request: Request, session: SessionDep, settings: SettingsDep, caller: Account
 ) -> TotpEnrollment:
-    secret, uri, svg = await service.totp_enroll(
-        session, settings, origin_of(request), _user(access)
-    )
+    secret, uri, svg = await service.totp_enroll(session, settings, origin_of(request), caller.user)
     return TotpEnrollment(secret=secret, otpauth_uri=uri, qr_svg=svg)
 
 
@@ -250,10 +242,10 @@ async def totp_enroll(
     responses=problem_responses(400, 409),
 )
 async def totp_confirm(
-    data: TotpCode, request: Request, session: SessionDep, settings: SettingsDep, access: Account
+    data: TotpCode, request: Request, session: SessionDep, settings: SettingsDep, caller: Account
 ) -> RecoveryCodes:
     codes = await service.totp_confirm(
-        session, settings, origin_of(request), _user(access), data.code
+        session, settings, origin_of(request), caller.user, data.code
     )
     return RecoveryCodes(recovery_codes=codes)
 
@@ -267,9 +259,9 @@ async def totp_confirm(
     responses=problem_responses(400, 409),
 )
 async def totp_disable(
-    data: TotpCode, request: Request, session: SessionDep, settings: SettingsDep, access: Account
+    data: TotpCode, request: Request, session: SessionDep, settings: SettingsDep, caller: Account
 ) -> None:
-    await service.totp_disable(session, settings, origin_of(request), _user(access), data.code)
+    await service.totp_disable(session, settings, origin_of(request), caller.user, data.code)
 
 
 @router.post(
@@ -281,10 +273,10 @@ async def totp_disable(
     responses=problem_responses(403, 409),
 )
 async def invite_user(
-    data: UserInvite, request: Request, session: SessionDep, access: Admin
+    data: UserInvite, request: Request, session: SessionDep, caller: Admin
 ) -> UserOut:
     user = await service.invite_user(
-        session, origin_of(request), _user(access), data.email, data.name, data.is_admin
+        session, origin_of(request), caller.user, data.email, data.name, data.is_admin
     )
     return UserOut.of(user)
 

@@ -14,6 +14,7 @@ from starlette.datastructures import UploadFile
 
 from bem.config import Settings
 from bem.ingest.formats import HEAD_BYTES, Format, detect, ifc_member
+from bem.ingest.schemas import ImportParams
 from bem.jobs import service as jobs
 from bem.jobs.models import Job
 from bem.kit.db import commit_early
@@ -118,12 +119,8 @@ async def create_import_job(
         kind="import",
         model_id=model_id,
         created_by=created_by,
-        params={
-            "sha256": key,
-            "size": size,
-            "format": fmt.value,
-            "source_name": filename[-255:] or None,
-            "message": message,
-        },
+        params=ImportParams(
+            sha256=key, size=size, format=fmt, source_name=filename[-255:] or None, message=message
+        ),
         max_attempts=settings.job_max_attempts,
     )

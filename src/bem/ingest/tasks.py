@@ -6,11 +6,11 @@ import tempfile
 from collections.abc import AsyncIterator, Iterator
 from itertools import islice
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import anyio.to_thread
 
-from bem.ingest.formats import Format
+from bem.ingest.schemas import ImportParams
 from bem.ingest.sources import open_source
 from bem.jobs import service as jobs
 from bem.jobs.models import Job
@@ -36,7 +36,7 @@ async def in_thread(items: Iterator[T], chunk: int = CHUNK) -> AsyncIterator[T]:
 
 
 async def run_import(ctx: JobContext, job: Job, progress: Progress) -> JobResult:
-    params: dict[str, Any] = job.params
+    params = ImportParams.model_validate(job.params)
     settings = ctx.settings
     async with ctx.sessions() as session:
         model = await session.get(Model, job.model_id)
@@ -45,19 +45,19 @@ async def run_import(ctx: JobContext, job: Job, progress: Progress) -> JobResult
         with tempfile.TemporaryDirectory(prefix="bem-import-") as workdir:
             opened = await anyio.to_thread.run_sync(
                 open_source,
-                ctx.store.path(params["sha256"]),
-                Format(params["format"]),
+                ctx.store.path(params.sha256),
+                params.format,
                 Path(workdir),
                 settings,
                 abandon_on_cancel=True,
             )
             await progress("extract", 0, opened.total)
             meta = versions.UploadMeta(
-                source_format=params["format"],
-                message=params.get("message"),
-                source_name=params.get("source_name"),
+                source_format=params.format,
+                message=params.message,
+                source_name=params.source_name,
                 source_schema=opened.schema,
-                source_key=params["sha256"],
+                source_key=params.sha256,
                 units=opened.units,
                 max_elements=settings.max_import_elements,
                 batch_size=settings.upload_batch_size,
@@ -66,7 +66,7 @@ async def run_import(ctx: JobContext, job: Job, progress: Progress) -> JobResult
                     session, job, JobResult(version.id, version.element_count)
                 ),
             )
-            source = versions.StoredSource(sha256=params["sha256"], size=params["size"])
+            source = versions.StoredSource(sha256=params.sha256, size=params.size)
             version = await versions.create_version(
                 session, job.created_by, model, in_thread(opened.documents), source, meta
             )

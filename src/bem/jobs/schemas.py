@@ -4,12 +4,25 @@ import uuid
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from bem.jobs.models import Job
 
 # Extraction is the first half of an import's percentage, storage the second.
 PHASE_SPAN = {"extract": (0.0, 50.0), "store": (50.0, 50.0)}
+
+
+class JobParams(BaseModel):
+    """A job row's ``params``: what its handler reads, plus the request it came from (its id
+    and trace context, so the worker's log lines and spans join the request's). Each kind
+    subclasses it with its own input; rows stay flat JSON, so queued rows survive a deploy."""
+
+    model_config = ConfigDict(frozen=True)
+
+    request_id: str | None = None
+    trace: dict[str, str] = {}
+    source_name: str | None = None  # the file the job reads, shown on the job
+    format: str | None = None
 
 
 class JobProgress(BaseModel):
@@ -53,6 +66,7 @@ class JobOut(BaseModel):
         if job.started_at is not None and job.done:
             elapsed = ((job.finished_at or job.updated_at) - job.started_at).total_seconds()
             rate = round(job.done / elapsed, 1) if elapsed > 0 else None
+        params = JobParams.model_validate(job.params)
         return cls(
             id=job.id,
             kind=job.kind,
@@ -69,8 +83,8 @@ class JobOut(BaseModel):
             max_attempts=job.max_attempts,
             version_id=job.version_id,
             error=JobError(**job.error) if job.error else None,
-            source_name=job.params.get("source_name"),
-            source_format=job.params.get("format"),
+            source_name=params.source_name,
+            source_format=params.format,
             created_at=job.created_at,
             started_at=job.started_at,
             finished_at=job.finished_at,

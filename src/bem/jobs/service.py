@@ -20,6 +20,7 @@ from bem.config import Settings
 from bem.events import service as events
 from bem.jobs import repository
 from bem.jobs.models import Job
+from bem.jobs.schemas import JobParams
 from bem.kit.db import commit_early, utcnow
 from bem.kit.dberrors import classify
 from bem.kit.errors import NotFound, Problem
@@ -135,18 +136,19 @@ async def create_job(
     kind: str,
     model_id: uuid.UUID,
     created_by: uuid.UUID | None,
-    params: dict[str, Any],
+    params: JobParams,
     max_attempts: int,
 ) -> Job:
     carrier: dict[str, str] = {}
     propagate.inject(carrier)  # the worker continues this request's trace
     request_id = structlog.contextvars.get_contextvars().get("request_id")
+    origin = params.model_copy(update={"trace": carrier, "request_id": request_id})
     job = Job(
         kind=kind,
         status="queued",
         model_id=model_id,
         created_by=created_by,
-        params={**params, "trace": carrier, "request_id": request_id},
+        params=origin.model_dump(mode="json"),
         max_attempts=max_attempts,
         done=0,
         attempts=0,
@@ -268,8 +270,9 @@ async def execute(
             return
         job = await session.get(Job, job_id)
     assert job is not None
+    origin = JobParams.model_validate(job.params)
     structlog.contextvars.bind_contextvars(
-        job_id=str(job.id), job_kind=job.kind, request_id=job.params.get("request_id")
+        job_id=str(job.id), job_kind=job.kind, request_id=origin.request_id
     )
     if job.attempts > job.max_attempts:
         last = (job.error or {}).get("detail", "the worker stopped during the job")
@@ -277,7 +280,7 @@ async def execute(
         ctx.count(job.kind, "failed")
         log.error("job.gave_up", attempts=job.max_attempts)
         return
-    token = otel_context.attach(propagate.extract(job.params.get("trace") or {}))
+    token = otel_context.attach(propagate.extract(origin.trace))
     started = time.monotonic()
     alive = asyncio.create_task(_keep_alive(ctx, job))
     try:
@@ -310,7 +313,7 @@ async def execute(
         report_exception(
             exc,
             {
-                "request_id": job.params.get("request_id"),
+                "request_id": origin.request_id,
                 "job_id": str(job.id),
                 "job_kind": job.kind,
             },

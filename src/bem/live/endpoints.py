@@ -251,7 +251,6 @@ async def create_webhook(
     session: SessionDep,
     access: ProjectOwner,
 ) -> WebhookCreated:
-    assert access.principal is not None
     hook, secret = await events.create_webhook(
         session,
         state_of(request).settings,
@@ -291,7 +290,6 @@ async def delete_webhook(
     session: SessionDep,
     access: ProjectOwner,
 ) -> None:
-    assert access.principal is not None
     await events.delete_webhook(
         session, origin_of(request), access.principal.user.id, project_id, webhook_id
     )

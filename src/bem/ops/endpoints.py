@@ -9,7 +9,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from bem.auth.dependencies import Access, allow
+from bem.auth.dependencies import allow
+from bem.auth.models import Principal
 from bem.auth.permissions import ADMIN, PUBLIC
 from bem.kit.errors import Forbidden, Unauthorized, problem_responses
 from bem.kit.state import SettingsDep, state_of
@@ -19,7 +20,7 @@ router = APIRouter(tags=["health"], responses=problem_responses(401, 403))
 
 
 @router.get("/health", summary="Every dependency's status and latency, pools, build (admins)")
-async def health_detail(request: Request, _: Annotated[Access, allow(ADMIN)]) -> dict[str, Any]:
+async def health_detail(request: Request, _: Annotated[Principal, allow(ADMIN)]) -> dict[str, Any]:
     return await service.health_report(request.app)
 
 
@@ -30,7 +31,7 @@ async def health_detail(request: Request, _: Annotated[Access, allow(ADMIN)]) ->
     responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Metrics text"}},
 )
 async def metrics(
-    request: Request, settings: SettingsDep, _: Annotated[Access, allow(PUBLIC)]
+    request: Request, settings: SettingsDep, _: Annotated[None, allow(PUBLIC)]
 ) -> Response:
     if settings.metrics_networks:
         try:

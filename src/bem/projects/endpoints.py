@@ -6,8 +6,8 @@ from typing import Annotated
 from fastapi import APIRouter, Request, Response, status
 
 from bem.auth.audit import origin_of
-from bem.auth.dependencies import Access, allow
-from bem.auth.models import User
+from bem.auth.dependencies import allow
+from bem.auth.models import Principal, User
 from bem.auth.permissions import (
     PROJECT_EDIT,
     PROJECT_MANAGE,
@@ -38,11 +38,6 @@ ProjectEditor = Annotated[ProjectAccess, access_project(PROJECT_EDIT)]
 ProjectOwner = Annotated[ProjectAccess, access_project(PROJECT_MANAGE)]
 
 
-def _actor(access: Access) -> User:
-    assert access.principal is not None
-    return access.principal.user
-
-
 def _member(membership: Membership, user: User) -> MemberOut:
     return MemberOut(
         user_id=user.id,
@@ -60,20 +55,19 @@ def _member(membership: Membership, user: User) -> MemberOut:
     summary="Create a project (you become its owner)",
 )
 async def create_project(
-    data: ProjectCreate, session: SessionDep, access: Annotated[Access, allow(PROJECTS_CREATE)]
+    data: ProjectCreate, session: SessionDep, caller: Annotated[Principal, allow(PROJECTS_CREATE)]
 ) -> Project:
-    return await service.create_project(session, _actor(access), data)
+    return await service.create_project(session, caller.user, data)
 
 
 @router.get("/projects", response_model=Page[ProjectOut], summary="Projects visible to you")
 async def list_projects(
     session: SessionDep,
-    access: Annotated[Access, allow(PROJECTS_LIST)],
+    caller: Annotated[Principal, allow(PROJECTS_LIST)],
     cursor: CursorParam = None,
     limit: LimitParam = 100,
 ) -> Page[ProjectOut]:
-    assert access.principal is not None
-    rows, next_cursor = await service.list_projects(session, access.principal, cursor, limit)
+    rows, next_cursor = await service.list_projects(session, caller, cursor, limit)
     return Page(items=[ProjectOut.model_validate(p) for p in rows], next_cursor=next_cursor)
 
 

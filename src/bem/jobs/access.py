@@ -6,13 +6,12 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from bem.auth.dependencies import CurrentPrincipal, check, declares
+from bem.auth.dependencies import CurrentPrincipal, declares
 from bem.auth.models import Principal
 from bem.auth.permissions import Permission, Role
-from bem.jobs import repository
 from bem.jobs.models import Job
 from bem.kit.db import SessionDep
-from bem.projects import service as projects
+from bem.projects.access import authorize_in_model
 
 
 @dataclass(frozen=True)
@@ -26,11 +25,7 @@ def access_job(permission: Permission) -> Any:
     async def job_access(
         job_id: uuid.UUID, session: SessionDep, principal: CurrentPrincipal
     ) -> JobAccess:
-        check(principal, permission)
-        found = await repository.job_with_role(session, job_id, principal.user.id)
-        job, project_id, member = found if found is not None else (None, None, None)
-        role = projects.project_role(principal, permission, project_id, member)
-        assert job is not None
+        job, role = await authorize_in_model(session, principal, permission, Job, job_id)
         return JobAccess(principal, job, role)
 
     return declares(permission, job_access)

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bem.jobs.models import Job
 from bem.kit.db import utcnow
-from bem.projects.models import Membership, Model
+from bem.projects.models import Model
 
 
 def _claimable(running_before: datetime) -> ColumnElement[bool]:
@@ -111,25 +111,6 @@ async def project_of_job(session: AsyncSession, job_id: uuid.UUID) -> uuid.UUID 
         select(Model.project_id).join(Job, Job.model_id == Model.id).where(Job.id == job_id)
     )
     return result
-
-
-async def job_with_role(
-    session: AsyncSession, job_id: uuid.UUID, user_id: uuid.UUID
-) -> tuple[Job, uuid.UUID, str | None] | None:
-    """A job, its project and the user's role there, in one statement."""
-    role = (
-        select(Membership.role)
-        .where(Membership.project_id == Model.project_id, Membership.user_id == user_id)
-        .scalar_subquery()
-    )
-    row = (
-        await session.execute(
-            select(Job, Model.project_id, role)
-            .join(Model, Model.id == Job.model_id)
-            .where(Job.id == job_id)
-        )
-    ).first()
-    return (row[0], row[1], row[2]) if row else None
 
 
 async def waiting(session: AsyncSession) -> tuple[int, datetime | None]:

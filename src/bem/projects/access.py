@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -15,6 +15,8 @@ from bem.auth.permissions import Permission, Role
 from bem.kit.db import SessionDep
 from bem.projects import repository, service
 from bem.projects.models import Model, Project
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,23 @@ async def authorize_project(
     role = service.project_role(principal, permission, project_id if project else None, member)
     assert project is not None
     return ProjectAccess(principal, project, role)
+
+
+async def authorize_in_model(
+    session: AsyncSession,
+    principal: Principal,
+    permission: Permission,
+    kind: type[T],
+    object_id: uuid.UUID,
+) -> tuple[T, Role]:
+    """May ``principal`` do ``permission`` to an object of a model (a version, a job)? The
+    object and the role, or 403/404."""
+    check(principal, permission)
+    found = await repository.in_model_with_role(session, kind, object_id, principal.user.id)
+    found_object, project_id, member = found if found is not None else (None, None, None)
+    role = service.project_role(principal, permission, project_id, member)
+    assert found_object is not None
+    return found_object, role
 
 
 def access_project(permission: Permission) -> Any:

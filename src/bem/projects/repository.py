@@ -2,13 +2,15 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import ColumnElement, and_, delete, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bem.auth.models import User
 from bem.projects.models import Membership, Model, Project
+
+T = TypeVar("T")
 
 
 async def list_projects(
@@ -122,6 +124,22 @@ async def model_with_role(
         )
     ).first()
     return (row[0], row[1]) if row else None
+
+
+async def in_model_with_role(
+    session: AsyncSession, kind: type[T], object_id: uuid.UUID, user_id: uuid.UUID
+) -> tuple[T, uuid.UUID, str | None] | None:
+    """A row of a table that belongs to a model (``kind.model_id``: a version, a job), its
+    project and the user's role there, in one statement."""
+    table = cast(Any, kind)
+    row = (
+        await session.execute(
+            select(table, Model.project_id, _role_of(user_id, Model.project_id))
+            .join(Model, Model.id == table.model_id)
+            .where(table.id == object_id)
+        )
+    ).first()
+    return (row[0], row[1], row[2]) if row else None
 
 
 async def project_of_model(session: AsyncSession, model_id: uuid.UUID) -> uuid.UUID | None:

@@ -11,7 +11,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bem.kit.db import insert_ignore
-from bem.projects.models import Membership, Model
+from bem.projects.models import Model
 from bem.versions.models import ElementFacts, ElementPayload, Relation, Version, VersionElement
 
 log = structlog.get_logger()
@@ -95,26 +95,6 @@ async def element(
         )
     ).first()
     return (row[0], row[1]) if row else None
-
-
-async def version_with_role(
-    session: AsyncSession, version_id: uuid.UUID, user_id: uuid.UUID
-) -> tuple[Version, uuid.UUID, str | None] | None:
-    """A version, its project and the user's role there, in one statement (the whole
-    authorization of a read of version data)."""
-    role = (
-        select(Membership.role)
-        .where(Membership.project_id == Model.project_id, Membership.user_id == user_id)
-        .scalar_subquery()
-    )
-    row = (
-        await session.execute(
-            select(Version, Model.project_id, role)
-            .join(Model, Model.id == Version.model_id)
-            .where(Version.id == version_id)
-        )
-    ).first()
-    return (row[0], row[1], row[2]) if row else None
 
 
 async def refresh_statistics(session: AsyncSession) -> None:

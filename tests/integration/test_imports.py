@@ -13,6 +13,7 @@ import random
 import re
 import time
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +24,10 @@ import ifcopenshell.api.root
 import ifcopenshell.api.spatial
 import ifcopenshell.api.unit
 import ifcopenshell.util.element as util
+import orjson
 import pytest
 
+from bem.ingest.ifc import element_documents
 from bem.testing import ifcgen
 from tests.conftest import Api, make_api, settings_for
 
@@ -433,9 +436,12 @@ def dangling_ifc() -> bytes:
     return broken.encode()
 
 
-def old_schema_ifc() -> bytes:
-    return ifc_bytes(ifcgen.generate(20)).replace(
-        b"FILE_SCHEMA(('IFC4'))", b"FILE_SCHEMA(('IFC2X2'))"
+def schema_ifc(name: bytes) -> Callable[[], bytes]:
+    """A readable model whose header names ``name``: IFC2X2 is too old; IFC4X1 and the
+    pre-release IFC4X3_RC2 start like supported names but are not (they failed as
+    malformed-file, IfcOpenShell's parse error)."""
+    return lambda: ifc_bytes(ifcgen.generate(20)).replace(
+        b"FILE_SCHEMA(('IFC4'))", b"FILE_SCHEMA(('" + name + b"'))"
     )
 
 
@@ -452,7 +458,9 @@ def garbage_binary_dxf(seed: int) -> bytes:
         ("cut.ifc", truncated_ifc, "truncated-file", "truncated"),
         ("garbled.ifc", garbled_ifc, "malformed-file", "IfcOpenShell cannot read"),
         ("dangling.ifc", dangling_ifc, "malformed-file", "cannot be read"),
-        ("old.ifc", old_schema_ifc, "malformed-file", "Unsupported schema: IFC2X2"),
+        ("old.ifc", schema_ifc(b"IFC2X2"), "unsupported-schema", "Schema IFC2X2 is not"),
+        ("x1.ifc", schema_ifc(b"IFC4X1"), "unsupported-schema", "Schema IFC4X1 is not"),
+        ("rc2.ifc", schema_ifc(b"IFC4X3_RC2"), "unsupported-schema", "IFC4X3_RC2 is not"),
         (
             "cut.dxf",
             lambda: b"0\nSECTION\n2\nHEADER\n9\n$ACADVER\n1\nAC1024\n",
@@ -481,6 +489,26 @@ async def test_bad_files_fail_the_job_and_leave_nothing(
         # Another import right after is unaffected.
         good = await imported(api, headers, mid, "ok.ifc", ifc_bytes(ifcgen.generate(10)))
         assert good["status"] == "succeeded"
+
+
+async def test_a_failed_job_names_the_invalid_elements_and_fields(sqlite_api: Api) -> None:
+    """The job's error keeps which elements and fields were invalid (it kept only the slug
+    and the first element's position), every invalid element up to the limit."""
+    api = sqlite_api
+    docs = list(element_documents(ifcgen.generate(12)))
+    docs[2]["quantities"] = {"Q": {"Volume": "a lot"}}
+    docs[7]["ifc_class"] = "IfcNotAClass"
+    headers, mid = await model_of(api)
+    body = b"\n".join(orjson.dumps(d) for d in docs)
+    job = await imported(api, headers, mid, "bad.ndjson", body)
+    assert job["status"] == "failed" and job["error"]["type"] == "unprocessable"
+    assert "and 1 more" in job["error"]["detail"]
+    found = {(e["global_id"], tuple(e["loc"])) for e in job["error"]["errors"]}
+    assert found == {
+        (docs[2]["global_id"], ("quantities", "Q", "Volume")),
+        (docs[7]["global_id"], ("ifc_class",)),
+    }
+    assert all(e["msg"] for e in job["error"]["errors"])
 
 
 async def test_jobs_are_private_to_the_project(sqlite_api: Api) -> None:

@@ -4,8 +4,10 @@ with lengths, areas, volumes and masses converted to SI (DOMAIN.md).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +19,11 @@ import ifcopenshell.util.unit
 from bem.ingest.formats import BadSource
 
 Entity = Any
-SUPPORTED_SCHEMAS = ("IFC2X3", "IFC4X3", "IFC4")
+# The schemas IfcOpenShell reads, by the exact names files declare (IFC4X1 or IFC4X3_RC2 are
+# not IFC4 or IFC4X3: a prefix test let them through to a parse error).
+SUPPORTED_SCHEMAS = tuple(
+    name for name in ifcopenshell.ifcopenshell_wrapper.schema_names() if name.startswith("IFC")
+)
 UNIT_TYPES = {
     "LENGTHUNIT": "length",
     "AREAUNIT": "area",
@@ -30,13 +36,28 @@ QUANTITY_UNIT = {
     "IfcQuantityVolume": "VOLUMEUNIT",
     "IfcQuantityWeight": "MASSUNIT",
 }
+# An undeclared area or volume unit is taken from the declared length unit (IfcOpenShell
+# takes it as SI): a model in millimetres without an area unit states its areas in mm2.
+DERIVED_POWER = {"AREAUNIT": 2, "VOLUMEUNIT": 3}
 # ifcopenshell scales masses to grams; the SI unit is the kilogram.
 SI_BASE = {"MASSUNIT": 1000.0}
 TRAILER = b"END-ISO-10303-21;"
+HEADER_BYTES = 1 << 20  # FILE_DESCRIPTION can be long, but the header is never this long
+_FILE_SCHEMA = re.compile(rb"FILE_SCHEMA\s*\(\s*\(\s*'([^']*)'")
+
+
+def declared_schema(path: Path) -> str | None:
+    """The schema the header's FILE_SCHEMA names, read before parsing the file (None when
+    the header has none: the parser then says what is wrong)."""
+    with path.open("rb") as file:
+        head = file.read(HEADER_BYTES)
+    header = head.split(b"ENDSEC;", 1)[0]
+    found = _FILE_SCHEMA.search(header)
+    return None if found is None else found.group(1).decode("ascii", "replace").strip()
 
 
 def open_model(path: Path) -> ifcopenshell.file:
-    """Open a STEP file, refusing truncated, unreadable and unsupported-schema files."""
+    """Open a STEP file, refusing truncated, unsupported-schema and unreadable files."""
     with path.open("rb") as file:
         file.seek(max(path.stat().st_size - 4096, 0))
         if TRAILER not in file.read():
@@ -44,17 +65,42 @@ def open_model(path: Path) -> ifcopenshell.file:
                 f"The file does not end with {TRAILER.decode()}: it is truncated.",
                 slug="truncated-file",
             )
+    schema = declared_schema(path)
+    if schema is not None and schema.upper() not in SUPPORTED_SCHEMAS:
+        raise BadSource(
+            f"Schema {schema or '(empty)'} is not supported; BEM reads "
+            f"{', '.join(SUPPORTED_SCHEMAS)}.",
+            slug="unsupported-schema",
+            schema=schema,
+        )
     try:
-        model = ifcopenshell.open(str(path))
+        return ifcopenshell.open(str(path))
     except (ifcopenshell.Error, OSError, UnicodeDecodeError) as exc:
         raise BadSource(f"IfcOpenShell cannot read the file: {exc}", slug="malformed-file") from exc
-    schema = str(model.schema_identifier or model.schema)
-    if not schema.upper().startswith(SUPPORTED_SCHEMAS):
-        raise BadSource(
-            f"Schema {schema} is not supported; BEM reads {', '.join(SUPPORTED_SCHEMAS)}.",
-            slug="unsupported-schema",
-        )
-    return model
+
+
+@cache
+def _measured_attributes(schema: str, ifc_class: str) -> dict[int, str]:
+    """``attribute index -> IfcUnitEnum`` for a predefined property set's measure-typed
+    attributes (``IfcDoorLiningProperties.LiningDepth`` is an ``IfcPositiveLengthMeasure``)."""
+    declaration = ifcopenshell.ifcopenshell_wrapper.schema_by_name(schema).declaration_by_name(
+        ifc_class
+    )
+    found = {}
+    for index, attribute in enumerate(declaration.as_entity().all_attributes()):
+        kind = attribute.type_of_attribute()
+        named = kind.declared_type().name() if hasattr(kind, "declared_type") else ""
+        if named.endswith("Measure"):
+            found[index] = ifcopenshell.util.unit.get_measure_unit_type(named)
+    return found
+
+
+@cache
+def _unit_type(value_class: str) -> str:
+    """``IfcPositiveLengthMeasure`` -> ``LENGTHUNIT`` (empty for values that are no measure)."""
+    if not value_class.endswith("Measure"):
+        return ""
+    return str(ifcopenshell.util.unit.get_measure_unit_type(value_class) or "")
 
 
 @dataclass
@@ -63,14 +109,21 @@ class Units:
 
     factors: dict[str, float] = field(default_factory=dict)
     declared: dict[str, Any] = field(default_factory=dict)
-    _by_definition: dict[int, dict[str, float]] = field(default_factory=dict)
+    schema: str = "IFC4"
 
     @classmethod
     def of(cls, model: ifcopenshell.file) -> Units:
-        units = cls()
+        units = cls(schema=str(model.schema_identifier))
         declares = bool(model.by_type("IfcProject"))  # a file without a project: SI assumed
         for unit_type, label in UNIT_TYPES.items():
             unit = ifcopenshell.util.unit.get_project_unit(model, unit_type) if declares else None
+            length = units.factors.get("LENGTHUNIT")
+            if unit is None and length is not None and unit_type in DERIVED_POWER:
+                # Renga declares millimetres and no area or volume unit, and writes mm2, mm3.
+                factor = length ** DERIVED_POWER[unit_type]
+                units.declared[label] = {"unit": None, "to_si": factor, "derived_from": "length"}
+                units.factors[unit_type] = factor
+                continue
             if unit is None:  # undeclared: SI
                 units.declared[label] = {"unit": None, "to_si": 1.0}
                 continue
@@ -86,48 +139,95 @@ class Units:
     def is_si(self) -> bool:
         return not self.factors
 
-    def _factors_of(self, definition: Entity) -> dict[str, float]:
-        """``property name -> factor`` for one property or quantity set (cached: sets are
-        often shared by many elements)."""
-        found = self._by_definition.get(definition.id())
-        if found is not None:
-            return found
-        found = {}
-        if definition.is_a("IfcElementQuantity"):
-            for q in definition.Quantities:
-                factor = self.factors.get(QUANTITY_UNIT.get(q.is_a(), ""))
-                if factor is not None and q.Unit is None:
-                    found[q.Name] = factor
-        elif definition.is_a("IfcPropertySet"):
-            for p in definition.HasProperties:
-                value = getattr(p, "NominalValue", None)
-                if value is None or not value.is_a().endswith("Measure"):
-                    continue
-                unit_type = ifcopenshell.util.unit.get_measure_unit_type(value.is_a())
-                factor = self.factors.get(unit_type)
-                if factor is not None and p.Unit is None:
-                    found[p.Name] = factor
-        self._by_definition[definition.id()] = found
-        return found
+    def _of_value(self, value: Entity | None, unit: Entity | None) -> float | None:
+        """The factor for a typed value (``IfcLengthMeasure(115.)``) in the project's unit;
+        a property with its own ``Unit`` is left as written."""
+        if value is None or unit is not None or not self.factors:
+            return None
+        return self.factors.get(_unit_type(value.is_a()))
 
-    def convert(self, element: Entity, sets: dict[str, dict[str, Any]]) -> None:
-        """Scale measured values of ``get_psets`` output in place. Type sets first, then the
-        occurrence's, which override them as in ``get_psets``."""
-        definitions: list[Entity] = []
-        element_type = util.get_type(element)
-        if element_type is not None and element_type != element:
-            definitions.extend(element_type.HasPropertySets or ())
-        for rel in _inverse(element, "IsDefinedBy"):
-            if rel.is_a("IfcRelDefinesByProperties"):
-                definitions.append(rel.RelatingPropertyDefinition)
-        plan: dict[tuple[str, str], float] = {}
-        for definition in definitions:
-            for prop, factor in self._factors_of(definition).items():
-                plan[(definition.Name, prop)] = factor
-        for (set_name, prop), factor in plan.items():
-            values = sets.get(set_name)
-            if values is not None and isinstance(values.get(prop), int | float):
-                values[prop] = values[prop] * factor
+    def _of_property(self, prop: Entity, prefix: str, found: dict[str, float]) -> None:
+        name = f"{prefix}{prop.Name}"
+        unit = getattr(prop, "Unit", None)
+        if prop.is_a("IfcPropertySingleValue"):
+            factor = self._of_value(prop.NominalValue, unit)
+            if factor is not None:
+                found[name] = factor
+        elif prop.is_a("IfcPropertyBoundedValue"):
+            for bound in ("UpperBoundValue", "LowerBoundValue", "SetPointValue"):
+                factor = self._of_value(getattr(prop, bound, None), unit)
+                if factor is not None:
+                    found[f"{name}.{bound}"] = factor
+        elif prop.is_a("IfcPropertyListValue"):
+            values = prop.ListValues or ()
+            factor = self._of_value(values[0], unit) if values else None
+            if factor is not None:
+                found[name] = factor
+        elif prop.is_a("IfcComplexProperty"):
+            for member in prop.HasProperties or ():
+                self._of_property(member, f"{name}.", found)
+
+
+def _scaled(value: Any, factor: float | None) -> Any:
+    """A number (or each number of a list) times ``factor``; with none, unchanged."""
+    if factor is None or isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int | float):
+        return value * factor
+    if isinstance(value, list):
+        return [_scaled(v, factor) for v in value]
+    return value
+
+
+def _flat(name: str, value: Any, factors: dict[str, float]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    _flatten(name, value, out)
+    for key, factor in factors.items():
+        if key in out:
+            out[key] = _scaled(out[key], factor)
+    return out
+
+
+def read_definition(definition: Entity, units: Units) -> dict[str, dict[str, Any]]:
+    """One property set definition's values, flattened and in SI, grouped by top-level
+    property, as ``get_property_definition`` reads them. Single values and simple quantities
+    (nearly all of them) are read positionally in the same pass that finds their units, as
+    ``get_properties`` / ``get_quantities`` read them; the rest through those functions."""
+    groups: dict[str, dict[str, Any]] = {}
+    if definition.is_a("IfcElementQuantity"):
+        for quantity in definition[5] or ():  # Quantities
+            name = quantity[0]
+            if quantity.is_a("IfcPhysicalSimpleQuantity"):  # Name, Description, Unit, Value
+                factor = (
+                    None
+                    if quantity[2] is not None
+                    else units.factors.get(QUANTITY_UNIT.get(quantity.is_a(), ""))
+                )
+                groups[name] = {name: _scaled(quantity[3], factor)}
+            else:
+                groups[name] = _flat(name, util.get_quantities([quantity])[name], {})
+    elif definition.is_a("IfcPropertySet"):
+        for prop in definition[4] or ():  # HasProperties
+            name = prop[0]
+            if prop.is_a("IfcPropertySingleValue"):  # Name, Description, NominalValue, Unit
+                nominal = prop[2]
+                factor = units._of_value(nominal, prop[3])
+                value = _value(nominal.wrappedValue) if nominal is not None else None
+                groups[name] = {name: _scaled(value, factor)}
+            else:
+                factors: dict[str, float] = {}
+                units._of_property(prop, "", factors)
+                groups[name] = _flat(name, util.get_properties([prop]).get(name), factors)
+    else:  # predefined (door lining, window panel): measures are the entity's attributes
+        measured = _measured_attributes(units.schema, definition.is_a())
+        for index in range(4, len(definition)):
+            value = definition[index]
+            if value is None:
+                continue
+            name = definition.attribute_name(index)
+            factor = units.factors.get(measured.get(index, ""))
+            groups[name] = _flat(name, value, {name: factor} if factor is not None else {})
+    return groups
 
 
 def _ref(entity: Entity | None) -> dict[str, Any] | None:
@@ -163,18 +263,6 @@ def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:
         members = {k: v for k, v in value.items() if k not in _PROPERTY_META}
     for key, member in members.items():
         _flatten(f"{prefix}.{key}", member, out)
-
-
-def _sets(sets: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """get_psets output as the element document's sets: no ``id`` keys, flat values."""
-    out: dict[str, dict[str, Any]] = {}
-    for name, values in sets.items():
-        flat: dict[str, Any] = {}
-        for key, value in values.items():
-            if key != "id":
-                _flatten(key, value, flat)
-        out[name] = flat
-    return out
 
 
 def _materials(element: Entity, length: float = 1.0) -> list[dict[str, Any]]:
@@ -262,6 +350,7 @@ class ModelContext:
     edges: dict[int, set[tuple[str, str]]] = field(default_factory=dict)
     groups: dict[int, list[Entity]] = field(default_factory=dict)
     shapes: Any = None  # ifcopenshell.geom settings when geometry summaries are on
+    _shared_sets: dict[int, SetValues] = field(default_factory=dict)
 
     @classmethod
     def of(cls, model: ifcopenshell.file, *, geometry: bool = False) -> ModelContext:
@@ -283,18 +372,67 @@ class ModelContext:
                 ctx.groups.setdefault(member.id(), []).append(rel.RelatingGroup)
         return ctx
 
+    def read_set(self, definition: Entity, *, shared: bool) -> SetValues:
+        """One definition's values as ``get_property_definition`` reads them, flattened and
+        in SI. Kept when other elements share it (type sets, Revit's shared sets), so each
+        shared set is read and converted once per model, not once per element."""
+        found = self._shared_sets.get(definition.id()) if shared else None
+        if found is not None:
+            return found
+        groups = read_definition(definition, self.units)
+        found = (set_key(definition), definition.is_a("IfcElementQuantity"), groups)
+        if shared:
+            self._shared_sets[definition.id()] = found
+        return found
 
-def _property_and_quantity_sets(
-    element: Entity, model: ifcopenshell.file
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``get_psets(psets_only=True)`` and ``get_psets(qtos_only=True)`` from one call (half
-    the cost: ``bench/ingest.py``), split by the kind of each set's definition."""
-    properties: dict[str, Any] = {}
-    quantities: dict[str, Any] = {}
-    for name, values in util.get_psets(element).items():
-        definition = model.by_id(values["id"])
-        (quantities if definition.is_a("IfcElementQuantity") else properties)[name] = values
-    return properties, quantities
+    def sets_of(
+        self, element: Entity, element_type: Entity | None
+    ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+        """The element's property sets and quantity sets, merged as ``get_psets`` merges
+        them (a set of the occurrence overrides the type's set of the same key, property by
+        property), except that a property set and a quantity set never merge."""
+        merged: tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]] = ({}, {})
+        for definition, shared in _definitions(element, element_type):
+            key, is_quantities, groups = self.read_set(definition, shared=shared)
+            merged[is_quantities].setdefault(key, {}).update(groups)
+        properties, quantities = (
+            {
+                key: {n: v for group in groups.values() for n, v in group.items()}
+                for key, groups in section.items()
+            }
+            for section in merged
+        )
+        return properties, quantities
+
+
+def set_key(definition: Entity) -> str:
+    """A set's key in the element document: its Name, or, for a set without one (BricsCAD
+    writes ``$``, Renga ``''``), its class name (``IfcElementQuantity``)."""
+    name = definition.Name
+    return name if isinstance(name, str) and name.strip() else definition.is_a()
+
+
+# A set read from one definition: its key, whether it holds quantities, and its values in SI
+# grouped by top-level property (an occurrence's property replaces the type's whole).
+SetValues = tuple[str, bool, dict[str, dict[str, Any]]]
+
+
+def _definitions(element: Entity, element_type: Entity | None) -> Iterator[tuple[Entity, bool]]:
+    """The definitions ``get_psets`` reads, in its order (the type's, then the occurrence's,
+    which override them), each with whether it may be shared by other elements."""
+    if element_type is not None:
+        for definition in element_type.HasPropertySets or ():
+            yield definition, True
+    for rel in _inverse(element, "IsDefinedBy"):
+        if not rel.is_a("IfcRelDefinesByProperties"):
+            continue
+        definition = rel.RelatingPropertyDefinition
+        shared = len(rel.RelatedObjects or ()) > 1
+        if definition.is_a("IfcPropertySetDefinitionSet"):
+            for member in definition.wrappedValue:
+                yield member, shared
+        else:
+            yield definition, shared
 
 
 def _geometry(element: Entity, shapes: Any, *, has_quantities: bool) -> dict[str, Any] | None:
@@ -323,11 +461,10 @@ def _geometry(element: Entity, shapes: Any, *, has_quantities: bool) -> dict[str
 
 
 def element_document(element: Entity, ctx: ModelContext) -> dict[str, Any]:
-    units = ctx.units
-    properties, quantities = _property_and_quantity_sets(element, ctx.model)
-    if not units.is_si:
-        units.convert(element, properties)
-        units.convert(element, quantities)
+    element_type = util.get_type(element)
+    if element_type is element:
+        element_type = None
+    properties, quantities = ctx.sets_of(element, element_type)
     return {
         "global_id": element.GlobalId,
         "ifc_class": element.is_a(),
@@ -336,14 +473,14 @@ def element_document(element: Entity, ctx: ModelContext) -> dict[str, Any]:
         "description": element.Description,
         "object_type": getattr(element, "ObjectType", None),
         "tag": getattr(element, "Tag", None),
-        "type": _ref(util.get_type(element)),
+        "type": _ref(element_type),
         "container": _ref(util.get_container(element)),
         "parent": _ref(util.get_aggregate(element)),
-        "materials": _materials(element, units.factors.get("LENGTHUNIT", 1.0)),
+        "materials": _materials(element, ctx.units.factors.get("LENGTHUNIT", 1.0)),
         "classification": _classification(element),
         "groups": [_ref(g) for g in ctx.groups.get(element.id(), ())],
-        "properties": _sets(properties),
-        "quantities": _sets(quantities),
+        "properties": properties,
+        "quantities": quantities,
         "relations": [
             {"kind": kind, "target": target}
             for kind, target in sorted(ctx.edges.get(element.id(), ()))

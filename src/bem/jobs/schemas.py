@@ -4,9 +4,10 @@ import uuid
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from bem.jobs.models import Job
+from bem.kit.errors import FieldError
 
 # Extraction is the first half of an import's percentage, storage the second.
 PHASE_SPAN = {"extract": (0.0, 50.0), "store": (50.0, 50.0)}
@@ -36,6 +37,11 @@ class JobProgress(BaseModel):
 class JobError(BaseModel):
     type: str
     detail: str
+    errors: list[FieldError] | None = Field(
+        default=None,
+        description="For an invalid upload, the first invalid fields (at most 20), each with "
+        "its element's GlobalId.",
+    )
 
 
 class JobOut(BaseModel):

@@ -228,10 +228,15 @@ async def run_here(ctx: JobContext, handlers: Mapping[str, Handler], job_id: uui
     return job
 
 
-async def _fail(ctx: JobContext, job: Job, slug: str, detail: str) -> None:
+async def _fail(
+    ctx: JobContext, job: Job, slug: str, detail: str, errors: list[Any] | None = None
+) -> None:
+    error: dict[str, Any] = {"type": slug, "detail": detail}
+    if errors:
+        error["errors"] = errors  # which element and field: the slug alone does not say
     try:
         async with ctx.sessions() as session:
-            await _finish(session, job, status="failed", error={"type": slug, "detail": detail})
+            await _finish(session, job, status="failed", error=error)
             await session.commit()
     except Superseded:  # another attempt owns the job now: its outcome stands
         log.warning("job.superseded", attempt=job.attempts)
@@ -293,7 +298,7 @@ async def execute(
         ctx.count(job.kind, "superseded")
         log.warning("job.superseded", attempt=job.attempts)
     except Problem as exc:
-        await _fail(ctx, job, exc.slug, exc.detail)
+        await _fail(ctx, job, exc.slug, exc.detail, exc.extra.get("errors"))
         ctx.count(job.kind, "rejected", time.monotonic() - started)  # bad input, not ours
         log.warning("job.failed", problem=exc.slug, detail=exc.detail)
     except asyncio.CancelledError:

@@ -15,7 +15,7 @@ import orjson
 import structlog
 from fastapi import FastAPI, Request, WebSocket, status
 from fastapi.exceptions import RequestValidationError, WebSocketRequestValidationError
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
@@ -29,6 +29,9 @@ class FieldError(BaseModel):
     loc: list[str | int]
     msg: str
     type: str
+    global_id: str | None = Field(
+        default=None, description="The element the field belongs to, in an upload's errors."
+    )
 
 
 class ProblemDetail(BaseModel):

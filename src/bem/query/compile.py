@@ -66,6 +66,7 @@ def _as_int(text: str) -> int | None:
 @dataclass
 class Compiler:
     dialect: str  # SQLAlchemy's name: postgresql or sqlite
+    schema: str | None = None  # the version's IFC schema; None pools every schema's classes
     params: dict[str, Any] = field(default_factory=dict)
     _names: itertools.count[int] = field(default_factory=itertools.count)
     sql: Dialect = field(init=False)
@@ -332,7 +333,7 @@ class Compiler:
 
     # Structure ---------------------------------------------------------------------------
     def entity(self, facet: Entity) -> str:
-        classes = sorted(descendants(facet.ifc_class))
+        classes = sorted(descendants(facet.ifc_class, self.schema))
         if not classes:
             return FALSE
         listed = ", ".join(self.param(c) for c in classes)

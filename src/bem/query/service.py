@@ -21,6 +21,7 @@ from bem.query import takeoff as takeoffs
 from bem.query.compile import Compiler, UnsupportedFacet, compile_selector
 from bem.query.schemas import ElementQuery, TakeoffQuery
 from bem.query.selector import SelectorError, parse
+from bem.versions.classes import schema_of
 from bem.versions.models import Version
 from bem.versions.schemas import ELEMENT_FIELDS
 
@@ -69,8 +70,10 @@ class InvalidSelector(Problem):
         super().__init__(detail, parameter="q", **extra)
 
 
-def compiler_for(session: AsyncSession) -> Compiler:
-    return Compiler(dialect=session.get_bind().dialect.name)
+def compiler_for(session: AsyncSession, version: Version) -> Compiler:
+    return Compiler(
+        dialect=session.get_bind().dialect.name, schema=schema_of(version.source_schema)
+    )
 
 
 def compile_q(compiler: Compiler, q: str | None) -> str | None:
@@ -90,7 +93,7 @@ def compile_q(compiler: Compiler, q: str | None) -> str | None:
 
 
 def where_clause(session: AsyncSession, version: Version, q: str | None) -> TextClause | None:
-    compiler = compiler_for(session)
+    compiler = compiler_for(session, version)
     sql = compile_q(compiler, q)
     return None if sql is None else repository.predicate(sql, compiler.params, version.id)
 
@@ -146,7 +149,7 @@ async def query_page(
 async def takeoff(session: AsyncSession, version: Version, query: TakeoffQuery) -> dict[str, Any]:
     keys = takeoffs.parse_group_by(query.group_by)
     wanted = takeoffs.parse_measures(query.measures)
-    compiler = compiler_for(session)
+    compiler = compiler_for(session, version)
     where = compile_q(compiler, query.q)
     sql = takeoffs.statement(compiler, keys, wanted, where)
     rows = await run(session, repository.rows(session, sql, compiler.params, version.id))

@@ -8,8 +8,11 @@ override), materials (layer sets through the wall type, single materials elsewhe
 classification references and a fire-compartment group. Same ``n`` and ``seed`` give the
 same file, GlobalIds included. ``mutate()`` turns a model into a realistic next version.
 
-Units are SI (metres), so quantities need no conversion. ``small(schema)`` is a tiny model in
-any schema BEM reads, in metres or millimetres.
+Units are SI (metres) unless ``Quirks`` asks for what real exports do (issue #16): millimetres
+with undeclared area and volume units (Renga), sets without a name (BricsCAD, Renga),
+predefined door and window sets. ``regenerate_ids()`` gives every rooted entity a new GlobalId
+(a re-export from another tool). ``small(schema)`` is a tiny model in any schema BEM reads,
+in metres or millimetres.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import random
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 from typing import Any
 
 import ifcopenshell
@@ -56,14 +60,30 @@ MAX_STOREYS = 60
 FIRE_RATINGS = ("REI30", "REI60", "REI90", "REI120")
 
 
+@dataclass(frozen=True)
+class Quirks:
+    """What authoring tools write that a generated model otherwise would not; all off by
+    default, so the default model stays the same file."""
+
+    millimetres: bool = False  # length in mm; area and volume undeclared, written in mm2, mm3
+    unnamed_sets: bool = False  # slab quantity sets named $ (BricsCAD), column ones '' (Renga)
+    predefined_sets: bool = False  # IfcDoorLiningProperties / IfcWindowPanelProperties on types
+    parts: bool = False  # an IfcBuildingElementPart aggregated into every column
+
+
+_NAMED = object()  # a set keeps the name it was made with
+
+
 def _guid(rng: random.Random) -> str:
     return str(ifcopenshell.guid.compress(uuid.UUID(int=rng.getrandbits(128)).hex))
 
 
 class _Builder:
-    def __init__(self, f: ifcopenshell.file, rng: random.Random) -> None:
+    def __init__(self, f: ifcopenshell.file, rng: random.Random, quirks: Quirks = Quirks()) -> None:
         self.f = f
         self.rng = rng
+        self.quirks = quirks
+        self.mm = 1000.0 if quirks.millimetres else 1.0
         self.first_new_id = max((e.id() for e in f), default=0) + 1
         self.named: set[int] = set()
 
@@ -86,18 +106,32 @@ class _Builder:
         pset = ifcopenshell.api.pset.add_pset(self.f, product=el, name=name)
         ifcopenshell.api.pset.edit_pset(self.f, pset=pset, properties=props)
 
-    def qto(self, el: Entity, name: str, quantities: dict[str, float]) -> None:
+    def qto(
+        self, el: Entity, name: str, quantities: dict[str, float], set_name: Any = _NAMED
+    ) -> None:
+        """Quantities given in SI, written in the file's units (by their names: areas end in
+        Area, volumes in Volume). A ``set_name`` (None, '') replaces ``name`` in the file."""
         qto = ifcopenshell.api.pset.add_qto(self.f, product=el, name=name)
-        ifcopenshell.api.pset.edit_qto(self.f, qto=qto, properties=quantities)
+        written = {key: value * self.scale(key) for key, value in quantities.items()}
+        ifcopenshell.api.pset.edit_qto(self.f, qto=qto, properties=written)
+        if set_name is not _NAMED:
+            qto.Name = set_name
+
+    def scale(self, quantity: str) -> float:
+        power = 3 if quantity.endswith("Volume") else 2 if quantity.endswith("Area") else 1
+        return float(self.mm**power)
 
 
 def _spatial(b: _Builder, storeys: int) -> tuple[Entity, list[Entity]]:
     f = b.f
     project = b.entity("IfcProject", "BEM test project")
-    units = [
-        ifcopenshell.api.unit.add_si_unit(f, unit_type=t)
-        for t in ("LENGTHUNIT", "AREAUNIT", "VOLUMEUNIT")
-    ]
+    if b.quirks.millimetres:  # as Renga: no area or volume unit
+        units = [ifcopenshell.api.unit.add_si_unit(f, unit_type="LENGTHUNIT", prefix="MILLI")]
+    else:
+        units = [
+            ifcopenshell.api.unit.add_si_unit(f, unit_type=t)
+            for t in ("LENGTHUNIT", "AREAUNIT", "VOLUMEUNIT")
+        ]
     ifcopenshell.api.unit.assign_unit(f, units=units)
     site = b.entity("IfcSite", "Site")
     building = b.entity("IfcBuilding", "Building A")
@@ -106,7 +140,7 @@ def _spatial(b: _Builder, storeys: int) -> tuple[Entity, list[Entity]]:
     levels = [b.entity("IfcBuildingStorey", f"Level {i:02d}") for i in range(storeys)]
     ifcopenshell.api.aggregate.assign_object(f, products=levels, relating_object=building)
     for i, level in enumerate(levels):
-        level.Elevation = 3.0 * i
+        level.Elevation = 3.0 * i * b.mm
     return project, levels
 
 
@@ -129,7 +163,7 @@ def _types(b: _Builder) -> dict[str, Entity]:
         for material, thickness in layers:
             layer = ifcopenshell.api.material.add_layer(f, layer_set=layer_set, material=material)
             ifcopenshell.api.material.edit_layer(
-                f, layer=layer, attributes={"LayerThickness": thickness}
+                f, layer=layer, attributes={"LayerThickness": thickness * b.mm}
             )
         ifcopenshell.api.material.assign_material(
             f, products=[wall_type], type="IfcMaterialLayerSet", material=layer_set
@@ -146,6 +180,15 @@ def _types(b: _Builder) -> dict[str, Entity]:
         type_obj = b.entity(ifc_class, name)
         b.pset(type_obj, pset, props)
         types[key] = type_obj
+    if b.quirks.predefined_sets:  # ArchiCAD and Revit write these; values in file units
+        lining = f.createIfcDoorLiningProperties(
+            _guid(b.rng), None, "Door lining", None, 0.115 * b.mm, 0.05 * b.mm
+        )
+        panel = f.createIfcWindowPanelProperties(
+            _guid(b.rng), None, "Window panel", None, "SIDEHUNGRIGHTHAND", "MIDDLE", 0.07 * b.mm
+        )
+        types["door"].HasPropertySets = (*(types["door"].HasPropertySets or ()), lining)
+        types["window"].HasPropertySets = (*(types["window"].HasPropertySets or ()), panel)
     return types
 
 
@@ -183,6 +226,7 @@ def _add_bay_element(b: _Builder, kind: str, n: int, storey: int, ctx: dict[str,
             slab,
             "Qto_SlabBaseQuantities",
             {"Width": 0.25, "NetArea": area, "NetVolume": round(area * 0.25, 4)},
+            set_name=None if b.quirks.unnamed_sets else _NAMED,
         )
         ctx["typed"]["slab"].append(slab)
         ctx["materials"]["Concrete C30/37"].append(slab)
@@ -199,6 +243,7 @@ def _add_bay_element(b: _Builder, kind: str, n: int, storey: int, ctx: dict[str,
             el,
             f"Qto_{kind.title()}BaseQuantities",
             {"Length": span, "NetVolume": round(span * size * size, 4)},
+            set_name="" if b.quirks.unnamed_sets and kind == "column" else _NAMED,
         )
         b.pset(el, "BEM_Cost", {"UnitCost": round(rng.uniform(100, 900), 2), "Phase": "New"})
         ctx["typed"][kind].append(el)
@@ -208,7 +253,7 @@ def _add_bay_element(b: _Builder, kind: str, n: int, storey: int, ctx: dict[str,
         ifc_class = "IfcDoor" if kind == "door" else "IfcWindow"
         el = b.entity(ifc_class, f"{kind.title()} {storey}-{n}", kind.upper())
         width, height = (0.9, 2.1) if kind == "door" else (1.2, 1.5)
-        el.OverallWidth, el.OverallHeight = width, height
+        el.OverallWidth, el.OverallHeight = width * b.mm, height * b.mm
         b.qto(
             el,
             f"Qto_{kind.title()}BaseQuantities",
@@ -235,13 +280,14 @@ def _add_bay_element(b: _Builder, kind: str, n: int, storey: int, ctx: dict[str,
     return space
 
 
-def generate(n_elements: int, seed: int = 0) -> ifcopenshell.file:
-    """A model with exactly ``n_elements`` elements (10 to 1,000,000)."""
+def generate(n_elements: int, seed: int = 0, quirks: Quirks = Quirks()) -> ifcopenshell.file:
+    """A model with exactly ``n_elements`` elements (10 to 1,000,000; ``Quirks.parts`` adds
+    one part per column)."""
     if not 1 <= n_elements <= 1_000_000:
         raise ValueError("n_elements must be between 1 and 1,000,000")
     rng = random.Random(seed)
     f = ifcopenshell.api.project.create_file(version="IFC4")
-    b = _Builder(f, rng)
+    b = _Builder(f, rng, quirks)
     storey_count = min(MAX_STOREYS, max(1, -(-n_elements // ELEMENTS_PER_STOREY)))
     _, storeys = _spatial(b, storey_count)
     types = _types(b)
@@ -291,6 +337,10 @@ def generate(n_elements: int, seed: int = 0) -> ifcopenshell.file:
     if ctx["fire_group"]:
         group = b.entity("IfcGroup", "Fire compartment 1")
         ifcopenshell.api.group.assign_group(f, products=ctx["fire_group"], group=group)
+    if quirks.parts:  # a building element in IFC2X3, an element component since IFC4
+        for column in ctx["typed"]["column"]:
+            part = b.entity("IfcBuildingElementPart", f"Cap of {column.Name}")
+            ifcopenshell.api.aggregate.assign_object(f, products=[part], relating_object=column)
     return b.finish()
 
 
@@ -341,7 +391,7 @@ def mutate(model: ifcopenshell.file, seed: int = 1, fraction: float = 0.05) -> i
 
 
 @contextmanager
-def _owner_history(f: ifcopenshell.file) -> Iterator[None]:
+def owner_history(f: ifcopenshell.file) -> Iterator[None]:
     """IFC2X3 needs an owner history on every rooted entity: a user and an application."""
     import ifcopenshell.api.owner.settings as owner
 
@@ -360,7 +410,7 @@ def small(schema: str = "IFC4", *, millimetres: bool = False) -> ifcopenshell.fi
     """A storey of three walls with a type (whose property set the first wall overrides), a
     material and quantities, in any schema BEM reads (IFC2X3, IFC4, IFC4X3)."""
     f = ifcopenshell.api.project.create_file(version=schema)
-    with _owner_history(f) if schema == "IFC2X3" else nullcontext():
+    with owner_history(f) if schema == "IFC2X3" else nullcontext():
         project = ifcopenshell.api.root.create_entity(f, ifc_class="IfcProject", name="Small")
         prefix = "MILLI" if millimetres else None
         unit = ifcopenshell.api.unit.add_si_unit(f, unit_type="LENGTHUNIT", prefix=prefix)

@@ -37,6 +37,14 @@ def descendants(ifc_class: str, schema: str | None = None) -> frozenset[str]:
     return frozenset(found)
 
 
+def schema_of(source_schema: str | None) -> str | None:
+    """The schema whose class tree a version's selectors use: the one its IFC file declared
+    (an IFC4 ``IfcBuildingElement`` has no parts, an IFC4X3 file has no such class), or None
+    (every schema pooled) for JSON and DXF uploads, which declare none."""
+    name = (source_schema or "").upper()
+    return name if name in schemas() else None
+
+
 @cache
 def canonical_names(root: str = "IfcProduct") -> dict[str, str]:
     """Lower-case name -> schema spelling of ``root`` and its subtypes, in any schema."""

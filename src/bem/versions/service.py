@@ -123,23 +123,35 @@ class SourceHasher:
         return self.digest.hexdigest()
 
 
-def _field_errors(exc: ValidationError) -> list[dict[str, Any]]:
+MAX_FIELD_ERRORS = 20
+
+
+def _field_errors(exc: ValidationError, global_id: Any) -> list[dict[str, Any]]:
+    gid = global_id if isinstance(global_id, str) else None
     return [
-        {"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]}
-        for e in exc.errors(include_input=False, include_url=False)[:20]
+        {"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"], "global_id": gid}
+        for e in exc.errors(include_input=False, include_url=False)[:MAX_FIELD_ERRORS]
     ]
 
 
 async def _spool(
     documents: AsyncIterator[tuple[str, dict[str, Any]]], meta: UploadMeta, spool: _Spool
 ) -> None:
+    invalid: list[str] = []  # the first few invalid elements are all reported, not one
+    errors: list[dict[str, Any]] = []
     async for where, raw in documents:
         try:
             element = ElementIn.model_validate(raw)
         except ValidationError as exc:
-            raise Unprocessable(
-                f"{where}: the element is invalid", at=where, errors=_field_errors(exc)
-            ) from exc
+            invalid.append(where)
+            errors.extend(
+                _field_errors(exc, raw.get("global_id") if isinstance(raw, dict) else None)
+            )
+            if len(errors) >= MAX_FIELD_ERRORS:
+                break
+            continue
+        if invalid:
+            continue  # the upload fails: only look for more invalid elements
         if element.global_id in spool.index:
             raise Unprocessable(
                 f"{where}: GlobalId {element.global_id} appears more than once", at=where
@@ -154,6 +166,13 @@ async def _spool(
         spool.file.write(orjson.dumps(element.model_dump(mode="json")) + b"\n")
         if meta.on_progress is not None and len(spool.index) % PROGRESS_EVERY == 0:
             await meta.on_progress("extract", len(spool.index), None)
+    if invalid:
+        more = f" and {len(invalid) - 1} more" if len(invalid) > 1 else ""
+        raise Unprocessable(
+            f"{invalid[0]}{more}: the element is invalid",
+            at=invalid[0],
+            errors=errors[:MAX_FIELD_ERRORS],
+        )
 
 
 def _resolve(ref: Any, index: dict[str, tuple[str | None, str]], gid: str, key: str) -> Any:

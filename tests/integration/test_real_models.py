@@ -20,6 +20,7 @@ import ifcopenshell.util.selector
 import ifcopenshell.util.unit
 import pytest
 
+from bem.ingest.ifc import element_documents
 from bem.testing import ifcgen
 from tests.conftest import Api
 from tests.integration.test_imports import all_elements, imported, model_of
@@ -298,3 +299,59 @@ async def test_class_selectors_use_the_version_schema(sqlite_api: Api, schema: s
         except RuntimeError:  # not a class of this schema: nothing matches
             theirs = set()
         assert await selected(sqlite_api, headers, job["version_id"], q) == theirs, (schema, q)
+
+
+@pytest.mark.parametrize(
+    ("ours", "theirs"),
+    [
+        ("IfcBeam, Qto_BeamBaseQuantities.Length>3000mm", "Qto_BeamBaseQuantities.Length>3000"),
+        ("IfcBeam, Qto_BeamBaseQuantities.Length>3m", "Qto_BeamBaseQuantities.Length>3000"),
+        (
+            "IfcBeam, Qto_BeamBaseQuantities.Length<=16.4ft",
+            "Qto_BeamBaseQuantities.Length<=4998.72",
+        ),
+        (
+            "IfcSlab, Qto_SlabBaseQuantities.NetArea>=20.5m2",
+            "Qto_SlabBaseQuantities.NetArea>=20500000",
+        ),
+        ("IfcSlab, Qto_SlabBaseQuantities.NetVolume<5m3", "Qto_SlabBaseQuantities.NetVolume<5e9"),
+        (
+            "IfcColumn, Qto_ColumnBaseQuantities.Length=3000mm",
+            "Qto_ColumnBaseQuantities.Length=3000",
+        ),
+    ],
+)
+async def test_unit_literals_mean_what_ifcopenshell_means_in_file_units(
+    sqlite_api: Api, ours: str, theirs: str
+) -> None:
+    """Values are stored in SI, so ``Length>3000`` on a millimetre file matches nothing in
+    BEM; ``Length>3000mm`` matches what IfcOpenShell's ``Length>3000`` matches in the file."""
+    model = ifcgen.generate(96, quirks=ifcgen.Quirks(millimetres=True))
+    headers, mid = await model_of(sqlite_api)
+    job = await imported(sqlite_api, headers, mid, "mm.ifc", model.to_string().encode())
+    ifc_class = ours.split(",")[0]
+    want = {
+        e.GlobalId
+        for e in ifcopenshell.util.selector.filter_elements(model, f"{ifc_class}, {theirs}")
+    }
+    assert want  # the comparison selects something, and not everything
+    assert want != {e.GlobalId for e in model.by_type(ifc_class)} or "=" in theirs
+    assert await selected(sqlite_api, headers, job["version_id"], ours) == want
+
+
+async def test_an_unknown_unit_is_named(sqlite_api: Api) -> None:
+    headers, mid = await model_of(sqlite_api)
+    vid = await sqlite_api.upload(headers, mid, list(element_documents(ifcgen.generate(12))))
+    r = await sqlite_api.client.get(
+        f"/v1/versions/{vid}/elements", params={"q": "Q.Length>3parsecs"}, headers=headers
+    )
+    assert r.status_code == 400
+    problem = r.json()
+    assert problem["type"].endswith("invalid-selector")
+    assert "unknown unit 'parsecs'" in problem["detail"] and problem["position"] == 9
+    # Quoted, it is text; unquoted with =, it is text too (a name such as "3D").
+    for q in ('Q.Length>"3parsecs"', "Name=3D"):
+        r = await sqlite_api.client.get(
+            f"/v1/versions/{vid}/elements", params={"q": q}, headers=headers
+        )
+        assert r.status_code == 200, r.text

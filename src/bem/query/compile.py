@@ -18,7 +18,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bem.query.dialects import Dialect, Json, dialect_of
-from bem.query.selector import Comparison, Entity, Facet, Filter, Instance, Selector, Special
+from bem.query.selector import (
+    Comparison,
+    Entity,
+    Facet,
+    Filter,
+    Instance,
+    Measure,
+    Selector,
+    Special,
+)
 from bem.versions.classes import descendants
 
 ATTRIBUTES = {
@@ -113,8 +122,10 @@ class Compiler:
             return self._is(value, "true" if target.value else "false")
         if isinstance(target, re.Pattern):
             return f"({self._is(value, 'string')} AND {self.regex(self.sql.text(value), target)})"
-        branches = []
         sql_op = {">=": ">=", "<=": "<=", ">": ">", "<": "<"}.get(operator, "=")
+        if isinstance(target, Measure):
+            return self._measure(value, operator, sql_op, target)
+        branches = []
         number = _as_float(target)
         if number is not None:
             check = f"{self.sql.number(value)} {sql_op} {self.param(number)}"
@@ -130,6 +141,25 @@ class Compiler:
         else:
             check = f"{self.sql.text(value)} = {text}"
         branches.append(f"({self._is(value, 'string')} AND {check})")
+        return "(" + " OR ".join(branches) + ")"
+
+    def _measure(self, value: Json, operator: str, sql_op: str, target: Measure) -> str:
+        """A literal with a unit compares numbers in SI (``=`` within 1e-9 of the value, as
+        the conversion itself rounds) and, for ``=`` and ``*=``, strings as written."""
+        number = self.sql.number(value)
+        if sql_op == "=":
+            check = (
+                f"ABS({number} - {self.param(target.si)}) <= {self.param(abs(target.si) * 1e-9)}"
+            )
+        else:
+            check = f"{number} {sql_op} {self.param(target.si)}"
+        branches = [self.sql.numeric(value, check)]
+        if operator == "*=":
+            text = f"{self.sql.position}({self.sql.text(value)}, {self.param(target.text)}) > 0"
+            branches.append(f"({self._is(value, 'string')} AND {text})")
+        elif operator == "=":
+            text = f"{self.sql.text(value)} = {self.param(target.text)}"
+            branches.append(f"({self._is(value, 'string')} AND {text})")
         return "(" + " OR ".join(branches) + ")"
 
     def compare(self, value: Json, comparison: Comparison, *, lists: bool = False) -> str:

@@ -1,8 +1,10 @@
 """IfcOpenShell selector syntax -> a small AST.
 
 Parsing uses IfcOpenShell's own grammar (``ifcopenshell.util.selector.filter_elements_grammar``)
-so that BEM accepts exactly the queries ``filter_elements`` accepts; :mod:`bem.query.compile`
-turns the AST into SQL.
+so that BEM accepts every query ``filter_elements`` accepts, extended by one alternative: a
+decimal with a unit (``2.5m2``), which IfcOpenShell's grammar cannot read (an unquoted value
+has no dot); ``3000mm`` already reads as an unquoted value. :mod:`bem.query.compile` turns the
+AST into SQL.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import lark
-from ifcopenshell.util.selector import filter_elements_grammar
+from ifcopenshell.util.selector import filter_elements_grammar as ifcopenshell_grammar
 
 MAX_QUERY_LENGTH = 4000
 MAX_FACETS = 64
@@ -39,7 +41,47 @@ class Special:
         return {None: "NULL", True: "TRUE", False: "FALSE"}[self.value]
 
 
-Value = str | re.Pattern[str] | Special
+# Unit-suffixed literals (``3000mm``, ``2.5m2``, ``10ft``) -> the SI factor. Element values
+# are stored in SI (docs/imports.md), so a literal in the file's units must say its unit.
+UNITS = {
+    **{"mm": 1e-3, "cm": 1e-2, "dm": 0.1, "m": 1.0, "km": 1e3},
+    **{"in": 0.0254, "ft": 0.3048, "yd": 0.9144},
+    **{"mm2": 1e-6, "cm2": 1e-4, "m2": 1.0, "ha": 1e4, "km2": 1e6},
+    **{"in2": 0.0254**2, "ft2": 0.3048**2, "yd2": 0.9144**2},
+    **{"mm3": 1e-9, "cm3": 1e-6, "l": 1e-3, "m3": 1.0, "in3": 0.0254**3, "ft3": 0.3048**3},
+    **{"yd3": 0.9144**3, "g": 1e-3, "kg": 1.0, "t": 1e3, "lb": 0.45359237},
+}
+_WITH_UNIT = re.compile(r"^([+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)\s*([A-Za-z]+[23²³]?)$")
+
+
+_VALUE_RULE = "value: special | quoted_string | regex_string | decimal_string | unquoted_string"
+
+
+def _grammar() -> lark.Lark:
+    source = ifcopenshell_grammar.source_grammar
+    if _VALUE_RULE not in source:  # IfcOpenShell changed its grammar: look again
+        raise RuntimeError("IfcOpenShell's selector grammar has no value rule as expected")
+    extended = source.replace(
+        _VALUE_RULE,
+        _VALUE_RULE.replace("decimal_string", "measure_string | decimal_string")
+        + "\n    measure_string: /[+-]?(\\d+\\.\\d*|\\.\\d+)([eE][+-]?\\d+)?[A-Za-z]+[23]?/",
+    )
+    options = ifcopenshell_grammar.options
+    return lark.Lark(extended, parser=options.parser, lexer=options.lexer)
+
+
+filter_elements_grammar = _grammar()
+
+
+@dataclass(frozen=True)
+class Measure:
+    """A number with a unit, as written (``3000mm``) and in SI (``3.0``)."""
+
+    text: str
+    si: float
+
+
+Value = str | re.Pattern[str] | Special | Measure
 Key = str | re.Pattern[str]
 
 
@@ -132,11 +174,42 @@ def _text(node: lark.Tree[lark.Token]) -> Value:
     return raw
 
 
+def _measure(value: Value, operator: str, position: int, *, decimal: bool) -> Value:
+    """An unquoted number with a known unit is a :class:`Measure`. With an unknown unit it
+    stays text for ``=``, ``!=`` and ``*=`` (``Name=3D``, ``60min``), and is an error for an
+    ordering operator, where text would only compare equal, or a ``decimal`` one (``2.5xy``,
+    which is no value in IfcOpenShell's grammar); quoting keeps text text."""
+    if not isinstance(value, str) or (found := _WITH_UNIT.match(value)) is None:
+        return value
+    try:
+        float(value)  # 1e2 is a number, not a unit "e2"
+        return value
+    except ValueError:
+        pass
+    number, unit = found.groups()
+    factor = UNITS.get(unit.lower().replace("²", "2").replace("³", "3"))
+    if factor is not None:
+        return Measure(text=value, si=float(number) * factor)
+    if decimal or operator in (">", ">=", "<", "<="):
+        raise SelectorError(
+            f"unknown unit {unit!r} in {value}; units: {', '.join(UNITS)} "
+            '(quote the value, "like this", to compare it as text)',
+            position,
+        )
+    return value
+
+
 def _comparison(node: lark.Tree[lark.Token], value: lark.Tree[lark.Token]) -> Comparison:
     parts = [str(c.data) for c in node.children if isinstance(c, lark.Tree)]
     negated = parts[0] == "not"
-    op = ("!" if negated else "") + _OPERATORS[parts[-1]]
-    return Comparison(op=op, value=_text(value))  # type: ignore[arg-type]
+    operator = _OPERATORS[parts[-1]]
+    op = ("!" if negated else "") + operator
+    target = _text(value)
+    inner = value.children[0]
+    if isinstance(inner, lark.Tree) and inner.data in ("unquoted_string", "measure_string"):
+        decimal = inner.data == "measure_string"
+        target = _measure(target, operator, _position(value), decimal=decimal)
+    return Comparison(op=op, value=target)  # type: ignore[arg-type]
 
 
 def _facet(node: lark.Tree[lark.Token]) -> Facet:
@@ -155,7 +228,7 @@ def _facet(node: lark.Tree[lark.Token]) -> Facet:
         return Filter("attribute", _comparison(children[1], children[2]), name=name_token.value)
     if kind == "property":
         pset, prop = (_text(children[0]), _text(children[1]))
-        assert not isinstance(pset, Special) and not isinstance(prop, Special)
+        assert isinstance(pset, str | re.Pattern) and isinstance(prop, str | re.Pattern)
         return Filter("property", _comparison(children[2], children[3]), pset=pset, prop=prop)
     if kind == "query":
         raise SelectorError(

@@ -53,7 +53,7 @@ async def test_syntax_errors_point_at_the_position(
 
 @pytest.mark.parametrize(
     ("q", "phrase"),
-    [("LongName=x", "attribute LongName is not stored"), ("query:class=IfcWall", "query: facets")],
+    [("Längd=x", "is not an IFC attribute name"), ("query:class=IfcWall", "query: facets")],
 )
 async def test_unsupported_facets_are_400(sqlite_api: Api, q: str, phrase: str) -> None:
     headers, vid = await loaded(sqlite_api, 12)

@@ -81,9 +81,8 @@ class Scales:
         entity = self.schema.declaration_by_name(ifc_class).as_entity()
         attribute = entity.attribute_by_index(entity.attribute_index(name))
         kind = attribute.type_of_attribute()
-        return self.of_measure(
-            kind.declared_type().name() if hasattr(kind, "declared_type") else ""
-        )
+        named = isinstance(kind, wrapper.named_type)
+        return self.of_measure(kind.declared_type().name() if named else "")
 
 
 def expected_sets(element: Any, scales: Scales) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -114,6 +113,22 @@ def expected_sets(element: Any, scales: Scales) -> tuple[dict[str, Any], dict[st
         target = quantities if definition.is_a("IfcElementQuantity") else properties
         target[key] = out
     return properties, quantities
+
+
+FIELDS = {"id", "type", "GlobalId", "Name", "Description", "ObjectType", "Tag", "PredefinedType"}
+
+
+def expected_attributes(element: Any, scales: Scales) -> dict[str, Any]:
+    """Every other direct attribute that is set and holds one value (no entity, no list)."""
+    out = {}
+    for name, value in element.get_info(recursive=False).items():
+        if name in FIELDS or value is None or isinstance(value, ifcopenshell.entity_instance):
+            continue
+        if isinstance(value, tuple):
+            continue
+        factor = scales.of_attribute(element.is_a(), name)
+        out[name] = value * factor if isinstance(value, float) else value
+    return out
 
 
 def assert_sets_agree(ours: dict[str, Any], theirs: dict[str, Any], where: str) -> None:
@@ -189,6 +204,7 @@ async def test_real_model_agrees_with_ifcopenshell(api: Api, name: str, tmp_path
         assert (doc["type"] or {}).get("global_id") == _gid(util.get_type(element)), where
         assert (doc["container"] or {}).get("global_id") == _gid(util.get_container(element))
         assert (doc["parent"] or {}).get("global_id") == _gid(util.get_aggregate(element))
+        assert doc["attributes"] == expected_attributes(element, scales), where
         properties, quantities = expected_sets(element, scales)
         assert_sets_agree(doc["properties"], properties, where)
         assert_sets_agree(doc["quantities"], quantities, where)
@@ -315,6 +331,8 @@ async def test_class_selectors_use_the_version_schema(sqlite_api: Api, schema: s
             "Qto_SlabBaseQuantities.NetArea>=20500000",
         ),
         ("IfcSlab, Qto_SlabBaseQuantities.NetVolume<5m3", "Qto_SlabBaseQuantities.NetVolume<5e9"),
+        ("IfcBuildingStorey, Elevation>=3000mm", "Elevation>=3000"),  # a direct attribute
+        ("IfcDoor, OverallHeight=2.1m", "OverallHeight=2100"),
         (
             "IfcColumn, Qto_ColumnBaseQuantities.Length=3000mm",
             "Qto_ColumnBaseQuantities.Length=3000",

@@ -15,15 +15,14 @@ import ifcopenshell
 import ifcopenshell.util.classification
 import ifcopenshell.util.element as util
 import ifcopenshell.util.unit
+from ifcopenshell import ifcopenshell_wrapper as wrapper
 
 from bem.ingest.formats import BadSource
 
 Entity = Any
 # The schemas IfcOpenShell reads, by the exact names files declare (IFC4X1 or IFC4X3_RC2 are
 # not IFC4 or IFC4X3: a prefix test let them through to a parse error).
-SUPPORTED_SCHEMAS = tuple(
-    name for name in ifcopenshell.ifcopenshell_wrapper.schema_names() if name.startswith("IFC")
-)
+SUPPORTED_SCHEMAS = tuple(name for name in wrapper.schema_names() if name.startswith("IFC"))
 UNIT_TYPES = {
     "LENGTHUNIT": "length",
     "AREAUNIT": "area",
@@ -79,20 +78,28 @@ def open_model(path: Path) -> ifcopenshell.file:
         raise BadSource(f"IfcOpenShell cannot read the file: {exc}", slug="malformed-file") from exc
 
 
+def _is_scalar(kind: Any) -> bool:
+    """Whether an attribute type holds one string, number, boolean or enumeration value (not
+    an entity, a select or a list): defined types are followed to what they wrap."""
+    while isinstance(kind, wrapper.named_type | wrapper.type_declaration):
+        kind = kind.declared_type()
+    return isinstance(kind, wrapper.simple_type | wrapper.enumeration_type)
+
+
 @cache
-def _measured_attributes(schema: str, ifc_class: str) -> dict[int, str]:
-    """``attribute index -> IfcUnitEnum`` for a predefined property set's measure-typed
-    attributes (``IfcDoorLiningProperties.LiningDepth`` is an ``IfcPositiveLengthMeasure``)."""
-    declaration = ifcopenshell.ifcopenshell_wrapper.schema_by_name(schema).declaration_by_name(
-        ifc_class
-    )
-    found = {}
-    for index, attribute in enumerate(declaration.as_entity().all_attributes()):
+def scalar_attributes(schema: str, ifc_class: str) -> tuple[tuple[int, str, str], ...]:
+    """``(index, name, IfcUnitEnum or '')`` of a class's scalar direct attributes, in the
+    schema's order (``IfcDoorLiningProperties.LiningDepth`` is an ``IfcPositiveLengthMeasure``:
+    ``LENGTHUNIT``)."""
+    entity = wrapper.schema_by_name(schema).declaration_by_name(ifc_class).as_entity()
+    assert entity is not None, ifc_class  # instances are of entity classes
+    found = []
+    for index, attribute in enumerate(entity.all_attributes()):
         kind = attribute.type_of_attribute()
-        named = kind.declared_type().name() if hasattr(kind, "declared_type") else ""
-        if named.endswith("Measure"):
-            found[index] = ifcopenshell.util.unit.get_measure_unit_type(named)
-    return found
+        if _is_scalar(kind):
+            named = kind.declared_type().name() if isinstance(kind, wrapper.named_type) else ""
+            found.append((index, attribute.name(), _unit_type(named)))
+    return tuple(found)
 
 
 @cache
@@ -219,7 +226,7 @@ def read_definition(definition: Entity, units: Units) -> dict[str, dict[str, Any
                 units._of_property(prop, "", factors)
                 groups[name] = _flat(name, util.get_properties([prop]).get(name), factors)
     else:  # predefined (door lining, window panel): measures are the entity's attributes
-        measured = _measured_attributes(units.schema, definition.is_a())
+        measured = {i: unit for i, _, unit in scalar_attributes(units.schema, definition.is_a())}
         for index in range(4, len(definition)):
             value = definition[index]
             if value is None:
@@ -263,6 +270,25 @@ def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:
         members = {k: v for k, v in value.items() if k not in _PROPERTY_META}
     for key, member in members.items():
         _flatten(f"{prefix}.{key}", member, out)
+
+
+# Direct attributes with a field of their own in the element document.
+DOCUMENT_ATTRIBUTES = frozenset(
+    {"GlobalId", "Name", "Description", "ObjectType", "Tag", "PredefinedType"}
+)
+
+
+def _attributes(element: Entity, units: Units) -> dict[str, Any]:
+    """The element's other scalar direct attributes that are set (``LongName``,
+    ``Elevation``, ``OverallHeight``, ``CompositionType``, ...), measures in SI."""
+    out: dict[str, Any] = {}
+    for index, name, unit_type in scalar_attributes(units.schema, element.is_a()):
+        if name in DOCUMENT_ATTRIBUTES:
+            continue
+        value = element[index]
+        if value is not None:
+            out[name] = _scaled(value, units.factors.get(unit_type) if unit_type else None)
+    return out
 
 
 def _material(element: Entity, element_type: Entity | None) -> Entity | None:
@@ -497,6 +523,7 @@ def element_document(element: Entity, ctx: ModelContext) -> dict[str, Any]:
         "description": element.Description,
         "object_type": getattr(element, "ObjectType", None),
         "tag": getattr(element, "Tag", None),
+        "attributes": _attributes(element, ctx.units),
         "type": _ref(element_type),
         "container": _ref(util.get_container(element)),
         "parent": _ref(util.get_aggregate(element)),

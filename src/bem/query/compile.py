@@ -38,6 +38,7 @@ ATTRIBUTES = {
     "PredefinedType": "predefined_type",
     "GlobalId": None,
 }
+_ATTRIBUTE_NAME = re.compile(r"[A-Z][A-Za-z0-9_]{0,63}")  # embedded in a JSON path: no quotes
 # Edges whose target is the "parent" in IfcOpenShell's decomposition (get_decomposition).
 DECOMPOSITION_KINDS = ("contained_in", "aggregated_by", "voids", "fills")
 TRUE, FALSE = "(1=1)", "(1=0)"
@@ -182,13 +183,18 @@ class Compiler:
         return result
 
     def _facet_attribute(self, facet: Filter) -> str:
-        if facet.name not in ATTRIBUTES:
-            supported = ", ".join(ATTRIBUTES)
-            raise UnsupportedFacet(
-                f"attribute {facet.name} is not stored; attributes you can filter on: {supported}"
-            )
-        key = ATTRIBUTES[facet.name]
-        value = self.text_column("ve.global_id") if key is None else self.field("p.doc", key)
+        """A document field for the attributes that have one, else ``attributes.<Name>``
+        (every scalar direct attribute an import stores; a missing one compares as None,
+        as ``getattr(element, name, None)`` does in IfcOpenShell)."""
+        name = facet.name or ""
+        if name in ATTRIBUTES:
+            key = ATTRIBUTES[name]
+            value = self.text_column("ve.global_id") if key is None else self.field("p.doc", key)
+        elif _ATTRIBUTE_NAME.fullmatch(name):
+            key = "attributes"
+            value = self.field("p.doc", "attributes", name)
+        else:
+            raise UnsupportedFacet(f"{name!r} is not an IFC attribute name")
         result = self.compare(value, facet.comparison)
         exact = self._exact(facet.comparison)
         if key == "name" and exact is not None:

@@ -14,7 +14,7 @@ KINDS = ("added", "removed", "changed", "re_identified")
 ATTRIBUTES = ("ifc_class", "predefined_type", "name", "description", "object_type", "tag")
 NESTED = ("properties", "quantities")
 AREAS = {
-    **{a: "attributes" for a in ATTRIBUTES},
+    **{a: "attributes" for a in (*ATTRIBUTES, "attributes")},
     "type": "type",
     "container": "container",
     "parent": "relations",
@@ -76,12 +76,20 @@ PAGE = (
 
 
 def field_changes(old: dict[str, Any], new: dict[str, Any]) -> list[dict[str, Any]]:
-    """What differs between two element documents: whole fields, and single properties and
-    quantities inside ``properties``/``quantities``."""
+    """What differs between two element documents: whole fields, single attributes inside
+    ``attributes``, and single properties and quantities inside ``properties``/``quantities``."""
     changes: list[dict[str, Any]] = []
     for key in sorted(set(old) | set(new)):
         before, after = old.get(key), new.get(key)
         if before == after:
+            continue
+        if key == "attributes":
+            a, b = before or {}, after or {}
+            for name in sorted(set(a) | set(b)):
+                if a.get(name) != b.get(name):
+                    changes.append(
+                        {"path": f"attributes.{name}", "old": a.get(name), "new": b.get(name)}
+                    )
             continue
         if key in NESTED:
             for set_name in sorted(set(before or {}) | set(after or {})):

@@ -33,6 +33,7 @@ ELEMENT_FIELDS = (
     "description",
     "object_type",
     "tag",
+    "attributes",
     "type",
     "container",
     "parent",
@@ -138,6 +139,18 @@ QuantitySets = Annotated[
 ]
 
 
+AttributeName = Annotated[StrictStr, Field(pattern=r"^[A-Z][A-Za-z0-9_]{0,63}$")]
+Attributes = Annotated[
+    dict[AttributeName, PropertyValue],
+    Field(
+        max_length=100,
+        description="The element's other direct attributes, by their IFC names (LongName, "
+        "Elevation, OverallHeight, CompositionType, ...): strings, numbers (measures in SI), "
+        "booleans. Selectors filter on them as on Name.",
+    ),
+]
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -191,6 +204,7 @@ class ElementIn(Strict):
     description: LongText | None = None
     object_type: Text | None = None
     tag: Text | None = None
+    attributes: Attributes = {}
     type: Ref | None = None
     container: Ref | None = None
     parent: Ref | None = None

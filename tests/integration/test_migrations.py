@@ -118,8 +118,53 @@ def test_element_facts_are_backfilled_from_stored_payloads(empty_database: str) 
         "L1",
         "1kTvXnbbzCWw8lcMd1dR4o",
     )
-    assert first.materials == ["Brick"]
+    assert first.materials == {"Brick": 1.0}
     assert first.measures == {
         "Pset_WallCommon": {"U": 0.3},
         "Qto_WallBaseQuantities": {"NetVolume": 1.5},
     }
+
+
+def test_material_shares_are_recomputed_and_undone(empty_database: str) -> None:
+    """0009 turns facts' material names into shares (layer thickness here), and back."""
+    settings = settings_for(empty_database)
+    migrate.upgrade(settings, "0008")
+    layers = [
+        {"name": "Brick", "layer_thickness": 0.3},
+        {"name": "Plaster", "layer_thickness": 0.1},
+    ]
+    doc = {"ifc_class": "IfcWall", "name": "W", "materials": layers}
+    payloads = table(
+        "element_payloads", column("hash"), column("ifc_class"), column("doc", JSONDoc)
+    )
+    facts = table(
+        "element_facts",
+        column("hash"),
+        column("ifc_class"),
+        column("materials", JSONDoc),
+        column("measures", JSONDoc),
+    )
+
+    async def run(query: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        engine = create_engine(settings)
+        try:
+            async with engine.begin() as conn:
+                return await query(conn)
+        finally:
+            await engine.dispose()
+
+    async def store(conn: AsyncConnection) -> None:
+        await conn.execute(
+            insert(payloads), [{"hash": "a" * 64, "ifc_class": "IfcWall", "doc": doc}]
+        )
+        row = {"hash": "a" * 64, "ifc_class": "IfcWall", "materials": ["Brick", "Plaster"]}
+        await conn.execute(insert(facts).values(measures={}, **row))
+
+    async def materials(conn: AsyncConnection) -> Any:
+        return (await conn.execute(select(facts.c.materials))).scalar_one()
+
+    asyncio.run(run(store))
+    migrate.upgrade(settings)
+    assert asyncio.run(run(materials)) == pytest.approx({"Brick": 0.75, "Plaster": 0.25})
+    migrate.downgrade(settings, "0008")
+    assert asyncio.run(run(materials)) == ["Brick", "Plaster"]

@@ -28,11 +28,15 @@ def expected(group: str) -> dict[Any, dict[str, float]]:
             keys = [util.get_container(wall).Name]
         elif group == "type":
             keys = [util.get_type(wall).Name]
-        else:
-            keys = sorted({m.Name for m in util.get_materials(wall)})
-        for key in keys:
-            out[key]["n"] += 1
-            out[key]["vol"] += qto["NetVolume"]
+        else:  # apportioned by layer thickness, read from IfcOpenShell's layer set
+            layers = util.get_material(wall, should_skip_usage=True).MaterialLayers
+            total = sum(layer.LayerThickness for layer in layers)
+            keys = [layer.Material.Name for layer in layers]
+            shares = [layer.LayerThickness / total for layer in layers]
+        for i, key in enumerate(keys):
+            first = key not in keys[:i]  # a material of two layers counts the wall once
+            out[key]["n"] += first
+            out[key]["vol"] += qto["NetVolume"] * (shares[i] if group == "material" else 1)
             out[key]["len"] = max(out[key]["len"], qto["Length"])
     return out
 
@@ -62,6 +66,13 @@ async def test_takeoff_matches_ifcopenshell(api: Api, group: str) -> None:
         assert got[key][0] == values["n"]
         assert got[key][1] == pytest.approx(values["vol"])
         assert got[key][2] == pytest.approx(values["len"])
+    # Apportioned, the totals by material equal the walls' total: nothing counted twice.
+    walls = sum(v["vol"] for v in expected("storey").values())
+    assert body["totals"][f"sum({QTO}.NetVolume)"] == pytest.approx(walls, abs=1e-5)
+    assert bool(body["notes"]) == (group == "material")
+    for row in body["rows"]:  # rounded to 6 decimals: no float noise
+        value = row[f"sum({QTO}.NetVolume)"]
+        assert value == round(value, 6)
 
 
 async def test_group_by_class_and_property_with_downloads(api: Api) -> None:

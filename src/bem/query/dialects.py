@@ -105,10 +105,11 @@ class Postgres:
     def measure(self, a: str, b: str) -> str:
         return f"((f.measures->{a}->>{b})::float8)"
 
-    def materials(self) -> tuple[str, str]:
-        """The join over an element's distinct material names, and the name column."""
-        join = "LEFT JOIN LATERAL jsonb_array_elements_text(f.materials) AS mat(name) ON TRUE"
-        return join, "mat.name"
+    def materials(self) -> tuple[str, str, str]:
+        """The join over an element's materials, the name column, and the share column
+        (NULL for an element without materials: it counts whole)."""
+        join = "LEFT JOIN LATERAL jsonb_each(f.materials) AS mat(name, share) ON TRUE"
+        return join, "mat.name", "(mat.share)::float8"
 
 
 class Sqlite:
@@ -202,8 +203,8 @@ class Sqlite:
             f"CROSS JOIN json_each(ps.value) AS pr WHERE ps.key = {a} AND pr.key = {b})"
         )
 
-    def materials(self) -> tuple[str, str]:
-        return "LEFT JOIN json_each(f.materials) AS mat", "mat.value"
+    def materials(self) -> tuple[str, str, str]:
+        return "LEFT JOIN json_each(f.materials) AS mat", "mat.key", "mat.value"
 
 
 Dialect = Postgres | Sqlite

@@ -1,7 +1,8 @@
 """Quantity takeoff: group a version's (selected) elements and aggregate their quantities.
 
 Everything is one GROUP BY in SQL. Group keys: ``class``, ``type``, ``storey``, ``material``
-(an element with several materials counts once under each) or a property ``Pset.Prop``.
+(an element with several materials counts once under each, its measures apportioned by its
+materials' shares: ``versions/facts.material_shares``) or a property ``Pset.Prop``.
 Measures: ``Set.Name`` with ``:sum`` (default), ``:avg``, ``:min`` or ``:max``, read from
 quantity sets or property sets; values are SI as stored.
 """
@@ -24,6 +25,14 @@ AGGREGATES = ("sum", "avg", "min", "max")
 MAX_GROUP_BY = 3
 MAX_MEASURES = 10
 MAX_ROWS = 10_000
+# Measures are rounded to 6 decimals of their SI unit (1 µm, 1 mm², 1 cm³, 1 g): float sums
+# of converted values otherwise read 48.02700000000001 in JSON, CSV and XLSX alike.
+DECIMALS = 6
+MATERIAL_RULE = (
+    "Grouped by material, an element counts under each of its materials and its sums are "
+    "apportioned: layers by thickness, constituents by fraction, other material lists "
+    "equally; totals by material equal totals by class."
+)
 _NAME = re.compile(r"^[^.:,\x00-\x1f]{1,255}\.[^.:,\x00-\x1f]{1,255}$")
 
 
@@ -110,9 +119,14 @@ class TakeoffSql:
             return "COALESCE(f.storey, cs.storey)"
         return f"d.k{i}"
 
-    def value(self, measure: Measure) -> str:
-        """Facts hold numbers only, so the value needs no type check."""
-        return self.c.sql.measure(self.c.param(measure.pset), self.c.param(measure.name))
+    def value(self, measure: Measure, keys: list[str]) -> str:
+        """Facts hold numbers only, so the value needs no type check. Grouped by material,
+        a sum takes the material's share of it (min, max and avg describe whole elements)."""
+        value = self.c.sql.measure(self.c.param(measure.pset), self.c.param(measure.name))
+        if "material" in keys and measure.aggregate == "sum":
+            share = self.c.sql.materials()[2]
+            return f"({value} * COALESCE({share}, 1.0))"
+        return value
 
     def joins(self, keys: list[str]) -> str:
         out = []
@@ -156,7 +170,7 @@ def statement(
         + (fence if payload else "")
     )
     inner = [f"{sql.group(k, i)} AS g{i}" for i, k in enumerate(keys)]
-    inner += [f"{sql.value(m)} AS v{i}" for i, m in enumerate(measures)]
+    inner += [f"{sql.value(m, keys)} AS v{i}" for i, m in enumerate(measures)]
     outer = [f"g{i}" for i in range(len(keys))]
     outer.append("COUNT(*) AS n")
     outer += [f"{m.aggregate.upper()}(v{i}) AS m{i}" for i, m in enumerate(measures)]
@@ -175,23 +189,34 @@ def table(keys: list[str], measures: list[Measure], rows: list[Any]) -> dict[str
     columns: list[dict[str, Any]] = [{"name": k, "kind": "group"} for k in keys]
     columns.append({"name": "count", "kind": "count"})
     columns += [{"name": m.label, "kind": "measure", "unit": unit_of(m.name)} for m in measures]
-    out_rows = []
+    out_rows: list[dict[str, Any]] = []
+    raw: list[list[float | None]] = []
     totals: dict[str, Any] = {"count": 0, **{m.label: None for m in measures}}
     for row in rows:
         values = list(row)
         record = dict(zip(keys, values[: len(keys)], strict=True))
         record["count"] = values[len(keys)]
         totals["count"] += record["count"]
-        for m, value in zip(measures, values[len(keys) + 1 :], strict=True):
-            record[m.label] = float(value) if value is not None else None
+        numbers = [float(v) if v is not None else None for v in values[len(keys) + 1 :]]
+        for m, value in zip(measures, numbers, strict=True):
+            record[m.label] = _rounded(value)
         out_rows.append(record)
-    for m in measures:
-        present = [r[m.label] for r in out_rows if r[m.label] is not None]
+        raw.append(numbers)
+    for i, m in enumerate(measures):
+        present = [v for r in raw if (v := r[i]) is not None]
         if present and m.aggregate == "sum":
-            totals[m.label] = sum(present)
+            totals[m.label] = _rounded(sum(present))
         elif present and m.aggregate in ("min", "max"):
-            totals[m.label] = min(present) if m.aggregate == "min" else max(present)
-    return {"columns": columns, "rows": out_rows, "totals": totals}
+            totals[m.label] = _rounded(min(present) if m.aggregate == "min" else max(present))
+    notes = [MATERIAL_RULE] if "material" in keys else []
+    return {"columns": columns, "rows": out_rows, "totals": totals, "notes": notes}
+
+
+def _rounded(value: float | None) -> float | None:
+    if value is None:
+        return None
+    rounded = round(value, DECIMALS)
+    return rounded + 0.0  # no -0.0
 
 
 def _header(column: dict[str, Any]) -> str:

@@ -46,6 +46,42 @@ def measures(doc: dict[str, Any]) -> dict[str, dict[str, float]]:
     return out
 
 
+def material_shares(materials: list[dict[str, Any]]) -> dict[str, float]:
+    """Each material's share of the element, summing to 1, so that a takeoff by material
+    adds up to the takeoff by class (docs/query.md):
+
+    - layers (every material has a thickness): thickness over the set's total;
+    - constituents with fractions: the fraction; those without share what the given ones
+      leave, equally; fractions adding up to more than 1 are scaled down;
+    - otherwise (a single material, a list, profiles): equal shares.
+
+    A material named by several layers or constituents gets the sum of their shares."""
+    named = [m for m in materials if isinstance(m.get("name"), str)]
+    if not named:
+        return {}
+
+    def numbers(key: str) -> list[float | None]:
+        return [float(m[key]) if _number(m.get(key)) else None for m in named]
+
+    equal = [1.0 / len(named)] * len(named)
+    thickness, fractions = numbers("layer_thickness"), numbers("fraction")
+    layers = [t for t in thickness if t is not None]
+    given = [f for f in fractions if f is not None]
+    weights = equal
+    if len(layers) == len(named) and sum(layers) > 0:
+        weights = [t / sum(layers) for t in layers]
+    elif given:
+        missing = len(named) - len(given)
+        rest = max(0.0, 1.0 - sum(given)) / missing if missing else 0.0
+        raw = [f if f is not None else rest for f in fractions]
+        if sum(raw) > 0:
+            weights = [w / sum(raw) for w in raw]
+    shares: dict[str, float] = {}
+    for material, weight in zip(named, weights, strict=True):
+        shares[material["name"]] = shares.get(material["name"], 0.0) + weight
+    return dict(sorted(shares.items()))
+
+
 def facts_of(payload_hash: str, doc: dict[str, Any]) -> dict[str, Any]:
     """The ``element_facts`` row of one payload.
 
@@ -53,7 +89,6 @@ def facts_of(payload_hash: str, doc: dict[str, Any]) -> dict[str, Any]:
     is the aggregate when that is a storey, read by elements contained in this one (a space)."""
     container, kind = doc.get("container"), doc.get("type")
     own = _storey(container)
-    names = {m.get("name") for m in doc.get("materials") or []}
     return {
         "hash": payload_hash,
         "ifc_class": doc["ifc_class"],
@@ -61,6 +96,6 @@ def facts_of(payload_hash: str, doc: dict[str, Any]) -> dict[str, Any]:
         "container_gid": container.get("global_id") if isinstance(container, dict) else None,
         "storey": own if own is not None else _storey(doc.get("parent")),
         "parent_storey": _storey(doc.get("parent")),
-        "materials": sorted(names, key=lambda n: (n is None, n or "")),
+        "materials": material_shares(doc.get("materials") or []),
         "measures": measures(doc),
     }

@@ -82,7 +82,7 @@ class ElementFacts(Base):
     container_gid: Mapped[str | None] = mapped_column(String(22))
     storey: Mapped[str | None] = mapped_column(Text)
     parent_storey: Mapped[str | None] = mapped_column(Text)
-    materials: Mapped[list[str | None]] = mapped_column(JSONDoc)
+    materials: Mapped[dict[str, float]] = mapped_column(JSONDoc)  # name -> share (facts.py)
     measures: Mapped[dict[str, Any]] = mapped_column(JSONDoc)
 
 

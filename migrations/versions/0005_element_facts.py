@@ -11,7 +11,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 # The function uploads use, so backfilled facts equal those written since. If facts_of ever
-# changes meaning, a new migration must recompute the table.
+# changes meaning, a new migration must recompute the table (0009 and 0010 do).
 from bem.versions.facts import facts_of
 
 revision: str = "0005"
@@ -54,7 +54,10 @@ def upgrade() -> None:
         ).all()
         if not rows:
             break
-        bind.execute(sa.insert(facts), [facts_of(h, doc) for h, doc in rows])
+        # Only this revision's columns: later ones add columns and fill them themselves.
+        names = [column.name for column in facts.columns]
+        rows_of = [facts_of(h, doc) for h, doc in rows]
+        bind.execute(sa.insert(facts), [{k: r[k] for k in names} for r in rows_of])
         after = rows[-1][0]
 
 

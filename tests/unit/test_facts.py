@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from bem.versions.facts import STOREY, facts_of, measures
+import pytest
+
+from bem.versions.facts import STOREY, facts_of, material_shares, measures
 
 LEVEL = {"global_id": "1kTvXnbbzCWw8lcMd1dR4o", "name": "Level 01", "ifc_class": STOREY}
 SPACE = {"global_id": "0p1Bv3Xbz9Ww8lcMd1dR4o", "name": "Room", "ifc_class": "IfcSpace"}
@@ -43,14 +45,39 @@ def test_measures_keep_numbers_and_quantities_come_first() -> None:
     }
 
 
-def test_materials_are_distinct_names_type_is_its_name() -> None:
+def test_materials_are_shares_type_is_its_name() -> None:
+    """Equal shares of a plain list (a material listed twice gets both), none for an
+    element without materials."""
     facts = facts_of(
         "h",
         doc(
-            materials=[{"name": "Brick"}, {"name": None}, {"name": "Air"}, {"name": "Brick"}],
+            materials=[{"name": "Brick"}, {"name": "Air"}, {"name": "Brick"}],
             type={"global_id": "2O2Fr$t4X7Zf8NOew3FLOH", "name": "WT-1", "ifc_class": "T"},
         ),
     )
-    assert facts["materials"] == ["Air", "Brick", None]
+    assert facts["materials"] == pytest.approx({"Air": 1 / 3, "Brick": 2 / 3})
     assert facts["type_name"] == "WT-1"
-    assert facts_of("h", doc())["materials"] == [] and facts_of("h", doc())["type_name"] is None
+    assert facts_of("h", doc())["materials"] == {} and facts_of("h", doc())["type_name"] is None
+
+
+@pytest.mark.parametrize(
+    ("materials", "shares"),
+    [
+        (
+            [{"name": "B", "layer_thickness": 0.3}, {"name": "P", "layer_thickness": 0.1}],
+            {"B": 0.75, "P": 0.25},
+        ),
+        (
+            [{"name": "A", "fraction": 0.3}, {"name": "B"}, {"name": "C"}],
+            {"A": 0.3, "B": 0.35, "C": 0.35},
+        ),
+        ([{"name": "A", "fraction": 0.8}, {"name": "B", "fraction": 0.8}], {"A": 0.5, "B": 0.5}),
+        ([{"name": "A", "layer_thickness": 0.2}, {"name": "B"}], {"A": 0.5, "B": 0.5}),
+        ([{"name": "Steel"}], {"Steel": 1.0}),
+    ],
+)
+def test_material_shares_follow_the_documented_rule(
+    materials: list[dict[str, Any]], shares: dict[str, float]
+) -> None:
+    assert material_shares(materials) == pytest.approx(shares)
+    assert sum(material_shares(materials).values()) == pytest.approx(1.0)

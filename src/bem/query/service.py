@@ -22,6 +22,7 @@ from bem.query.compile import Compiler, UnsupportedFacet, compile_selector
 from bem.query.schemas import ElementQuery, TakeoffQuery
 from bem.query.selector import SelectorError, parse
 from bem.versions.classes import schema_of
+from bem.versions.facts import renumbered
 from bem.versions.models import Version
 from bem.versions.schemas import ELEMENT_FIELDS
 
@@ -212,6 +213,12 @@ async def diff_versions(
         item: dict[str, Any] = {"kind": row.kind, "global_id": row.gid}
         if row.kind == "re_identified":
             item["new_global_id"] = row.new_gid
+            old_view, new_view = renumbered(docs[row.old_hash]), renumbered(docs[row.new_hash])
+            item["match"] = diffs.match(row.how, old_view, new_view)
+            if row.how in ("place", "name"):  # found again, and edited
+                changes = diffs.field_changes(old_view, new_view)
+                item["areas"] = diffs.areas(changes)
+                item["changes"] = changes
         if row.kind == "changed":
             changes = diffs.field_changes(docs[row.old_hash], docs[row.new_hash])
             item["areas"] = diffs.areas(changes)

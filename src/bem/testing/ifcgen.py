@@ -390,6 +390,16 @@ def mutate(model: ifcopenshell.file, seed: int = 1, fraction: float = 0.05) -> i
     return b.finish()
 
 
+def regenerate_ids(model: ifcopenshell.file, seed: int = 1) -> ifcopenshell.file:
+    """A copy of ``model`` in which every rooted entity has a new GlobalId, as a re-export
+    from another tool or a copied model has (entity ids, ``#n``, stay: they pair the two)."""
+    rng = random.Random(seed)
+    f = ifcopenshell.file.from_string(model.to_string())
+    for entity in sorted(f.by_type("IfcRoot"), key=lambda e: e.id()):
+        entity.GlobalId = _guid(rng)
+    return f
+
+
 @contextmanager
 def owner_history(f: ifcopenshell.file) -> Iterator[None]:
     """IFC2X3 needs an owner history on every rooted entity: a user and an application."""

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from bem.kit.canonical import content_hash
+
 STOREY = "IfcBuildingStorey"
+REFERENCES = ("type", "container", "parent")
 
 
 def _storey(ref: Any) -> str | None:
@@ -82,6 +85,42 @@ def material_shares(materials: list[dict[str, Any]]) -> dict[str, float]:
     return dict(sorted(shares.items()))
 
 
+def _named(ref: Any) -> Any:
+    """A reference without its GlobalId: what survives a re-export that renumbers them."""
+    return [ref.get("name"), ref.get("ifc_class")] if isinstance(ref, dict) else None
+
+
+def renumbered(doc: dict[str, Any]) -> dict[str, Any]:
+    """The document as a re-export that regenerates every GlobalId leaves it: references
+    reduced to (name, class), relations to their kinds."""
+    content = {k: v for k, v in doc.items() if k not in (*REFERENCES, "groups", "relations")}
+    content.update({k: _named(doc.get(k)) for k in REFERENCES})
+    content["groups"] = sorted((_named(g) for g in doc.get("groups") or []), key=str)
+    content["relations"] = sorted(str(r.get("kind")) for r in doc.get("relations") or [])
+    return content
+
+
+def identity_keys(doc: dict[str, Any]) -> dict[str, str]:
+    """The hashes that find an element again when every GlobalId was regenerated (a
+    re-export from another tool, a copied model), for the diff's stages (docs/query.md):
+
+    - ``content_key``: the :func:`renumbered` document: "the same element, renumbered";
+    - ``place_key``: class, name, the names of type, container and aggregate, and the
+      placement to the centimetre: "the same element, renumbered and edited";
+    - ``name_key``: class, name and type name: "the same element, renumbered, edited and
+      moved"."""
+    names = [doc.get("ifc_class"), doc.get("name"), _named(doc.get("type"))]
+    place = [_named(doc.get(k)) for k in ("container", "parent")]
+    origin = doc.get("placement")
+    if isinstance(origin, list):  # to the centimetre: a re-export may round differently
+        place.append([round(float(v), 2) + 0.0 for v in origin])
+    return {
+        "content_key": content_hash(renumbered(doc)),
+        "place_key": content_hash([*names, *place]),
+        "name_key": content_hash(names),
+    }
+
+
 def facts_of(payload_hash: str, doc: dict[str, Any]) -> dict[str, Any]:
     """The ``element_facts`` row of one payload.
 
@@ -98,4 +137,5 @@ def facts_of(payload_hash: str, doc: dict[str, Any]) -> dict[str, Any]:
         "parent_storey": _storey(doc.get("parent")),
         "materials": material_shares(doc.get("materials") or []),
         "measures": measures(doc),
+        **identity_keys(doc),
     }

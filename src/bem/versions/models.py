@@ -84,6 +84,9 @@ class ElementFacts(Base):
     parent_storey: Mapped[str | None] = mapped_column(Text)
     materials: Mapped[dict[str, float]] = mapped_column(JSONDoc)  # name -> share (facts.py)
     measures: Mapped[dict[str, Any]] = mapped_column(JSONDoc)
+    content_key: Mapped[str | None] = mapped_column(String(64))  # facts.identity_keys
+    place_key: Mapped[str | None] = mapped_column(String(64))
+    name_key: Mapped[str | None] = mapped_column(String(64))
 
 
 class VersionElement(Base):

@@ -34,6 +34,7 @@ ELEMENT_FIELDS = (
     "object_type",
     "tag",
     "attributes",
+    "placement",
     "type",
     "container",
     "parent",
@@ -205,6 +206,9 @@ class ElementIn(Strict):
     object_type: Text | None = None
     tag: Text | None = None
     attributes: Attributes = {}
+    placement: Point | None = Field(
+        default=None, description="The element's origin in world coordinates, metres."
+    )
     type: Ref | None = None
     container: Ref | None = None
     parent: Ref | None = None

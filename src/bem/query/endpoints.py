@@ -15,7 +15,14 @@ from bem.kit.pagination import CursorParam, LimitParam, Page
 from bem.kit.ratelimit import rate_limit
 from bem.kit.state import StateDep
 from bem.query import service, traversal
-from bem.query.schemas import ElementQuery, QueryIn, TakeoffQuery
+from bem.query.schemas import (
+    MAX_FIELDS_CHARS,
+    MAX_GROUP_BY_CHARS,
+    MAX_MEASURES_CHARS,
+    ElementQuery,
+    QueryIn,
+    TakeoffQuery,
+)
 from bem.versions import service as versions
 from bem.versions.access import VersionAccess, access_version
 from bem.versions.schemas import GLOBAL_ID_PATTERN, ElementOut, RelationKind
@@ -33,7 +40,7 @@ NOT_MODIFIED: dict[int | str, dict[str, Any]] = {
 FieldsParam = Annotated[
     str | None,
     Query(
-        max_length=2000,
+        max_length=MAX_FIELDS_CHARS,
         description="Comma-separated parts of each element to return, e.g. "
         "`name,ifc_class,properties.Pset_WallCommon`; `global_id` is always included.",
     ),
@@ -70,7 +77,7 @@ def takeoff_query(
     group_by: Annotated[
         str | None,
         Query(
-            max_length=600,
+            max_length=MAX_GROUP_BY_CHARS,
             description="Up to 3 of `class`, `type`, `storey`, `material`, `Pset.Prop`; "
             "default `class`.",
         ),
@@ -78,7 +85,7 @@ def takeoff_query(
     measures: Annotated[
         str | None,
         Query(
-            max_length=3000,
+            max_length=MAX_MEASURES_CHARS,
             description="`Qto_Set.Quantity[:sum|avg|min|max]`, comma-separated; "
             "e.g. `Qto_WallBaseQuantities.NetVolume`.",
         ),

@@ -8,6 +8,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from bem.kit.pagination import DEFAULT_LIMIT, MAX_CURSOR_CHARS, MAX_LIMIT
 from bem.query.selector import MAX_QUERY_LENGTH
 
+# A request line must fit the HTTP parser's 64 KiB (uvicorn with httptools answers a longer
+# one with a text/plain 400 the app never sees), even when every character is a 4-byte UTF-8
+# one, percent-encoded (12 bytes): q (4000) plus these stay under it
+# (tests/unit/test_openapi.py checks every GET).
+MAX_FIELDS_CHARS = 1000
+MAX_GROUP_BY_CHARS = 300
+MAX_MEASURES_CHARS = 1000
+
 
 class QueryIn(BaseModel):
     """The body of ``POST /versions/{id}/query``: the same knobs as the elements list, for
@@ -16,7 +24,7 @@ class QueryIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     q: str = Field(max_length=MAX_QUERY_LENGTH, description="An IfcOpenShell selector.")
-    fields: str | None = Field(default=None, max_length=2000)
+    fields: str | None = Field(default=None, max_length=MAX_FIELDS_CHARS)
     sort: str = Field(default="global_id", pattern=r"^-?(global_id|name|ifc_class)$")
     cursor: str | None = Field(
         default=None, max_length=MAX_CURSOR_CHARS, pattern=r"^[A-Za-z0-9_-]+$"

@@ -11,7 +11,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 # The function uploads use, so backfilled facts equal those written since. If facts_of ever
-# changes meaning, a new migration must recompute the table (0009 and 0010 do).
+# changes meaning, a new migration must recompute the table (0009 does).
 from bem.versions.facts import facts_of
 
 revision: str = "0005"

@@ -26,6 +26,20 @@ def by_gid(docs: list[dict[str, Any]]) -> dict[str, str]:
     return {d["global_id"]: content_hash(normalize({**d, "global_id": None})) for d in docs}
 
 
+async def diff_items(api: Api, headers: dict[str, str], v1: str, v2: str, limit: int = 1000) -> Any:
+    """The diff's summary and every item, page by page."""
+    items: list[dict[str, Any]] = []
+    params: dict[str, Any] = {"limit": limit}
+    while True:
+        r = await api.client.get(f"/v1/versions/{v1}/diff/{v2}", params=params, headers=headers)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        items += body["items"]
+        if not body["next_cursor"]:
+            return body["summary"], items
+        params["cursor"] = body["next_cursor"]
+
+
 async def test_diff_counts_entries_and_re_identified(api: Api) -> None:
     headers = await api.user("alice")
     _, mid = await api.model(headers)
@@ -44,17 +58,8 @@ async def test_diff_counts_entries_and_re_identified(api: Api) -> None:
     }
     assert expected["re_identified"] == 3 and expected["changed"] > 0
 
-    items: list[dict[str, Any]] = []
-    params: dict[str, Any] = {"limit": 7}
-    while True:
-        r = await api.client.get(f"/v1/versions/{v1}/diff/{v2}", params=params, headers=headers)
-        assert r.status_code == 200, r.text
-        body = r.json()
-        items += body["items"]
-        if not body["next_cursor"]:
-            break
-        params["cursor"] = body["next_cursor"]
-    assert body["summary"] == expected
+    summary, items = await diff_items(api, headers, v1, v2, limit=7)
+    assert summary == expected
     assert len(items) == sum(v for k, v in expected.items() if k != "unchanged")
     renamed = [i for i in items if i["kind"] == "re_identified"]
     assert sorted(i["new_global_id"] for i in renamed) == NEW_IDS
@@ -138,19 +143,6 @@ async def test_a_diff_confirms_nothing_about_other_projects(api: Api) -> None:
         headers={**alice, "If-None-Match": "*"},
     )
     assert r.status_code == 400
-
-
-async def diff_items(api: Api, headers: dict[str, str], v1: str, v2: str) -> Any:
-    items: list[dict[str, Any]] = []
-    params: dict[str, Any] = {"limit": 1000}
-    while True:
-        r = await api.client.get(f"/v1/versions/{v1}/diff/{v2}", params=params, headers=headers)
-        assert r.status_code == 200, r.text
-        body = r.json()
-        items += body["items"]
-        if not body["next_cursor"]:
-            return body["summary"], items
-        params["cursor"] = body["next_cursor"]
 
 
 async def test_regenerated_global_ids_are_found_again(api: Api) -> None:

@@ -16,6 +16,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 import bem.models  # noqa: F401 - registers all tables
+from bem.config import Settings
 from bem.kit import migrate
 from bem.kit.db import Base, JSONDoc, create_engine
 from bem.versions.facts import STOREY
@@ -72,6 +73,16 @@ def test_upgrade_downgrade_upgrade_without_drift(empty_database: str) -> None:
     assert tables == set(Base.metadata.tables) and diff == []
 
 
+async def run(settings: Settings, query: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+    """``query`` in a transaction of its own on the database of ``settings``."""
+    engine = create_engine(settings)
+    try:
+        async with engine.begin() as conn:
+            return await query(conn)
+    finally:
+        await engine.dispose()
+
+
 def test_element_facts_are_backfilled_from_stored_payloads(empty_database: str) -> None:
     """0005 gives every payload stored before it its takeoff facts."""
     settings = settings_for(empty_database)
@@ -88,28 +99,20 @@ def test_element_facts_are_backfilled_from_stored_payloads(empty_database: str) 
     }
     rows = [{"hash": f"{i:064x}", "doc": {**doc, "name": f"W{i}"}} for i in range(2500)]
 
-    async def run(query: Callable[[AsyncConnection], Awaitable[T]]) -> T:
-        engine = create_engine(settings)
-        try:
-            async with engine.begin() as conn:
-                return await query(conn)
-        finally:
-            await engine.dispose()
-
     async def store(conn: AsyncConnection) -> None:
         payloads = table(
             "element_payloads", column("hash"), column("ifc_class"), column("doc", JSONDoc)
         )
         await conn.execute(insert(payloads), [{**r, "ifc_class": "IfcWall"} for r in rows])
 
-    asyncio.run(run(store))
+    asyncio.run(run(settings, store))
     migrate.upgrade(settings)
 
     async def read(conn: AsyncConnection) -> list[Any]:
         result = await conn.execute(select(ElementFacts).order_by(ElementFacts.hash))
         return list(result.all())
 
-    facts = asyncio.run(run(read))
+    facts = asyncio.run(run(settings, read))
     assert len(facts) == len(rows)  # more than one backfill batch
     first = facts[0]
     assert (first.ifc_class, first.type_name, first.storey, first.container_gid) == (
@@ -145,14 +148,6 @@ def test_material_shares_are_recomputed_and_undone(empty_database: str) -> None:
         column("measures", JSONDoc),
     )
 
-    async def run(query: Callable[[AsyncConnection], Awaitable[T]]) -> T:
-        engine = create_engine(settings)
-        try:
-            async with engine.begin() as conn:
-                return await query(conn)
-        finally:
-            await engine.dispose()
-
     async def store(conn: AsyncConnection) -> None:
         await conn.execute(
             insert(payloads), [{"hash": "a" * 64, "ifc_class": "IfcWall", "doc": doc}]
@@ -163,8 +158,8 @@ def test_material_shares_are_recomputed_and_undone(empty_database: str) -> None:
     async def materials(conn: AsyncConnection) -> Any:
         return (await conn.execute(select(facts.c.materials))).scalar_one()
 
-    asyncio.run(run(store))
+    asyncio.run(run(settings, store))
     migrate.upgrade(settings)
-    assert asyncio.run(run(materials)) == pytest.approx({"Brick": 0.75, "Plaster": 0.25})
+    assert asyncio.run(run(settings, materials)) == pytest.approx({"Brick": 0.75, "Plaster": 0.25})
     migrate.downgrade(settings, "0008")
-    assert asyncio.run(run(materials)) == ["Brick", "Plaster"]
+    assert asyncio.run(run(settings, materials)) == ["Brick", "Plaster"]

@@ -326,12 +326,19 @@ async def execute(
         )
         detail = f"Attempt {job.attempts} failed unexpectedly ({type(exc).__name__})."
         if job.attempts < job.max_attempts:
-            async with ctx.sessions() as session:
-                await repository.requeue(
-                    session, job.id, job.attempts, {"type": "internal-error", "detail": detail}
-                )
-                await session.commit()
+            try:
+                async with ctx.sessions() as session:
+                    await repository.requeue(
+                        session, job.id, job.attempts, {"type": "internal-error", "detail": detail}
+                    )
+                    await session.commit()
+            except Exception as lost:  # the database is away: the queue retries it anyway
+                if classify(lost) is None:
+                    raise
+                log.warning("job.requeue_failed", error=type(lost).__name__)
             ctx.count(job.kind, "retried")
+            # Raised even when the row could not be marked: the retry claims a job still
+            # marked running (takeover), instead of the stale sweep finding it minutes later.
             raise RetryLater(RETRY_DELAY_S) from exc
         await _fail(ctx, job, "internal-error", detail)
         ctx.count(job.kind, "failed", time.monotonic() - started)

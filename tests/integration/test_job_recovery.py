@@ -16,8 +16,11 @@ from bem.handlers import HANDLERS
 from bem.ingest.service import import_path
 from bem.jobs import queue, service
 from bem.jobs.service import Progress, execute, job_context
+from bem.kit.db import create_engine, session_factory
+from bem.kit.errors import Unprocessable
 from bem.testing import ifcgen
 from tests.conftest import make_api, settings_for
+from tests.helpers import free_port
 from tests.integration.test_imports import ifc_bytes, model_of, wait_for
 
 
@@ -89,3 +92,38 @@ async def test_the_embedded_runner_resumes_a_job_a_crash_left_running(
     async with make_api(settings) as api:  # restarted at once; the session token still works
         job = await wait_for(api, headers, str(job_id))
         assert job["status"] == "succeeded" and job["attempts"] == 2, job
+
+
+@pytest.mark.postgres
+async def test_a_database_outage_around_an_attempt_is_retried_by_the_queue(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """The database is away when a retry claims its job, or when an attempt records its
+    failure: the queue is told to run it again (RetryLater), not that the job ended. Raised
+    out of arq's function, the error ended the job in the queue while its row said running
+    (the fault test's import waited for the stale sweep)."""
+    away = create_engine(settings_for(f"postgresql://bem@127.0.0.1:{free_port()}/bem"))
+    async with make_api(settings_for(postgres_url)) as api:
+        headers, mid = await model_of(api)
+        job_id = await queued_import(api, mid, tmp_path)
+        ctx = job_context(api.settings, session_factory(away))
+        with pytest.raises(service.RetryLater):  # the claim cannot reach the database
+            await execute(ctx, HANDLERS, job_id, takeover=True)
+
+        ctx = job_context(api.settings, api.app.state.sessions)
+
+        sessions = api.app.state.sessions
+
+        async def rejects(ctx: service.JobContext, job: Any, progress: Progress) -> Any:
+            if job.attempts == 1:  # the database goes before the failure is recorded
+                ctx.sessions = session_factory(away)
+            raise Unprocessable("Not a model.")
+
+        with pytest.raises(service.RetryLater):
+            await execute(ctx, {"import": rejects}, job_id, takeover=True)
+        ctx.sessions = sessions  # back: the queue's retry runs the job again
+        await execute(ctx, {"import": rejects}, job_id, takeover=True)
+        job = await wait_for(api, headers, str(job_id))
+        assert job["status"] == "failed" and job["attempts"] == 2, job
+        assert job["error"]["type"] == "unprocessable", job
+    await away.dispose()

@@ -4,9 +4,10 @@ the in-process runner (embedded default) and ``bem import``."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -235,11 +236,27 @@ async def _fail(
     if errors:
         error["errors"] = errors  # which element and field: the slug alone does not say
     try:
-        async with ctx.sessions() as session:
+        async with _bookkeeping("fail"), ctx.sessions() as session:
             await _finish(session, job, status="failed", error=error)
             await session.commit()
     except Superseded:  # another attempt owns the job now: its outcome stands
         log.warning("job.superseded", attempt=job.attempts)
+
+
+@contextlib.asynccontextmanager
+async def _bookkeeping(step: str) -> AsyncIterator[None]:
+    """A write of the job's own row (claim, requeue, fail) that finds the database away is
+    :class:`RetryLater`: the queue runs the job again, and that run claims it. Raised out of
+    the queue's function, it would end the job in the queue while its row still says queued
+    or running (the fault test's outage outlasted a 5 s retry delay: the retry's claim failed
+    and the import waited for the 120 s stale sweep)."""
+    try:
+        yield
+    except Exception as exc:
+        if classify(exc) is None:
+            raise
+        log.warning("job.bookkeeping_failed", step=step, error=type(exc).__name__)
+        raise RetryLater(RETRY_DELAY_S) from exc
 
 
 async def _keep_alive(ctx: JobContext, job: Job) -> None:
@@ -267,7 +284,7 @@ async def execute(
     (``RetryLater``) until ``max_attempts``. ``takeover`` claims a job still marked running
     (the queue knows its previous worker is gone); otherwise only a stale one."""
     running_before = utcnow() if takeover else utcnow() - STALE_AFTER
-    async with ctx.sessions() as session:
+    async with _bookkeeping("claim"), ctx.sessions() as session:
         claimed = await repository.claim(session, job_id, running_before)
         await session.commit()
         if not claimed:
@@ -302,14 +319,15 @@ async def execute(
         ctx.count(job.kind, "rejected", time.monotonic() - started)  # bad input, not ours
         log.warning("job.failed", problem=exc.slug, detail=exc.detail)
     except asyncio.CancelledError:
-        async with ctx.sessions() as session:
-            await repository.requeue(
-                session,
-                job.id,
-                job.attempts,
-                {"type": "interrupted", "detail": "The worker stopped during the job."},
-            )
-            await session.commit()
+        with contextlib.suppress(RetryLater):  # the queue retries a cancelled job anyway
+            async with _bookkeeping("requeue"), ctx.sessions() as session:
+                await repository.requeue(
+                    session,
+                    job.id,
+                    job.attempts,
+                    {"type": "interrupted", "detail": "The worker stopped during the job."},
+                )
+                await session.commit()
         ctx.count(job.kind, "interrupted")
         log.warning("job.interrupted")
         raise
@@ -326,19 +344,14 @@ async def execute(
         )
         detail = f"Attempt {job.attempts} failed unexpectedly ({type(exc).__name__})."
         if job.attempts < job.max_attempts:
-            try:
-                async with ctx.sessions() as session:
-                    await repository.requeue(
-                        session, job.id, job.attempts, {"type": "internal-error", "detail": detail}
-                    )
-                    await session.commit()
-            except Exception as lost:  # the database is away: the queue retries it anyway
-                if classify(lost) is None:
-                    raise
-                log.warning("job.requeue_failed", error=type(lost).__name__)
             ctx.count(job.kind, "retried")
-            # Raised even when the row could not be marked: the retry claims a job still
-            # marked running (takeover), instead of the stale sweep finding it minutes later.
+            # Retried even when the row cannot be marked: the retry claims a job still marked
+            # running (takeover), instead of the stale sweep finding it minutes later.
+            async with _bookkeeping("requeue"), ctx.sessions() as session:
+                await repository.requeue(
+                    session, job.id, job.attempts, {"type": "internal-error", "detail": detail}
+                )
+                await session.commit()
             raise RetryLater(RETRY_DELAY_S) from exc
         await _fail(ctx, job, "internal-error", detail)
         ctx.count(job.kind, "failed", time.monotonic() - started)

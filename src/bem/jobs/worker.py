@@ -44,6 +44,7 @@ from bem.live.tasks import Deliverer
 
 FIRST_BACKOFF_S = 0.5
 MAX_BACKOFF_S = 10.0
+OUTAGE_TRIES = 13  # a minute of database outage at the 5 s retry delay, plus the last try
 STARTUP_REDIS_TRIES = 300  # about five minutes of arq's one-second connection retries
 log = structlog.get_logger("bem.worker")
 
@@ -177,8 +178,9 @@ def build_worker(
     redis_settings.conn_retries = STARTUP_REDIS_TRIES  # a worker may start before Redis
     return ResilientWorker(
         functions=[
-            # One arq try more than ours, so our own bookkeeping records the final failure.
-            func(run_job, name=ARQ_FUNCTION, max_tries=settings.job_max_attempts + 1)
+            # Our attempts (claims) bound the job; arq's tries also cover runs that found the
+            # database away before claiming, and one more records the final failure.
+            func(run_job, name=ARQ_FUNCTION, max_tries=settings.job_max_attempts + OUTAGE_TRIES)
         ],
         redis_settings=redis_settings,
         queue_name=queue_name(settings),

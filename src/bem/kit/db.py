@@ -174,9 +174,9 @@ async def commit_early(session: AsyncSession) -> None:
     await session.commit()
 
 
-def insert_ignore(session: AsyncSession, table: Any) -> Insert:
-    """``INSERT ... ON CONFLICT DO NOTHING`` for the session's dialect."""
-    if session.get_bind().dialect.name == "postgresql":
+def insert_ignore(dialect: str, table: Any) -> Insert:
+    """``INSERT ... ON CONFLICT DO NOTHING`` for ``dialect`` (``postgresql`` or ``sqlite``)."""
+    if dialect == "postgresql":
         return postgresql.insert(table).on_conflict_do_nothing()
     return sqlite.insert(table).on_conflict_do_nothing()
 

@@ -8,7 +8,7 @@ from typing import Any, cast
 import structlog
 from sqlalchemy import Table, and_, func, insert, or_, select, text
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from bem.kit.db import insert_ignore
 from bem.projects.models import Model
@@ -60,24 +60,28 @@ async def list_versions(
     return list(await session.scalars(stmt))
 
 
-async def write_batch(
-    session: AsyncSession,
-    payloads: list[dict[str, Any]],
-    facts: list[dict[str, Any]],
-    elements: list[dict[str, Any]],
-    relations: list[dict[str, Any]],
+async def write_payloads(
+    db: AsyncSession | AsyncConnection, payloads: list[dict[str, Any]], facts: list[dict[str, Any]]
 ) -> None:
     """Payloads (and their facts) are shared between versions: insert only those not stored
     yet, and facts only for the payloads that were new (a repeated upload of 50k elements
-    spent 2-4 s on facts that existed). Both in hash order, so two uploads of overlapping
-    content take their row locks in one order (in document order they deadlocked). Core
-    inserts on the tables (not the ORM classes) skip per-row ORM bookkeeping."""
-    if payloads:
-        stmt = insert_ignore(session, ElementPayload.__table__).returning(ElementPayload.hash)
-        ordered = sorted(payloads, key=lambda row: str(row["hash"]))
-        new = set((await session.scalars(stmt, ordered)).all())
-        if fresh := sorted((row for row in facts if row["hash"] in new), key=lambda r: r["hash"]):
-            await session.execute(insert(cast(Table, ElementFacts.__table__)), fresh)
+    spent 2-4 s on facts that existed). Both in hash order, so two writers of overlapping
+    content take their row locks in one order. Core inserts on the tables (not the ORM
+    classes) skip per-row ORM bookkeeping."""
+    if not payloads:
+        return
+    dialect = (db.get_bind() if isinstance(db, AsyncSession) else db).dialect.name
+    stmt = insert_ignore(dialect, ElementPayload.__table__).returning(ElementPayload.hash)
+    ordered = sorted(payloads, key=lambda row: str(row["hash"]))
+    new = set((await db.scalars(stmt, ordered)).all())
+    if fresh := sorted((row for row in facts if row["hash"] in new), key=lambda r: r["hash"]):
+        await db.execute(insert(cast(Table, ElementFacts.__table__)), fresh)
+
+
+async def write_members(
+    session: AsyncSession, elements: list[dict[str, Any]], relations: list[dict[str, Any]]
+) -> None:
+    """A version's own rows: which payload each GlobalId has, and its relations."""
     if elements:
         await session.execute(insert(cast(Table, VersionElement.__table__)), elements)
     if relations:

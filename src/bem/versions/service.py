@@ -14,6 +14,8 @@ Everything happens in one transaction: a failed upload leaves no version and no 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import hashlib
 import tempfile
 import uuid
@@ -28,7 +30,7 @@ import orjson
 import structlog
 from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from bem.config import Settings
 from bem.events import service as events
@@ -134,11 +136,31 @@ def _field_errors(exc: ValidationError, global_id: Any) -> list[dict[str, Any]]:
     ]
 
 
+def _unknown_reference(gid: str, key: str, ref: str) -> Unprocessable:
+    return Unprocessable(
+        f"element {gid}: {key} {ref} is not an element of this upload; "
+        'give it as {"global_id", "name", "ifc_class"}'
+    )
+
+
+def _references(element: ElementIn) -> Iterator[tuple[str, str]]:
+    """The GlobalIds ``element`` refers to by GlobalId alone (they must be in the upload)."""
+    for key in REF_FIELDS:
+        if isinstance(ref := getattr(element, key), str):
+            yield key, ref
+    yield from (("group", g) for g in element.groups if isinstance(g, str))
+
+
 async def _spool(
     documents: AsyncIterator[tuple[str, dict[str, Any]]], meta: UploadMeta, spool: _Spool
 ) -> None:
+    """Pass 1: validate and spool. Every reference is checked here, before anything is
+    written (on PostgreSQL payloads commit batch by batch in pass 2)."""
     invalid: list[str] = []  # the first few invalid elements are all reported, not one
     errors: list[dict[str, Any]] = []
+    # References to elements not seen yet, with who referred first (as the index, its size is
+    # bounded by the body's).
+    pending: dict[str, tuple[str, str]] = {}
     async for where, raw in documents:
         try:
             element = ElementIn.model_validate(raw)
@@ -163,6 +185,10 @@ async def _spool(
                 slug="too-many-elements",
             )
         spool.index[element.global_id] = (element.name, element.ifc_class)
+        pending.pop(element.global_id, None)
+        for key, ref in _references(element):
+            if ref not in spool.index:
+                pending.setdefault(ref, (element.global_id, key))
         spool.file.write(orjson.dumps(element.model_dump(mode="json")) + b"\n")
         if meta.on_progress is not None and len(spool.index) % PROGRESS_EVERY == 0:
             await meta.on_progress("extract", len(spool.index), None)
@@ -173,19 +199,17 @@ async def _spool(
             at=invalid[0],
             errors=errors[:MAX_FIELD_ERRORS],
         )
+    if pending:
+        ref, (gid, key) = next(iter(pending.items()))
+        raise _unknown_reference(gid, key, ref)
 
 
-def _resolve(ref: Any, index: dict[str, tuple[str | None, str]], gid: str, key: str) -> Any:
+def _resolve(ref: Any, index: dict[str, tuple[str | None, str]]) -> Any:
     if ref is None:
         return None
-    if isinstance(ref, str):
-        known = index.get(ref)
-        if known is None:
-            raise Unprocessable(
-                f"element {gid}: {key} {ref} is not an element of this upload; "
-                'give it as {"global_id", "name", "ifc_class"}'
-            )
-        return {"global_id": ref, "name": known[0], "ifc_class": known[1]}
+    if isinstance(ref, str):  # known: pass 1 checked every GlobalId reference (_spool)
+        name, ifc_class = index[ref]
+        return {"global_id": ref, "name": name, "ifc_class": ifc_class}
     known = index.get(ref["global_id"])
     if known is not None:
         ref = {**ref, "name": ref["name"] or known[0], "ifc_class": ref["ifc_class"] or known[1]}
@@ -198,8 +222,8 @@ def _payload(
     """The canonical payload of one validated element, and its relation edges."""
     gid = element.pop("global_id")
     for key in REF_FIELDS:
-        element[key] = _resolve(element[key], index, gid, key)
-    groups = [_resolve(g, index, gid, "group") for g in element["groups"]]
+        element[key] = _resolve(element[key], index)
+    groups = [_resolve(g, index) for g in element["groups"]]
     element["groups"] = sorted(groups, key=lambda g: g["global_id"])
     edges = {(r["kind"], r["target"]) for r in element["relations"]}
     element["relations"] = [{"kind": k, "target": t} for k, t in sorted(edges)]
@@ -304,9 +328,9 @@ async def create_version(
                 version = await _write(session, target, spool, source, meta)
                 break
             except DBAPIError as exc:
-                # Payloads are shared between versions: overlapping uploads can still
-                # deadlock across batches (each batch is in hash order). The transaction was
-                # rolled back whole; write it again from the spool.
+                # A deadlock or serialization failure rolled the transaction back whole:
+                # write it again from the spool (payloads, the shared rows, commit on their
+                # own and no longer deadlock: _payload_writer).
                 if classify(exc) != "conflict" or attempt == WRITE_ATTEMPTS:
                     raise
                 await session.rollback()
@@ -324,6 +348,33 @@ class _Target:
     model_id: uuid.UUID
     project_id: uuid.UUID
     user_id: uuid.UUID | None
+
+
+PayloadWriter = Callable[[list[dict[str, Any]], list[dict[str, Any]]], Awaitable[None]]
+
+
+@contextlib.asynccontextmanager
+async def _payload_writer(session: AsyncSession) -> AsyncIterator[PayloadWriter]:
+    """On PostgreSQL each batch's payloads commit at once, on a connection of their own.
+
+    Payloads are content-addressed and never deleted, so one written by an upload that then
+    fails is merely unused (the next upload of that content reuses it). Inside the version's
+    transaction, overlapping uploads waited on each other's uncommitted payloads across
+    batches and deadlocked; three attempts each were not always enough (503 in CI). Committed
+    batch by batch, a writer holds its payload locks for one sorted statement only. SQLite
+    has one writer: there they stay in the version's transaction."""
+    if session.get_bind().dialect.name != "postgresql":
+        yield functools.partial(repository.write_payloads, session)
+        return
+    engine = session.bind
+    assert isinstance(engine, AsyncEngine), "sessions are bound to the engine (kit/db.py)"
+    async with engine.connect() as conn:
+
+        async def write(payloads: list[dict[str, Any]], facts: list[dict[str, Any]]) -> None:
+            async with conn.begin():
+                await repository.write_payloads(conn, payloads, facts)
+
+        yield write
 
 
 async def _write(
@@ -348,10 +399,10 @@ async def _write(
 
     classes: Counter[str] = Counter()
     relation_count = stored = 0
-    async for batch in _built_batches(spool.file, spool.index, version.id, meta.batch_size):
-        await repository.write_batch(
-            session, batch.payloads, batch.facts, batch.elements, batch.relations
-        )
+    async with _payload_writer(session) as write_payloads:
+        async for batch in _built_batches(spool.file, spool.index, version.id, meta.batch_size):
+            await write_payloads(batch.payloads, batch.facts)
+            await repository.write_members(session, batch.elements, batch.relations)
         classes.update(batch.classes)
         relation_count += len(batch.relations)
         stored += len(batch.elements)

@@ -255,6 +255,11 @@ async def test_large_ndjson_is_written_in_batches(api: Api) -> None:
     r = await upload(api, model_id, alice, ndjson(docs))
     assert r.status_code == 201, r.text
     assert r.json()["element_count"] == 1201
+    # Counted over every batch (a mis-indented loop once counted the last batch only).
+    assert r.json()["stats"] == {
+        "by_class": {"IfcBuildingStorey": 1, "IfcWall": 1200},
+        "relations": 1200,
+    }
     # Wall names repeat every 1000 ("Wall 000".."Wall 999"): walls 1000..1199 have the same
     # content as walls 0..199, so they share payloads even inside one version.
     assert await api.scalar("SELECT count(*) FROM element_payloads") == 1 + 1000

@@ -403,11 +403,11 @@ async def _write(
         async for batch in _built_batches(spool.file, spool.index, version.id, meta.batch_size):
             await write_payloads(batch.payloads, batch.facts)
             await repository.write_members(session, batch.elements, batch.relations)
-        classes.update(batch.classes)
-        relation_count += len(batch.relations)
-        stored += len(batch.elements)
-        if meta.on_progress is not None:
-            await meta.on_progress("store", stored, len(spool.index))
+            classes.update(batch.classes)
+            relation_count += len(batch.relations)
+            stored += len(batch.elements)
+            if meta.on_progress is not None:
+                await meta.on_progress("store", stored, len(spool.index))
 
     await repository.lock_model(session, target.model_id)
     version.parent_id = await repository.latest_ready_id(session, target.model_id)

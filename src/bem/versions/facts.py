@@ -90,10 +90,13 @@ def _named(ref: Any) -> Any:
     return [ref.get("name"), ref.get("ifc_class")] if isinstance(ref, dict) else None
 
 
+_LINKS = frozenset({*REFERENCES, "groups", "relations"})  # what carries GlobalIds
+
+
 def renumbered(doc: dict[str, Any]) -> dict[str, Any]:
     """The document as a re-export that regenerates every GlobalId leaves it: references
     reduced to (name, class), relations to their kinds."""
-    content = {k: v for k, v in doc.items() if k not in (*REFERENCES, "groups", "relations")}
+    content = {k: v for k, v in doc.items() if k not in _LINKS}
     content.update({k: _named(doc.get(k)) for k in REFERENCES})
     content["groups"] = sorted((_named(g) for g in doc.get("groups") or []), key=str)
     content["relations"] = sorted(str(r.get("kind")) for r in doc.get("relations") or [])

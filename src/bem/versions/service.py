@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import hashlib
 import tempfile
 import uuid
@@ -189,7 +188,7 @@ async def _spool(
         for key, ref in _references(element):
             if ref not in spool.index:
                 pending.setdefault(ref, (element.global_id, key))
-        spool.file.write(orjson.dumps(element.model_dump(mode="json")) + b"\n")
+        spool.file.write(element.model_dump_json().encode() + b"\n")
         if meta.on_progress is not None and len(spool.index) % PROGRESS_EVERY == 0:
             await meta.on_progress("extract", len(spool.index), None)
     if invalid:
@@ -330,7 +329,7 @@ async def create_version(
             except DBAPIError as exc:
                 # A deadlock or serialization failure rolled the transaction back whole:
                 # write it again from the spool (payloads, the shared rows, commit on their
-                # own and no longer deadlock: _payload_writer).
+                # own and no longer deadlock: _batch_writer).
                 if classify(exc) != "conflict" or attempt == WRITE_ATTEMPTS:
                     raise
                 await session.rollback()
@@ -350,31 +349,52 @@ class _Target:
     user_id: uuid.UUID | None
 
 
-PayloadWriter = Callable[[list[dict[str, Any]], list[dict[str, Any]]], Awaitable[None]]
+BatchWriter = Callable[[Batch], Awaitable[None]]
 
 
 @contextlib.asynccontextmanager
-async def _payload_writer(session: AsyncSession) -> AsyncIterator[PayloadWriter]:
-    """On PostgreSQL each batch's payloads commit at once, on a connection of their own.
+async def _batch_writer(session: AsyncSession) -> AsyncIterator[BatchWriter]:
+    """Writes a version's batches. On PostgreSQL each batch's payloads commit at once, on a
+    connection of their own, and the next batch's payloads go in while this one's elements
+    and relations do (two backends at work; the elements need their payloads committed).
 
     Payloads are content-addressed and never deleted, so one written by an upload that then
     fails is merely unused (the next upload of that content reuses it). Inside the version's
     transaction, overlapping uploads waited on each other's uncommitted payloads across
     batches and deadlocked; three attempts each were not always enough (503 in CI). Committed
     batch by batch, a writer holds its payload locks for one sorted statement only. SQLite
-    has one writer: there they stay in the version's transaction."""
+    has one writer: there everything stays in the version's transaction, in turn."""
     if session.get_bind().dialect.name != "postgresql":
-        yield functools.partial(repository.write_payloads, session)
+
+        async def in_turn(batch: Batch) -> None:
+            await repository.write_payloads(session, batch.payloads, batch.facts)
+            await repository.write_members(session, batch.elements, batch.relations)
+
+        yield in_turn
         return
     engine = session.bind
     assert isinstance(engine, AsyncEngine), "sessions are bound to the engine (kit/db.py)"
+    members: asyncio.Task[None] | None = None
     async with engine.connect() as conn:
 
-        async def write(payloads: list[dict[str, Any]], facts: list[dict[str, Any]]) -> None:
+        async def overlapped(batch: Batch) -> None:
+            nonlocal members
             async with conn.begin():
-                await repository.write_payloads(conn, payloads, facts)
+                await repository.write_payloads(conn, batch.payloads, batch.facts)
+            if members is not None:
+                await members
+            members = asyncio.create_task(
+                repository.write_members(session, batch.elements, batch.relations)
+            )
 
-        yield write
+        try:
+            yield overlapped
+            if members is not None:
+                await members
+        finally:
+            if members is not None and not members.done():
+                members.cancel()
+                await asyncio.gather(members, return_exceptions=True)
 
 
 async def _write(
@@ -399,10 +419,9 @@ async def _write(
 
     classes: Counter[str] = Counter()
     relation_count = stored = 0
-    async with _payload_writer(session) as write_payloads:
+    async with _batch_writer(session) as write:
         async for batch in _built_batches(spool.file, spool.index, version.id, meta.batch_size):
-            await write_payloads(batch.payloads, batch.facts)
-            await repository.write_members(session, batch.elements, batch.relations)
+            await write(batch)
             classes.update(batch.classes)
             relation_count += len(batch.relations)
             stored += len(batch.elements)

@@ -21,7 +21,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 RATE_LIMIT_RULES = {
     "auth": "10/minute",  # sign-in, refresh, logout: per client IP
     "upload": "60/hour",  # version uploads and imports, per user (whatever token they use)
-    "export": "120/hour",  # takeoffs (JSON, CSV, XLSX), per user
+    "export": "120/hour",  # takeoff files (CSV, XLSX), per user; JSON takeoffs are reads
 }
 DEV_SECRET_KEY = "dev-insecure-secret-key-change-me"  # noqa: S105 - the refused default
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./var/bem.db"

@@ -143,3 +143,24 @@ async def test_exports_are_throttled_per_user(sqlite_url: str) -> None:
             # JSON takeoffs are not exports and still answer.
             assert (await api.client.get(url, headers=headers)).status_code == 200
         assert (await api.client.get(url, params={"format": "csv"}, headers=headers)).is_success
+
+
+async def test_json_takeoffs_are_reads_and_files_spend_the_export_budget(sqlite_url: str) -> None:
+    """A script polling JSON takeoffs got 429 once the `export` budget was spent; only the
+    file downloads take it now."""
+    from tests.conftest import make_api, settings_for
+
+    settings = settings_for(
+        sqlite_url, rate_limit_enabled=True, rate_limit_rules={"export": "2/minute"}
+    )
+    async with make_api(settings) as api:
+        headers, vid = await loaded(api, 12)
+        url = f"/v1/versions/{vid}/takeoff"
+        for group_by in ("class", "storey", "type", "class", "storey"):
+            r = await api.client.get(url, params={"group_by": group_by}, headers=headers)
+            assert r.status_code == 200, r.text
+        for fmt in ("csv", "xlsx"):
+            assert (await api.client.get(url, params={"format": fmt}, headers=headers)).is_success
+        spent = await api.client.get(url, params={"format": "csv"}, headers=headers)
+        assert spent.status_code == 429 and spent.headers["retry-after"], spent.text
+        assert (await api.client.get(url, headers=headers)).status_code == 200

@@ -204,30 +204,33 @@ def rate_limit(rule: str, by: Callable[..., Awaitable[str]] | None = None) -> An
     """A route's own named limit (configured in settings), per caller identity, or per what
     the dependency ``by`` names (the user, so minting another token buys no new budget)."""
 
-    async def limit(request: Request, identity: str) -> None:
-        limiter = state_of(request).limiter
-        if limiter is None:
-            return
-        verdict = await limiter.hit(limiter.rule(rule), f"{rule}:{identity}")
-        _state(request.scope).setdefault("rate_verdicts", []).append(verdict)
-        if not verdict.allowed:
-            log.warning("rate_limited", rule=rule, identity=identity)
-            limiter.on_reject(rule)
-            raise RateLimitExceeded(rule, verdict)
-
     if by is None:
 
         async def per_caller(request: Request) -> None:
-            await limit(request, _state(request.scope).get("rate_identity", "anonymous"))
+            await spend(request, rule, _state(request.scope).get("rate_identity", "anonymous"))
 
         return Depends(per_caller)
 
     # A default, not an annotation: annotations are strings here, and FastAPI resolves them
     # in the module, where ``by`` is not.
     async def per_key(request: Request, identity: str = Depends(by)) -> None:
-        await limit(request, identity)
+        await spend(request, rule, identity)
 
     return Depends(per_key)
+
+
+async def spend(request: Request, rule: str, identity: str) -> None:
+    """Take one request of ``identity``'s budget under the named ``rule``; 429 when none is
+    left. For a route whose parameters decide whether it spends (``rate_limit`` otherwise)."""
+    limiter = state_of(request).limiter
+    if limiter is None:
+        return
+    verdict = await limiter.hit(limiter.rule(rule), f"{rule}:{identity}")
+    _state(request.scope).setdefault("rate_verdicts", []).append(verdict)
+    if not verdict.allowed:
+        log.warning("rate_limited", rule=rule, identity=identity)
+        limiter.on_reject(rule)
+        raise RateLimitExceeded(rule, verdict)
 
 
 def concurrency_slot(

@@ -12,7 +12,7 @@ from bem.kit.cache import CACHE_CONTROL, key_of, lookup, validators
 from bem.kit.db import SessionDep
 from bem.kit.errors import problem_responses
 from bem.kit.pagination import CursorParam, LimitParam, Page
-from bem.kit.ratelimit import rate_limit
+from bem.kit.ratelimit import spend
 from bem.kit.state import StateDep
 from bem.query import service, traversal
 from bem.query.schemas import (
@@ -95,6 +95,18 @@ def takeoff_query(
     return TakeoffQuery(q, group_by, measures, format)
 
 
+async def takeoff_request(
+    request: Request,
+    query: Annotated[TakeoffQuery, Depends(takeoff_query)],
+    user: Annotated[str, Depends(user_key)],
+) -> TakeoffQuery:
+    """A takeoff's parameters; a file (CSV, XLSX) spends the user's ``export`` budget. JSON is
+    a read like a selector page: a script polling takeoffs got 429 after 120 an hour."""
+    if query.format != "json":
+        await spend(request, "export", user)
+    return query
+
+
 def json_response(data: Any, headers: dict[str, str] | None = None) -> Response:
     return Response(orjson.dumps(data), media_type="application/json", headers=headers)
 
@@ -173,7 +185,6 @@ async def query_elements(
 
 @router.get(
     "/versions/{version_id}/takeoff",
-    dependencies=[rate_limit("export", by=user_key)],
     responses={
         **problem_responses(400, 404, 429),
         **NOT_MODIFIED,
@@ -189,7 +200,7 @@ async def takeoff(
     session: SessionDep,
     state: StateDep,
     access: Read,
-    query: Annotated[TakeoffQuery, Depends(takeoff_query)],
+    query: Annotated[TakeoffQuery, Depends(takeoff_request)],
 ) -> Any:
     key = key_of("takeoff", access.version.id, query.q, query.group_by, query.measures)
     if unchanged := validated(request, response, key, query.format):

@@ -85,6 +85,29 @@ async def test_second_read_runs_no_element_sql(api: Api, path: str, params: Any)
     assert (metric(api, kind, "miss"), metric(api, kind, "hit")) == (1, 1)
 
 
+@pytest.mark.parametrize("path", ["takeoff", "elements", "tree", "diff", "query"])
+async def test_a_hit_is_served_as_stored(sqlite_api: Api, path: str) -> None:
+    """The cache's bytes go out untouched: decoded and encoded again (through FastAPI's
+    encoder or response model), a cached page cost as much CPU as computing it. The stored
+    entry is marked here (leading spaces, which no encoder writes) to see that it is what is served."""
+    headers, vid = await loaded(sqlite_api, 12)
+    url = f"/v1/versions/{vid}/{path}" + (f"/{vid}" if path == "diff" else "")
+    ask = (
+        (lambda: sqlite_api.client.post(url, json={"q": "IfcWall"}, headers=headers))
+        if path == "query"
+        else (lambda: sqlite_api.client.get(url, headers=headers))
+    )
+    first = await ask()
+    assert first.status_code == 200, first.text
+    memory = sqlite_api.app.state.cache.memory
+    (key,) = list(memory._entries)
+    marked = b"  " + first.content
+    memory.set(key, marked, 60)
+    second = await ask()
+    assert second.content == marked and second.json() == first.json()
+    assert second.headers["content-type"] == "application/json"
+
+
 async def test_etag_answers_304_and_names_the_representation(api: Api) -> None:
     headers, vid = await loaded(api, 12)
     url = f"/v1/versions/{vid}/takeoff"

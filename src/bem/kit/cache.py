@@ -77,9 +77,12 @@ def validators(
     return {"ETag": etag, "Cache-Control": CACHE_CONTROL}, not_modified(request, etag)
 
 
-async def lookup(cache: Cache | None, key: str, compute: Callable[[], Awaitable[Any]]) -> Any:
-    """The app's cache (when enabled: ``state.cache``) in front of ``compute``."""
-    return await compute() if cache is None else await cache.get_or_compute(key, compute)
+async def lookup(cache: Cache | None, key: str, compute: Callable[[], Awaitable[Any]]) -> bytes:
+    """The answer's JSON: the app's cache (when enabled: ``state.cache``) in front of
+    ``compute``. Bytes, so a hit is served as stored, never decoded and encoded again."""
+    if cache is None:
+        return orjson.dumps(await compute())
+    return await cache.get_or_compute(key, compute)
 
 
 class Memory:
@@ -147,8 +150,9 @@ class Cache:
             "hit_ratio": round(self.hits / looked_up, 4) if looked_up else None,
         }
 
-    async def get_or_compute(self, key: str, compute: Callable[[], Awaitable[Any]]) -> Any:
-        """The cached answer, or ``compute()``'s (which is then cached; errors are not)."""
+    async def get_or_compute(self, key: str, compute: Callable[[], Awaitable[Any]]) -> bytes:
+        """The cached answer's JSON, or ``compute()``'s (which is then cached; errors are
+        not)."""
         kind = key.partition(":")[0]
         raw = await self._get(key)
         flight = self._flights.get(key)
@@ -161,14 +165,14 @@ class Cache:
                 # that request was cancelled (its client left): compute here instead
         if raw is not None:
             self._count(kind, hit=True)
-            return orjson.loads(raw)
+            return raw
         self._count(kind, hit=False)
         flight = asyncio.get_running_loop().create_future()
         self._flights[key] = flight
         try:
             raw = await self._compute_once(key, compute)
             flight.set_result(raw)
-            return orjson.loads(raw)
+            return raw
         except asyncio.CancelledError:
             flight.cancel()
             raise

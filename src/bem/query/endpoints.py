@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
 from bem.auth.dependencies import user_key
 from bem.auth.permissions import PROJECT_READ
-from bem.kit.cache import CACHE_CONTROL, key_of, lookup, validators
+from bem.kit.cache import key_of, lookup, validators
 from bem.kit.db import SessionDep
 from bem.kit.errors import problem_responses
 from bem.kit.pagination import CursorParam, LimitParam, Page
@@ -107,15 +107,10 @@ async def takeoff_request(
     return query
 
 
-def json_response(data: Any, headers: dict[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(data), media_type="application/json", headers=headers)
-
-
-def validated(request: Request, response: Response, key: str, variant: str = "") -> Response | None:
-    """Put the answer's validators on ``response``; a 304 when the client holds it."""
-    headers, unchanged = validators(request, key, variant)
-    response.headers.update(headers)
-    return unchanged
+def json_response(body: bytes, headers: dict[str, str] | None = None) -> Response:
+    """An answer's JSON as it was encoded once (the cache's bytes, served untouched: decoded
+    and encoded again through FastAPI, a cached page cost as much CPU as computing it)."""
+    return Response(body, media_type="application/json", headers=headers)
 
 
 @elements_router.get(
@@ -163,7 +158,7 @@ async def get_element(
     headers, unchanged = validators(request, key_of("element", payload_hash, global_id, chosen))
     if unchanged:
         return unchanged
-    return json_response(service.shape_element(global_id, doc, chosen), headers)
+    return json_response(orjson.dumps(service.shape_element(global_id, doc, chosen)), headers)
 
 
 @router.post(
@@ -174,12 +169,12 @@ async def get_element(
 )
 async def query_elements(
     version_id: uuid.UUID, body: QueryIn, session: SessionDep, state: StateDep, access: Read
-) -> Any:
+) -> Response:
     fields = service.parse_fields(body.fields)
     query = ElementQuery(body.q, body.sort, body.cursor, body.limit, fields)
     key = key_of("elements", access.version.id, *query.key())
-    return await lookup(
-        state.cache, key, lambda: service.query_page(session, access.version, query)
+    return json_response(
+        await lookup(state.cache, key, lambda: service.query_page(session, access.version, query))
     )
 
 
@@ -196,32 +191,25 @@ async def query_elements(
 async def takeoff(
     version_id: uuid.UUID,
     request: Request,
-    response: Response,
     session: SessionDep,
     state: StateDep,
     access: Read,
     query: Annotated[TakeoffQuery, Depends(takeoff_request)],
 ) -> Any:
     key = key_of("takeoff", access.version.id, query.q, query.group_by, query.measures)
-    if unchanged := validated(request, response, key, query.format):
+    headers, unchanged = validators(request, key, query.format)
+    if unchanged:
         return unchanged
 
     def compute() -> Any:
         return service.takeoff(session, access.version, query)
 
     if query.format == "json":
-        return await lookup(state.cache, key, compute)
+        return json_response(await lookup(state.cache, key, compute), headers)
     body = await service.takeoff_file(state, access.principal.user, query.format, key, compute)
     filename = f"takeoff-{access.version.id}.{query.format}"
-    return Response(
-        body,
-        media_type=service.EXPORT_TYPES[query.format],
-        headers={
-            "ETag": response.headers["ETag"],
-            "Cache-Control": CACHE_CONTROL,
-            "Content-Disposition": f'attachment; filename="{filename}"',
-        },
-    )
+    headers["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return Response(body, media_type=service.EXPORT_TYPES[query.format], headers=headers)
 
 
 @router.get(
@@ -233,7 +221,6 @@ async def diff_versions(
     version_id: uuid.UUID,
     other_version_id: uuid.UUID,
     request: Request,
-    response: Response,
     session: SessionDep,
     state: StateDep,
     access: Read,
@@ -244,13 +231,15 @@ async def diff_versions(
     new = await versions.get_sibling(session, access.version, other_version_id)
     service.diff_position(cursor)  # a bad cursor is a 400 even for a client holding an ETag
     key = key_of("diff", access.version.id, new.id, kind, cursor, limit)
-    if unchanged := validated(request, response, key):
+    headers, unchanged = validators(request, key)
+    if unchanged:
         return unchanged
-    return await lookup(
+    page = await lookup(
         state.cache,
         key,
         lambda: service.diff_versions(session, access.version, new, kind, cursor, limit),
     )
+    return json_response(page, headers)
 
 
 @router.get(
@@ -261,15 +250,16 @@ async def diff_versions(
 async def spatial_tree(
     version_id: uuid.UUID,
     request: Request,
-    response: Response,
     session: SessionDep,
     state: StateDep,
     access: Read,
 ) -> Any:
     key = key_of("tree", access.version.id)
-    if unchanged := validated(request, response, key):
+    headers, unchanged = validators(request, key)
+    if unchanged:
         return unchanged
-    return await lookup(state.cache, key, lambda: traversal.tree(session, access.version))
+    tree = await lookup(state.cache, key, lambda: traversal.tree(session, access.version))
+    return json_response(tree, headers)
 
 
 @router.get(
@@ -281,7 +271,6 @@ async def element_relations(
     version_id: uuid.UUID,
     global_id: GlobalIdPath,
     request: Request,
-    response: Response,
     session: SessionDep,
     state: StateDep,
     access: Read,
@@ -291,10 +280,12 @@ async def element_relations(
 ) -> Any:
     kinds = tuple(kind) if kind else None
     key = key_of("relations", access.version.id, global_id, kinds, direction, depth)
-    if unchanged := validated(request, response, key):
+    headers, unchanged = validators(request, key)
+    if unchanged:
         return unchanged
-    return await lookup(
+    graph = await lookup(
         state.cache,
         key,
         lambda: traversal.neighbours(session, access.version, global_id, kinds, direction, depth),
     )
+    return json_response(graph, headers)

@@ -6,6 +6,7 @@ from collections.abc import Awaitable, Callable
 from contextlib import nullcontext
 from typing import Any
 
+import orjson
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import TextClause
@@ -184,7 +185,7 @@ async def takeoff_file(
         else nullcontext()
     )
     async with slot:
-        result = await lookup(state.cache, key, compute)
+        result = orjson.loads(await lookup(state.cache, key, compute))
         return takeoffs.to_csv(result) if format == "csv" else takeoffs.to_xlsx(result)
 
 

@@ -89,7 +89,8 @@ async def test_second_read_runs_no_element_sql(api: Api, path: str, params: Any)
 async def test_a_hit_is_served_as_stored(sqlite_api: Api, path: str) -> None:
     """The cache's bytes go out untouched: decoded and encoded again (through FastAPI's
     encoder or response model), a cached page cost as much CPU as computing it. The stored
-    entry is marked here (leading spaces, which no encoder writes) to see that it is what is served."""
+    entry is marked here (leading spaces, which no encoder writes) to see that it is what
+    is served."""
     headers, vid = await loaded(sqlite_api, 12)
     url = f"/v1/versions/{vid}/{path}" + (f"/{vid}" if path == "diff" else "")
     ask = (

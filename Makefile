@@ -44,6 +44,7 @@ bench: $(VENV)/.dev
 	$(BIN)/python bench/query.py
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/feed.py
+	$(BIN)/python bench/sla.py --capacity --scenario mixed --duration 30
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache .import_linter_cache

@@ -19,13 +19,14 @@ def peak_rss_mib() -> float:
     raise RuntimeError("no VmHWM in /proc/self/status")
 
 
-def write_report(name: str, data: dict[str, Any]) -> None:
+def write_report(name: str, data: dict[str, Any], directory: Path | None = None) -> None:
+    """``directory``: bench/results unless given (a test's run writes elsewhere)."""
     report = {
         "benchmark": name,
         "python": platform.python_version(),
         "machine": f"{os.cpu_count()} cpu",
         **data,
     }
-    out = Path(__file__).parent / "results" / f"{name}.json"
+    out = (directory or Path(__file__).parent / "results") / f"{name}.json"
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))

@@ -1,0 +1,453 @@
+"""The SLA gate: a Locust scenario (``bench/load/locustfile.py``) at a fixed arrival rate
+against a BEM stack, judged against the service-level objective (p95 < 100 ms, errors
+< 0.1 %, ``../shared/PRODUCTION_READINESS.md``).
+
+The stack it starts by itself (pointing it at a running deployment is not built yet): a
+fresh PostgreSQL database, Redis when it answers (cache and rate limits shared by the
+processes, as in production), ``bem serve --workers 2`` on a spare port, users made with
+``bem users create-admin``, and a generated model uploaded twice (the second 10 % mutated,
+for diffs). Rate limits stay on
+but are raised far above the load, so the limiter's cost is measured and the generator is
+not throttled. The cache is warmed first (one request per cached answer the mix repeats).
+The load generator runs on the same 2 cores as the server: its CPU is reported beside the
+server's.
+
+Writes ``bench/results/<date>-<scenario>.json`` (rate asked and achieved, p50/p95/p99,
+errors, CPU) and exits 1 when the objective does not hold. Usage::
+
+    python bench/sla.py --scenario mixed --rate 40 --duration 60
+    python bench/sla.py --capacity --scenario mixed   # steps the rate up; the highest that holds
+    python bench/sla.py --smoke   # 20 s at a low rate: a test of the harness (CI), not timing
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import orjson
+
+from report import write_report  # bench/ is on sys.path when run as a script
+
+HERE = Path(__file__).resolve().parent
+LOCUSTFILE = HERE / "load" / "locustfile.py"
+SERVER_DB = os.environ.get("BEM_TEST_DATABASE_URL", "postgresql://127.0.0.1:5432/test")
+REDIS = os.environ.get("BEM_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+P95_MS, MAX_ERROR_RATIO = 100.0, 0.001
+LIMITS = {  # far above any load here: the limiter works (and costs) but never throttles
+    "BEM_RATE_LIMIT_DEFAULT": "1000000/minute",
+    "BEM_RATE_LIMIT_IP_CEILING": "1000000/minute",
+    "BEM_RATE_LIMIT_RULES": '{"upload": "1000000/hour", "export": "1000000/hour"}',
+    "BEM_MAX_CONCURRENT_UPLOADS": "100",
+}
+CAPACITY_RATES = [20, 40, 60, 80, 100, 120, 140, 160, 200, 250, 300]
+
+
+def spare_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time of ``pid`` and every descendant still running (uvicorn's workers)."""
+    total = 0.0
+    for p in [pid, *_descendants(pid)]:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def _descendants(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        for child in task.read_text().split():
+            found += [int(child), *_descendants(int(child))]
+    return found
+
+
+def redis_answers(url: str) -> bool:
+    import redis
+
+    try:
+        return bool(redis.Redis.from_url(url, socket_timeout=1).ping())
+    except redis.RedisError:
+        return False
+
+
+class Stack:
+    """A BEM stack of its own: database, ``bem serve --workers 2``, users and a model."""
+
+    def __init__(self, elements: int, users: int) -> None:
+        self.elements, self.users = elements, users
+        self.database = f"bem_bench_sla_{uuid.uuid4().hex[:8]}"
+        self.prefix = f"bemsla{uuid.uuid4().hex[:8]}"
+        self.work = Path(tempfile.mkdtemp(prefix="bem-sla-"))
+        self.port = spare_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.redis = REDIS if redis_answers(REDIS) else None
+        env = {k: v for k, v in os.environ.items() if not k.startswith("BEM_")}
+        env.update(
+            BEM_DATABASE_URL=SERVER_DB.rsplit("/", 1)[0] + f"/{self.database}",
+            BEM_STORAGE_DIR=str(self.work / "sources"),
+            BEM_LOG_LEVEL="WARNING",
+            BEM_REDIS_KEY_PREFIX=self.prefix,
+            **LIMITS,
+        )
+        if self.redis:
+            env["BEM_REDIS_URL"] = self.redis
+        self.env = env
+        self.server: subprocess.Popen[bytes] | None = None
+
+    def bem(self, *args: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "bem", *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=300,
+        )
+        return done.stdout.strip()
+
+    @contextmanager
+    def running(self) -> Iterator[Stack]:
+        admin = SERVER_DB
+        _pg(admin, f'CREATE DATABASE "{self.database}"')
+        try:
+            self.bem("migrate")
+            tokens = [
+                self.bem("users", "create-admin", "--email", f"load{i}@example.com")
+                for i in range(self.users)
+            ]
+            log = (self.work / "server.log").open("wb")  # warnings: what an overload did
+            self.server = subprocess.Popen(
+                [sys.executable, "-m", "bem", "serve", "--port", str(self.port), "--workers", "2"],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+            _wait_ready(self.base, self.server)
+            self.fixture = seed(self.base, tokens, self.elements)
+            yield self
+        finally:
+            if self.server is not None:
+                self.server.terminate()
+                self.server.wait(60)
+            _pg(admin, f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
+            if self.redis:
+                import redis
+
+                client = redis.Redis.from_url(self.redis)
+                for key in client.scan_iter(f"{self.prefix}:*"):
+                    client.delete(key)
+            shutil.rmtree(self.work, ignore_errors=True)
+
+
+def _pg(url: str, statement: str) -> None:
+    import asyncio
+
+    async def run() -> None:
+        conn = await asyncpg.connect(url)
+        try:
+            await conn.execute(statement)
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
+
+
+def _wait_ready(base: str, server: subprocess.Popen[bytes], within_s: float = 60) -> None:
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise SystemExit(f"bem serve exited with {server.returncode}")
+        try:
+            if httpx.get(f"{base}/health/ready", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass  # not listening yet
+        time.sleep(0.2)
+    raise SystemExit("bem serve did not become ready")
+
+
+def seed(base: str, tokens: list[str], elements: int) -> dict[str, Any]:
+    """A project with a model of ``elements`` generated elements in two versions, a model
+    for uploads, and what the scenarios pick from."""
+    from bem.ingest.ifc import element_documents
+    from bem.testing import ifcgen
+
+    owner = {"Authorization": f"Bearer {tokens[0]}"}
+    with httpx.Client(base_url=base, headers=owner, timeout=600) as client:
+        project = _ok(client.post("/v1/projects", json={"name": "load"}))["id"]
+        model = _ok(client.post(f"/v1/projects/{project}/models", json={"name": "building"}))
+        upload_model = _ok(client.post(f"/v1/projects/{project}/models", json={"name": "drafts"}))
+        first = ifcgen.generate(elements)  # seed 0: mutate (seed 1) makes GlobalIds of its own
+        versions = []
+        for source in (first, ifcgen.mutate(first, fraction=0.1)):
+            docs = list(element_documents(source))
+            body = b"".join(orjson.dumps(d) + b"\n" for d in docs)
+            headers = {"Content-Type": "application/x-ndjson"}
+            r = client.post(f"/v1/models/{model['id']}/versions", content=body, headers=headers)
+            versions.append(_ok(r)["id"])
+        gids = [d["global_id"] for d in element_documents(first)]
+        cursors: list[str | None] = [None]
+        for _ in range(4):  # the first pages of the element list
+            page = _ok(client.get(f"/v1/versions/{versions[0]}/elements", params=_cursor(cursors)))
+            if page.get("next_cursor"):
+                cursors.append(page["next_cursor"])
+        small = list(element_documents(ifcgen.generate(20, seed=2)))
+    return {
+        "tokens": tokens,
+        "project": project,
+        "model": model["id"],
+        "upload_model": upload_model["id"],
+        "versions": versions,
+        "global_ids": gids[:: max(1, len(gids) // 500)],
+        "cursors": cursors,
+        "selectors": [
+            "IfcWall",
+            "IfcSlab, IfcBeam",
+            "IfcWall, Pset_WallCommon.IsExternal=TRUE",
+            'IfcDoor, location="Level 01"',
+            "IfcColumn, IfcBeam, material=Steel",
+        ],
+        "upload_body": b"".join(orjson.dumps(d) + b"\n" for d in small).decode(),
+    }
+
+
+def _cursor(cursors: list[str | None]) -> dict[str, str]:
+    return {"cursor": cursors[-1]} if cursors[-1] else {}
+
+
+def _ok(response: httpx.Response) -> Any:
+    if response.is_error:
+        raise SystemExit(f"seeding failed: {response.status_code} {response.text[:300]}")
+    return response.json()
+
+
+def warm(base: str, fixture: dict[str, Any]) -> None:
+    """One request per answer the mixes repeat, so they meet a warm cache (as in production,
+    where the first reader of a version pays)."""
+    headers = {"Authorization": f"Bearer {fixture['tokens'][0]}"}
+    v1, v2 = fixture["versions"]
+    paths: list[tuple[str, dict[str, str]]] = []
+    paths += [(f"/v1/versions/{v1}/elements", {"q": q}) for q in fixture["selectors"]]
+    paths += [
+        (f"/v1/versions/{v1}/elements", {"cursor": c} if c else {}) for c in fixture["cursors"]
+    ]
+    groups = ["class", "storey", "storey,class", "type", "material"]
+    paths += [(f"/v1/versions/{v1}/takeoff", {"group_by": g}) for g in groups]
+    paths += [
+        (f"/v1/versions/{v1}/diff/{v2}", {"kind": k}) for k in ("added", "removed", "changed")
+    ]
+    with httpx.Client(base_url=base, headers=headers, timeout=120) as client:
+        for path, params in paths:
+            _ok(client.get(path, params=params))
+
+
+def run_locust(
+    base: str, fixture_path: Path, scenario: str, rate: float, duration_s: int, work: Path
+) -> dict[str, Any]:
+    users = max(1, min(8, int(rate // 20) + 1))
+    prefix = work / f"locust-{scenario}-{rate:g}"
+    env = {
+        **os.environ,
+        "BEM_LOAD_FIXTURE": str(fixture_path),
+        "BEM_LOAD_SCENARIO": scenario,
+        "BEM_LOAD_RATE": str(rate),
+        "BEM_LOAD_USERS": str(users),
+    }
+    args = [
+        *("-f", str(LOCUSTFILE), "--headless", "--host", base),
+        *("--users", str(users), "--spawn-rate", str(users)),
+        *("--run-time", f"{duration_s}s"),  # then users stop at once: arrivals end with it
+        *("--csv", str(prefix), "--only-summary", "--loglevel", "WARNING"),
+    ]
+    started = time.monotonic()
+    locust = subprocess.Popen(
+        [sys.executable, "-m", "locust", *args],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=(work / "locust.log").open("ab"),
+    )
+    client_cpu = 0.0
+    while locust.poll() is None:  # sampled: the children are gone once it has exited
+        client_cpu = max(client_cpu, cpu_seconds(locust.pid))
+        time.sleep(0.5)
+    elapsed = time.monotonic() - started
+    if locust.returncode not in (0, 1):  # 1: some requests failed, which is judged below
+        raise SystemExit(f"locust exited with {locust.returncode}; see {work / 'locust.log'}")
+    rows = {row["Name"]: row for row in csv.DictReader(_csv(prefix, "stats").open())}
+    total = rows.pop("Aggregated")
+    failures = {
+        f"{row['Name']}: {row['Error']}": int(row["Occurrences"])
+        for row in csv.DictReader(_csv(prefix, "failures").open())
+    }
+    warnings = _warnings(work / "server.log")
+    return {
+        "total": total,
+        "by_kind": rows,
+        "failures": failures,
+        "server_warnings": warnings,
+        "elapsed_s": elapsed,
+        "users": users,
+        "client_cpu_s": client_cpu,
+    }
+
+
+def _csv(prefix: Path, table: str) -> Path:
+    return prefix.with_name(f"{prefix.name}_{table}.csv")
+
+
+def _warnings(log: Path) -> dict[str, int]:
+    """The server's warning events so far (``cache_degraded``, ``rate_limited``, ...), by
+    name: what an overload did, beside its latency."""
+    events: dict[str, int] = {}
+    for line in log.read_text(errors="replace").splitlines():
+        try:
+            event = json.loads(line).get("event")
+        except ValueError:
+            continue
+        if isinstance(event, str):
+            events[event] = events.get(event, 0) + 1
+    return events
+
+
+def judge(
+    scenario: str, rate: float, duration_s: int, measured: dict[str, Any], server_cpu_s: float
+) -> dict[str, Any]:
+    total = measured["total"]
+    requests, failures = int(total["Request Count"]), int(total["Failure Count"])
+
+    def ms(row: dict[str, str], column: str) -> float | None:
+        value = row.get(column, "N/A")
+        return None if value in ("N/A", "") else float(value)
+
+    result = {
+        "scenario": scenario,
+        "rate": rate,
+        "duration_s": duration_s,
+        "achieved_rate": round(requests / duration_s, 1),
+        "requests": requests,
+        "errors": failures,
+        "error_ratio": round(failures / requests, 5) if requests else None,
+        "p50_ms": ms(total, "50%"),
+        "p95_ms": ms(total, "95%"),
+        "p99_ms": ms(total, "99%"),
+        "by_kind": {
+            name: {
+                "requests": int(row["Request Count"]),
+                "errors": int(row["Failure Count"]),
+                "p50_ms": ms(row, "50%"),
+                "p95_ms": ms(row, "95%"),
+            }
+            for name, row in sorted(measured["by_kind"].items())
+        },
+        "failures": measured["failures"],
+        "server_warnings_so_far": measured["server_warnings"],
+        "locust_users": measured["users"],
+        "server_cpu_per_request_ms": round(1000 * server_cpu_s / requests, 2) if requests else None,
+        "server_cpu_percent": round(100 * server_cpu_s / duration_s, 1),
+        "client_cpu_percent": round(100 * measured["client_cpu_s"] / duration_s, 1),
+    }
+    p95 = result["p95_ms"]
+    result["holds"] = bool(
+        requests
+        and p95 is not None
+        and p95 < P95_MS
+        and failures / requests < MAX_ERROR_RATIO
+        and requests >= 0.9 * rate * duration_s  # the generator kept up with the schedule
+    )
+    return result
+
+
+def measure(stack: Stack, scenario: str, rate: float, duration_s: int) -> dict[str, Any]:
+    fixture_path = stack.work / "fixture.json"
+    fixture_path.write_text(json.dumps(stack.fixture))
+    assert stack.server is not None
+    before = cpu_seconds(stack.server.pid)
+    measured = run_locust(stack.base, fixture_path, scenario, rate, duration_s, stack.work)
+    server_cpu = cpu_seconds(stack.server.pid) - before
+    result = judge(scenario, rate, duration_s, measured, server_cpu)
+    print(json.dumps({k: v for k, v in result.items() if k != "by_kind"}), file=sys.stderr)
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--scenario", default="mixed", choices=["browse", "query", "diff", "upload", "mixed"]
+    )
+    parser.add_argument("--rate", type=float, default=20.0, help="arrivals per second")
+    parser.add_argument("--duration", type=int, default=60, help="seconds per run")
+    parser.add_argument("--elements", type=int, default=10_000, help="elements of the model")
+    parser.add_argument("--users", type=int, default=8, help="BEM users (tokens) making requests")
+    parser.add_argument(
+        "--capacity", action="store_true", help="step the rate up: " + str(CAPACITY_RATES)
+    )
+    parser.add_argument(
+        "--smoke", action="store_true", help="20 s at 5/s on 300 elements; judges errors only"
+    )
+    parser.add_argument("--out", type=Path, default=HERE / "results", help="where the report goes")
+    args = parser.parse_args()
+    if args.smoke:
+        args.rate, args.duration, args.elements, args.users = 5.0, 20, 300, 2
+    stack = Stack(args.elements, args.users)
+    with stack.running():
+        warm(stack.base, stack.fixture)
+        if args.capacity:
+            runs = []
+            for rate in CAPACITY_RATES:
+                runs.append(measure(stack, args.scenario, rate, args.duration))
+                if not runs[-1]["holds"]:
+                    break
+            held = [r["rate"] for r in runs if r["holds"]]
+            report: dict[str, Any] = {"capacity_rate": max(held) if held else 0, "runs": runs}
+        else:
+            report = measure(stack, args.scenario, args.rate, args.duration)
+    about = {
+        "objective": {"p95_ms_below": P95_MS, "error_ratio_below": MAX_ERROR_RATIO},
+        "stack": {
+            "api_processes": 2,
+            "redis": stack.redis is not None,
+            "elements": args.elements,
+            "users": args.users,
+            "load_generator": "Locust (open loop) on the same machine",
+        },
+    }
+    name = f"{datetime.date.today():%Y-%m-%d}-{args.scenario}" + (
+        "-capacity" if args.capacity else ""
+    )
+    if args.smoke:
+        name = "smoke"
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_report(name, {**about, **report}, directory=args.out)
+    if args.smoke:  # a test of the harness: requests made and answered, none failed
+        return 0 if report["requests"] and report["errors"] == 0 else 1
+    if args.capacity:
+        return 0
+    return 0 if report["holds"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

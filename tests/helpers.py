@@ -46,6 +46,10 @@ class PostCollector:
                     body = gzip.decompress(body)
                 elif encoding == "deflate":
                     body = zlib.decompress(body)
+                elif encoding == "br":  # sentry-sdk's choice whenever brotli is importable
+                    import brotli  # (locust's HTTP client brings it into the dev extras)
+
+                    body = brotli.decompress(body)
                 bodies.append(body)
                 self.send_response(200)
                 self.send_header("Content-Length", "2")

@@ -2,13 +2,16 @@
 
 An upload runs in two passes so memory stays bounded by the GlobalId index, not the body:
 
-1. validate every document, reject duplicates, and spool the validated documents to a
-   temporary file while indexing ``global_id -> (name, ifc_class)``;
+1. validate every document, reject duplicates and references to GlobalIds the upload does
+   not hold, and spool the validated documents to a temporary file while indexing
+   ``global_id -> (name, ifc_class)``;
 2. re-read the spool in batches, resolve GlobalId references (``type``, ``container``,
    ``parent``, ``groups``) against the index, hash each canonical payload and write payloads
    (only new ones), the version's ``global_id -> hash`` map and its relations.
 
-Everything happens in one transaction: a failed upload leaves no version and no rows.
+The version's own rows are one transaction: a failed upload leaves no version. On
+PostgreSQL payloads commit batch by batch (``_batch_writer``), so one that failed after
+pass 1 may leave unused payloads; bad input is found in pass 1 and leaves nothing.
 """
 
 from __future__ import annotations

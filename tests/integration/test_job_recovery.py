@@ -127,3 +127,20 @@ async def test_a_database_outage_around_an_attempt_is_retried_by_the_queue(
         assert job["status"] == "failed" and job["attempts"] == 2, job
         assert job["error"]["type"] == "unprocessable", job
     await away.dispose()
+
+
+@pytest.mark.postgres
+async def test_bem_import_gives_up_when_the_database_stays_away(
+    postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``run_here`` (``bem import``) retries a claim the database refused as the queue
+    would, then ends with the database's error instead of retrying forever."""
+    monkeypatch.setattr(service, "RETRY_DELAY_S", 0.01)
+    away = create_engine(settings_for(f"postgresql://bem@127.0.0.1:{free_port()}/bem"))
+    async with make_api(settings_for(postgres_url)) as api:
+        _, mid = await model_of(api)
+        job_id = await queued_import(api, mid, tmp_path)
+        ctx = job_context(api.settings, session_factory(away))
+        with pytest.raises(ConnectionRefusedError):  # after the outage tries, not a timeout
+            await asyncio.wait_for(service.run_here(ctx, HANDLERS, job_id), 30)
+    await away.dispose()

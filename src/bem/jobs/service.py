@@ -37,6 +37,9 @@ STALE_AFTER = timedelta(seconds=120)
 ALIVE_EVERY_S = 30.0
 PROGRESS_INTERVAL_S = 0.5
 RETRY_DELAY_S = 5.0
+# Runs of a job that found the database away before claiming it cost no attempt; this many
+# (a minute at RETRY_DELAY_S) ride out an outage before the queue, or ``bem import``, gives up.
+OUTAGE_TRIES = 12
 
 # Called with (phase, done, total) as a job advances; the CLI draws its progress bar with it.
 Watch = Callable[[str, int, int | None], None]
@@ -216,13 +219,17 @@ async def get_job(session: AsyncSession, job_id: uuid.UUID) -> Job:
 
 async def run_here(ctx: JobContext, handlers: Mapping[str, Handler], job_id: uuid.UUID) -> Job:
     """Run a job in this process until it succeeds or fails for good (``bem import``, the
-    ingest benchmark); returns its final row."""
-    while True:
+    ingest benchmark); returns its final row. A database away for longer than the queue
+    would wait (``OUTAGE_TRIES``) ends it with the database's error."""
+    for _ in range(ctx.settings.job_max_attempts + OUTAGE_TRIES):
         try:
             await execute(ctx, handlers, job_id, takeover=False)
             break
         except RetryLater as retry:
+            last = retry
             await asyncio.sleep(retry.delay_s)
+    else:
+        raise last.__cause__ or last
     async with ctx.sessions() as session:
         job = await session.get(Job, job_id)
     assert job is not None

@@ -33,7 +33,14 @@ from bem.config import Settings
 from bem.events.service import count_published
 from bem.jobs import repository
 from bem.jobs.queue import ARQ_FUNCTION, queue_name
-from bem.jobs.service import STALE_AFTER, Handler, RetryLater, execute, job_context
+from bem.jobs.service import (
+    OUTAGE_TRIES,
+    STALE_AFTER,
+    Handler,
+    RetryLater,
+    execute,
+    job_context,
+)
 from bem.kit.build import build_of
 from bem.kit.db import create_engine, session_factory, utcnow
 from bem.kit.dberrors import classify
@@ -44,7 +51,6 @@ from bem.live.tasks import Deliverer
 
 FIRST_BACKOFF_S = 0.5
 MAX_BACKOFF_S = 10.0
-OUTAGE_TRIES = 13  # a minute of database outage at the 5 s retry delay, plus the last try
 STARTUP_REDIS_TRIES = 300  # about five minutes of arq's one-second connection retries
 log = structlog.get_logger("bem.worker")
 
@@ -180,7 +186,7 @@ def build_worker(
         functions=[
             # Our attempts (claims) bound the job; arq's tries also cover runs that found the
             # database away before claiming, and one more records the final failure.
-            func(run_job, name=ARQ_FUNCTION, max_tries=settings.job_max_attempts + OUTAGE_TRIES)
+            func(run_job, name=ARQ_FUNCTION, max_tries=settings.job_max_attempts + OUTAGE_TRIES + 1)
         ],
         redis_settings=redis_settings,
         queue_name=queue_name(settings),

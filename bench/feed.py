@@ -25,7 +25,7 @@ import httpx
 import orjson
 from websockets.asyncio.client import ClientConnection, connect
 
-from report import write_report  # bench/ is on sys.path when run as a script
+from report import cpu_seconds, write_report  # bench/ is on sys.path when run as a script
 
 SERVER = os.environ.get("BEM_TEST_DATABASE_URL", "postgresql://127.0.0.1:5432/test")
 UPLOADS = 20
@@ -37,11 +37,6 @@ PORT = 18731
 
 def _url(database: str) -> str:
     return SERVER.rsplit("/", 1)[0] + f"/{database}"
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def bem(args: list[str], env: dict[str, str]) -> str:

@@ -43,7 +43,7 @@ import asyncpg
 import httpx
 import orjson
 
-from report import write_report  # bench/ is on sys.path when run as a script
+from report import cpu_seconds, write_report  # bench/ is on sys.path when run as a script
 
 HERE = Path(__file__).resolve().parent
 LOCUSTFILE = HERE / "load" / "locustfile.py"
@@ -63,26 +63,6 @@ def spare_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def cpu_seconds(pid: int) -> float:
-    """CPU time of ``pid`` and every descendant still running (uvicorn's workers)."""
-    total = 0.0
-    for p in [pid, *_descendants(pid)]:
-        try:
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-        except FileNotFoundError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
-
-
-def _descendants(pid: int) -> list[int]:
-    found = []
-    for task in Path(f"/proc/{pid}/task").glob("*/children"):
-        for child in task.read_text().split():
-            found += [int(child), *_descendants(int(child))]
-    return found
 
 
 def redis_answers(url: str) -> bool:

@@ -35,12 +35,27 @@ from bem.kit import migrate
 from bem.kit.db import utcnow
 from bem.kit.state import AppState, state_of
 from bem.live.hub import Hub
-from tests.helpers import PG_BIN, REQUIRE_SERVICES, OwnPostgres, OwnRedis
+from tests.helpers import PG_BIN, REQUIRE_SERVICES, OwnPgBouncer, OwnPostgres, OwnRedis, tool
 
 PG_URL = os.environ.get("BEM_TEST_DATABASE_URL", "postgresql://127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("BEM_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 # Imported files, by content; shared by the whole run and removed at its end.
 SOURCES = Path(tempfile.mkdtemp(prefix="bem-test-sources-"))
+# Database URLs that lead through the run's PgBouncer (their settings say so).
+PGBOUNCED: set[str] = set()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The PgBouncer variant of ``database_url`` runs only in modules marked ``hot_path``."""
+    keep: list[pytest.Item] = []
+    drop: list[pytest.Item] = []
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        bounced = callspec is not None and callspec.params.get("database_url") == "pgbouncer"
+        (drop if bounced and item.get_closest_marker("hot_path") is None else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -74,7 +89,12 @@ def _pg_available() -> str | None:
 
 def settings_for(database_url: str, **overrides: Any) -> Settings:
     """Test settings; rate limiting is off unless a test turns it on (its own tests do)."""
-    values: dict[str, Any] = {"rate_limit_enabled": False, "storage_dir": SOURCES, **overrides}
+    values: dict[str, Any] = {
+        "rate_limit_enabled": False,
+        "storage_dir": SOURCES,
+        "db_pgbouncer": database_url in PGBOUNCED,
+        **overrides,
+    }
     return Settings(profile="test", database_url=database_url, log_json=True, **values)
 
 
@@ -133,6 +153,28 @@ def postgres_url(postgres_template: str) -> Iterator[str]:
         yield url
 
 
+@pytest.fixture(scope="session")
+def pgbouncer(postgres_template: str) -> Iterator[OwnPgBouncer]:
+    """One PgBouncer (transaction pooling) in front of the test PostgreSQL for the run."""
+    url = make_url(PG_URL)
+    bouncer = OwnPgBouncer(
+        tool("pgbouncer", "pgbouncer"), url.host or "127.0.0.1", url.port or 5432
+    )
+    try:
+        yield bouncer
+    finally:
+        bouncer.remove()
+
+
+@pytest.fixture
+def pgbouncer_url(postgres_url: str, pgbouncer: OwnPgBouncer) -> str:
+    """A fresh database (created directly), reached through PgBouncer."""
+    url = make_url(postgres_url).set(host="127.0.0.1", port=pgbouncer.port)
+    rendered = url.render_as_string(hide_password=False)
+    PGBOUNCED.add(rendered)
+    return rendered
+
+
 @pytest.fixture
 def sqlite_url(sqlite_template: Path, tmp_path: Path) -> str:
     path = tmp_path / "bem.db"
@@ -140,9 +182,16 @@ def sqlite_url(sqlite_template: Path, tmp_path: Path) -> str:
     return f"sqlite+aiosqlite:///{path}"
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.fixture(
+    params=[
+        "sqlite",
+        pytest.param("postgres", marks=pytest.mark.postgres),
+        pytest.param("pgbouncer", marks=pytest.mark.postgres),
+    ]
+)
 def database_url(request: pytest.FixtureRequest) -> str:
-    """Each test using this runs on both databases."""
+    """Each test using this runs on both databases (and, in ``hot_path`` modules, on
+    PostgreSQL through PgBouncer in transaction mode)."""
     url: str = request.getfixturevalue(f"{request.param}_url")
     return url
 

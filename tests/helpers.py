@@ -220,6 +220,55 @@ class OwnPostgres:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
+class OwnPgBouncer:
+    """A PgBouncer in transaction mode on a spare port, in front of the PostgreSQL at
+    ``host:port`` (any database, trust auth), run as the postgres user (it refuses root)."""
+
+    def __init__(self, binary: str, host: str, port: int) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix="bem-pgbouncer-", dir="/tmp"))
+        self.port = free_port()
+        users = self.root / "users.txt"
+        users.write_text('"root" ""\n"postgres" ""\n"bem" ""\n')
+        self.ini = self.root / "pgbouncer.ini"
+        self.ini.write_text(
+            f"[databases]\n* = host={host} port={port}\n"
+            f"[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {self.port}\n"
+            f"unix_socket_dir =\nauth_type = trust\nauth_file = {users}\n"
+            "pool_mode = transaction\nmax_client_conn = 500\ndefault_pool_size = 20\n"
+            f"logfile = {self.root / 'pgbouncer.log'}\n"
+        )
+        pg = pwd.getpwnam("postgres")
+        os.chmod(self.root, 0o755)  # noqa: S103 - the postgres user reads its files here
+        for path in (self.root, users, self.ini):
+            os.chown(path, pg.pw_uid, pg.pw_gid)
+        self.proc = subprocess.Popen(
+            [binary, str(self.ini)],
+            user="postgres",
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
+            except OSError:
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    self.remove()
+                    raise RuntimeError(f"pgbouncer did not start: {self.log()}") from None
+                time.sleep(0.05)
+
+    def log(self) -> str:
+        path = self.root / "pgbouncer.log"
+        return path.read_text() if path.exists() else ""
+
+    def remove(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
 class OwnRedis:
     """A private redis-server on a spare port, so stopping it harms nobody."""
 

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from bem.ingest.ifc import element_documents
 from bem.kit.canonical import content_hash, normalize
 from bem.testing import ifcgen
 from tests.conftest import Api
+
+pytestmark = pytest.mark.hot_path
 
 NEW_IDS = ["3NewGlobalId0000000001", "3NewGlobalId0000000002", "3NewGlobalId0000000003"]
 

@@ -31,6 +31,8 @@ from bem.ingest.ifc import element_documents
 from bem.testing import ifcgen
 from tests.conftest import Api, make_api, settings_for
 
+pytestmark = pytest.mark.hot_path
+
 TABLES = ("versions", "version_elements", "relations", "element_payloads")
 
 

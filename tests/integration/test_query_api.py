@@ -11,6 +11,8 @@ from bem.ingest.ifc import element_documents
 from bem.testing import ifcgen
 from tests.conftest import Api
 
+pytestmark = pytest.mark.hot_path
+
 TABLES = ("versions", "version_elements", "element_payloads", "relations", "users", "projects")
 
 

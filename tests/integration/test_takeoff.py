@@ -15,6 +15,8 @@ from bem.testing import ifcgen
 from tests.conftest import Api
 from tests.integration.test_query_api import loaded
 
+pytestmark = pytest.mark.hot_path
+
 QTO = "Qto_WallBaseQuantities"
 
 

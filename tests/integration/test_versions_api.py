@@ -12,6 +12,8 @@ from bem.ingest.ifc import element_documents
 from bem.testing import ifcgen
 from tests.conftest import Api
 
+pytestmark = pytest.mark.hot_path
+
 STOREY = "0000000000000000000S01"
 
 

@@ -109,6 +109,39 @@ def bem(
     return r
 
 
+def start_bem(
+    env: dict[str, str],
+    cwd: Path,
+    port: int,
+    *,
+    capture: bool = False,
+    command: str = "serve",
+) -> subprocess.Popen[bytes]:
+    """Start ``bem serve`` (or ``bem gateway``) on ``port``; ``wait_live`` waits for it."""
+    output = subprocess.PIPE if capture else subprocess.DEVNULL
+    return subprocess.Popen(
+        [sys.executable, "-m", "bem", command, "--port", str(port)],
+        env=env,
+        cwd=cwd,
+        stdout=output,
+        stderr=output,
+    )
+
+
+def wait_live(proc: subprocess.Popen[bytes], port: int, timeout: float = 30) -> None:
+    """Until ``/health/live`` on ``port`` answers 200; fails if the process exits first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health/live", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline or proc.poll() is not None:
+            raise RuntimeError(f"{proc.args!r} did not start (exit code {proc.poll()})")
+        time.sleep(0.1)
+
+
 @contextmanager
 def bem_server(
     env: dict[str, str], cwd: Path, *, capture: bool = False, command: str = "serve"
@@ -116,27 +149,10 @@ def bem_server(
     """A ``bem serve`` (or ``bem gateway``) process on a spare port, ready (``/health/live``)
     before yielding; stopped (SIGTERM, then SIGKILL) afterwards."""
     port = free_port()
-    output = subprocess.PIPE if capture else subprocess.DEVNULL
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bem", command, "--port", str(port)],
-        env=env,
-        cwd=cwd,
-        stdout=output,
-        stderr=output,
-    )
-    base = f"http://127.0.0.1:{port}"
+    proc = start_bem(env, cwd, port, capture=capture, command=command)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{base}/health/live", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError(f"bem {command} did not start (exit code {proc.poll()})")
-            time.sleep(0.1)
-        yield base, proc
+        wait_live(proc, port)
+        yield f"http://127.0.0.1:{port}", proc
     finally:
         stop(proc)
 

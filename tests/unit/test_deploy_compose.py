@@ -84,6 +84,11 @@ def test_prometheus_scrapes_services_that_compose_runs(resolved: dict[str, Any])
         for job in prometheus["scrape_configs"]
         for config in job.get("static_configs", [])
         for target in config["targets"]
+    ] + [
+        (job["job_name"], f"{name}:{config['port']}")
+        for job in prometheus["scrape_configs"]
+        for config in job.get("dns_sd_configs", [])
+        for name in config["names"]
     ]
     for job, target in targets:
         if job == "blackbox-tls":  # the public URL, probed through the exporter
@@ -128,3 +133,25 @@ def test_dockerfile_passes_hadolint_and_copies_what_exists() -> None:
         if line.startswith("!")
     }
     assert set(copied) <= allowed, "the build context leaves out a file the image copies"
+
+
+def test_only_nginx_is_published_and_it_is_wired_to_what_runs(resolved: dict[str, Any]) -> None:
+    services = resolved["services"]
+    core = {name for name, s in services.items() if not s.get("profiles")}
+    assert {name for name in core if services[name].get("ports")} == {"nginx"}
+    nginx = services["nginx"]
+    template = (DEPLOY / "nginx" / "templates" / "bem.conf.template").read_text()
+    assert set(re.findall(r"\$\{(BEM_[A-Z_]+)\}", template)) <= set(nginx["environment"])
+    upstreams = (DEPLOY / "nginx" / "upstreams.conf").read_text()
+    for name in ("api", "gateway"):
+        assert f"server {name}:{services[name]['environment']['BEM_PORT']} " in upstreams
+    assert services["api"]["deploy"]["replicas"] == 2
+    address = nginx["networks"]["default"]["ipv4_address"]
+    for name in ("api", "gateway", "worker"):
+        environment = services[name]["environment"]
+        assert environment["BEM_TRUSTED_PROXIES"] == f'["{address}/32"]'
+        assert environment["BEM_DB_PGBOUNCER"] == "true"
+    # Migrations (and backups run as `compose run migrate bem backup`) skip PgBouncer.
+    assert services["migrate"]["environment"]["BEM_DB_PGBOUNCER"] == "false"
+    ini = (DEPLOY / "pgbouncer" / "pgbouncer.ini").read_text()
+    assert "pool_mode = transaction" in ini and "listen_port = 6432" in ini

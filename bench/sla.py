@@ -4,9 +4,11 @@ against a BEM stack, judged against the service-level objective (p95 < 100 ms, e
 
 The stack it starts by itself (pointing it at a running deployment is not built yet): a
 fresh PostgreSQL database, Redis when it answers (cache and rate limits shared by the
-processes, as in production), ``bem serve --workers 2`` on a spare port, users made with
-``bem users create-admin``, and a generated model uploaded twice (the second 10 % mutated,
-for diffs). Rate limits stay on
+processes, as in production), users made with ``bem users create-admin``, a generated model
+uploaded twice (the second 10 % mutated, for diffs), and either ``bem serve --workers 2`` on
+a spare port (``--edge direct``) or the production topology (``--edge nginx``: nginx with TLS
+in front of two ``bem serve`` processes, PgBouncer in front of PostgreSQL; the same number of
+Python processes, ``tests/topology.py``). Rate limits stay on
 but are raised far above the load, so the limiter's cost is measured and the generator is
 not throttled. The cache is warmed first (one request per cached answer the mix repeats).
 The load generator runs on the same 2 cores as the server: its CPU is reported beside the
@@ -42,10 +44,14 @@ from typing import Any
 import asyncpg
 import httpx
 import orjson
+from sqlalchemy.engine import make_url
 
 from report import cpu_seconds, write_report  # bench/ is on sys.path when run as a script
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(
+    0, str(HERE.parent)
+)  # tests/topology.py: nginx and PgBouncer, as the e2e tests run them
 LOCUSTFILE = HERE / "load" / "locustfile.py"
 SERVER_DB = os.environ.get("BEM_TEST_DATABASE_URL", "postgresql://127.0.0.1:5432/test")
 REDIS = os.environ.get("BEM_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -75,10 +81,10 @@ def redis_answers(url: str) -> bool:
 
 
 class Stack:
-    """A BEM stack of its own: database, ``bem serve --workers 2``, users and a model."""
+    """A BEM stack of its own: database, the API (direct or behind nginx), users and a model."""
 
-    def __init__(self, elements: int, users: int) -> None:
-        self.elements, self.users = elements, users
+    def __init__(self, elements: int, users: int, edge: str = "direct") -> None:
+        self.elements, self.users, self.edge = elements, users, edge
         self.database = f"bem_bench_sla_{uuid.uuid4().hex[:8]}"
         self.prefix = f"bemsla{uuid.uuid4().hex[:8]}"
         self.work = Path(tempfile.mkdtemp(prefix="bem-sla-"))
@@ -96,7 +102,9 @@ class Stack:
         if self.redis:
             env["BEM_REDIS_URL"] = self.redis
         self.env = env
-        self.server: subprocess.Popen[bytes] | None = None
+        self.servers: list[subprocess.Popen[bytes]] = []
+        self.edge_processes: list[subprocess.Popen[bytes]] = []  # nginx and PgBouncer
+        self.cleanup: list[Any] = []
 
     def bem(self, *args: str) -> str:
         done = subprocess.run(
@@ -120,19 +128,19 @@ class Stack:
                 for i in range(self.users)
             ]
             log = (self.work / "server.log").open("wb")  # warnings: what an overload did
-            self.server = subprocess.Popen(
-                [sys.executable, "-m", "bem", "serve", "--port", str(self.port), "--workers", "2"],
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-            _wait_ready(self.base, self.server)
-            self.fixture = seed(self.base, tokens, self.elements)
+            if self.edge == "nginx":
+                self._start_topology(log)
+            else:
+                self._serve(self.env, self.port, "2", log)
+            self.api = f"http://127.0.0.1:{self.port}"  # seeding and warming skip the edge
+            self.fixture = seed(self.api, tokens, self.elements)
             yield self
         finally:
-            if self.server is not None:
-                self.server.terminate()
-                self.server.wait(60)
+            for server in self.servers:
+                server.terminate()
+                server.wait(60)
+            for remove in reversed(self.cleanup):
+                remove()
             _pg(admin, f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
             if self.redis:
                 import redis
@@ -141,6 +149,45 @@ class Stack:
                 for key in client.scan_iter(f"{self.prefix}:*"):
                     client.delete(key)
             shutil.rmtree(self.work, ignore_errors=True)
+
+    def _serve(self, env: dict[str, str], port: int, workers: str, log: Any) -> None:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "bem", "serve", "--port", str(port), "--workers", workers],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        self.servers.append(server)
+        _wait_ready(f"http://127.0.0.1:{port}", server)
+
+    def _start_topology(self, log: Any) -> None:
+        from tests.helpers import OwnPgBouncer
+        from tests.topology import Nginx
+
+        url = make_url(self.env["BEM_DATABASE_URL"])
+        bouncer = OwnPgBouncer(shutil.which("pgbouncer") or "pgbouncer", url.host, url.port or 5432)
+        self.cleanup.append(bouncer.remove)
+        pooled = url.set(host="127.0.0.1", port=bouncer.port).render_as_string(hide_password=False)
+        env = {
+            **self.env,
+            "BEM_DATABASE_URL": pooled,
+            "BEM_DB_PGBOUNCER": "true",
+            "BEM_TRUSTED_PROXIES": '["127.0.0.1/32"]',
+        }
+        ports = [self.port, spare_port()]
+        for port in ports:
+            self._serve(env, port, "1", log)
+        # No gateway: the mixes do not follow the feed.
+        nginx = Nginx(shutil.which("nginx") or "/usr/sbin/nginx", ports, ports[0], rate="100000r/s")
+        nginx.start()
+        self.cleanup.append(nginx.remove)
+        assert nginx.proc is not None
+        self.edge_processes = [nginx.proc, bouncer.proc]
+        self.base = nginx.base
+
+    def cpu(self) -> float:
+        """CPU seconds of every server process (API processes, nginx, PgBouncer) so far."""
+        return sum(cpu_seconds(p.pid) for p in self.servers + self.edge_processes)
 
 
 def _pg(url: str, statement: str) -> None:
@@ -364,10 +411,9 @@ def judge(
 def measure(stack: Stack, scenario: str, rate: float, duration_s: int) -> dict[str, Any]:
     fixture_path = stack.work / "fixture.json"
     fixture_path.write_text(json.dumps(stack.fixture))
-    assert stack.server is not None
-    before = cpu_seconds(stack.server.pid)
+    before = stack.cpu()
     measured = run_locust(stack.base, fixture_path, scenario, rate, duration_s, stack.work)
-    server_cpu = cpu_seconds(stack.server.pid) - before
+    server_cpu = stack.cpu() - before
     result = judge(scenario, rate, duration_s, measured, server_cpu)
     print(json.dumps({k: v for k, v in result.items() if k != "by_kind"}), file=sys.stderr)
     return result
@@ -388,13 +434,19 @@ def main() -> int:
     parser.add_argument(
         "--smoke", action="store_true", help="20 s at 5/s on 300 elements; judges errors only"
     )
+    parser.add_argument(
+        "--edge",
+        default="direct",
+        choices=["direct", "nginx"],
+        help="bem serve --workers 2 alone, or nginx (TLS) + 2 bem serve + PgBouncer",
+    )
     parser.add_argument("--out", type=Path, default=HERE / "results", help="where the report goes")
     args = parser.parse_args()
     if args.smoke:
         args.rate, args.duration, args.elements, args.users = 5.0, 20, 300, 2
-    stack = Stack(args.elements, args.users)
+    stack = Stack(args.elements, args.users, args.edge)
     with stack.running():
-        warm(stack.base, stack.fixture)
+        warm(stack.api, stack.fixture)
         if args.capacity:
             runs = []
             for rate in CAPACITY_RATES:
@@ -409,6 +461,7 @@ def main() -> int:
         "objective": {"p95_ms_below": P95_MS, "error_ratio_below": MAX_ERROR_RATIO},
         "stack": {
             "api_processes": 2,
+            "edge": args.edge,
             "redis": stack.redis is not None,
             "elements": args.elements,
             "users": args.users,

@@ -61,9 +61,11 @@ def etag_of(key: str, variant: str = "") -> str:
 
 
 def not_modified(request: Request, etag: str) -> Response | None:
-    """304 when the client already holds this representation."""
+    """304 when the client already holds this representation. If-None-Match compares weakly
+    (RFC 9110): ``W/"x"`` matches ``"x"``, as a client sends back after a proxy gzipped it."""
     match = request.headers.get("if-none-match")
-    if match and (match.strip() == "*" or etag in (t.strip() for t in match.split(","))):
+    held = {t.strip().removeprefix("W/") for t in match.split(",")} if match else set()
+    if match and (match.strip() == "*" or etag in held):
         return Response(status_code=304, headers={"ETag": etag, "Cache-Control": CACHE_CONTROL})
     return None
 

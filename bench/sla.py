@@ -178,7 +178,13 @@ class Stack:
         for port in ports:
             self._serve(env, port, "1", log)
         # No gateway: the mixes do not follow the feed.
-        nginx = Nginx(shutil.which("nginx") or "/usr/sbin/nginx", ports, ports[0], rate="100000r/s")
+        nginx = Nginx(
+            shutil.which("nginx") or "/usr/sbin/nginx",
+            ports,
+            ports[0],
+            rate="100000r/s",
+            connections=100_000,
+        )
         nginx.start()
         self.cleanup.append(nginx.remove)
         assert nginx.proc is not None
@@ -468,9 +474,8 @@ def main() -> int:
             "load_generator": "Locust (open loop) on the same machine",
         },
     }
-    name = f"{datetime.date.today():%Y-%m-%d}-{args.scenario}" + (
-        "-capacity" if args.capacity else ""
-    )
+    name = f"{datetime.date.today():%Y-%m-%d}-{args.scenario}"
+    name += ("-capacity" if args.capacity else "") + ("-nginx" if args.edge == "nginx" else "")
     if args.smoke:
         name = "smoke"
     args.out.mkdir(parents=True, exist_ok=True)

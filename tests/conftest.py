@@ -35,7 +35,15 @@ from bem.kit import migrate
 from bem.kit.db import utcnow
 from bem.kit.state import AppState, state_of
 from bem.live.hub import Hub
-from tests.helpers import PG_BIN, REQUIRE_SERVICES, OwnPgBouncer, OwnPostgres, OwnRedis, tool
+from tests.helpers import (
+    PG_BIN,
+    REQUIRE_SERVICES,
+    OwnPgBouncer,
+    OwnPostgres,
+    OwnRedis,
+    free_port,
+    tool,
+)
 
 PG_URL = os.environ.get("BEM_TEST_DATABASE_URL", "postgresql://127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("BEM_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -173,6 +181,42 @@ def pgbouncer_url(postgres_url: str, pgbouncer: OwnPgBouncer) -> str:
     rendered = url.render_as_string(hide_password=False)
     PGBOUNCED.add(rendered)
     return rendered
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[str]:
+    """A real S3 API on 127.0.0.1 (moto in server mode) for the run; its endpoint URL."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+
+
+S3_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"}
+
+
+def s3_bucket(monkeypatch: pytest.MonkeyPatch, endpoint: str) -> str:
+    """A new bucket at ``endpoint``, with this process's AWS settings pointing there (child
+    processes inherit them)."""
+    import boto3
+
+    settings = {**S3_CREDENTIALS, "AWS_ENDPOINT_URL": endpoint, "AWS_REGION": "us-east-1"}
+    for name, value in settings.items():
+        monkeypatch.setenv(name, value)
+    bucket = f"bem-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3", region_name="us-east-1").create_bucket(Bucket=bucket)
+    return bucket
+
+
+@pytest.fixture
+def s3_url(s3_server: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """``s3://<a new bucket>/sources``, with this process's AWS settings pointing at it."""
+    return f"s3://{s3_bucket(monkeypatch, s3_server)}/sources"
 
 
 @pytest.fixture

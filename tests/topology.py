@@ -1,6 +1,6 @@
 """The production topology, natively: nginx (``deploy/nginx``) in front of two ``bem serve``
-processes and ``bem gateway``, a ``bem worker``, PgBouncer, PostgreSQL and Redis, on spare
-ports of 127.0.0.1 (docs/operations.md, "nginx")."""
+processes and ``bem gateway``, a ``bem worker``, PgBouncer, PostgreSQL, Redis and an S3 API
+(source files), on spare ports of 127.0.0.1 (docs/operations.md, "Production topology")."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -77,8 +78,8 @@ def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 10) -> 
 
 
 class Nginx:
-    """An nginx instance of ``deploy/nginx`` in ``root`` in front of ``api`` and ``gateway``
-    ports; ``rate`` and ``burst`` are its per-address edge limit."""
+    """An nginx instance of ``deploy/nginx`` in front of the ``api`` and ``gateway`` ports;
+    ``rate``, ``burst`` and ``connections`` are its per-address edge limits."""
 
     def __init__(
         self,
@@ -88,6 +89,7 @@ class Nginx:
         *,
         rate: str = "2000r/s",
         burst: int = 4000,
+        connections: int = 1000,
     ) -> None:
         # Started as root, nginx's workers run as nobody: they must reach its temporary files.
         self.binary = binary
@@ -109,6 +111,7 @@ class Nginx:
             "BEM_NGINX_LOG_DIR": str(root),
             "BEM_NGINX_RATE": rate,
             "BEM_NGINX_BURST": str(burst),
+            "BEM_NGINX_CONNECTIONS": str(connections),
         }
         (root / "bem.conf").write_text(render(TEMPLATE.read_text(), values))
         (root / "nginx.conf").write_text(MAIN_CONF.format(root=root))
@@ -117,6 +120,10 @@ class Nginx:
     @property
     def base(self) -> str:
         return f"https://127.0.0.1:{self.https_port}"
+
+    def tls(self) -> ssl.SSLContext:
+        """A client context that trusts this instance's certificate."""
+        return ssl.create_default_context(cafile=str(self.cert))
 
     def command(self) -> list[str]:
         return [self.binary, "-p", str(self.root), "-e", str(self.root / "error.log")]
@@ -174,13 +181,17 @@ class Topology:
 
 @contextmanager
 def topology(
-    database_url: str, bouncer_port: int, redis_url: str, nginx_binary: str, root: Path
+    database_url: str,
+    bouncer_port: int,
+    redis_url: str,
+    storage_url: str,
+    nginx_binary: str,
+    root: Path,
 ) -> Iterator[Topology]:
     """Start everything on ``database_url`` (migrated) through the PgBouncer on
-    ``bouncer_port``; stop everything afterwards."""
+    ``bouncer_port``, with source files at ``storage_url`` (the ``AWS_*`` settings of this
+    process lead to it); stop everything afterwards."""
     bounced = make_url(database_url).set(host="127.0.0.1", port=bouncer_port)
-    storage = root / "storage"
-    storage.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith("BEM_")}
     env |= {
         "BEM_DATABASE_URL": bounced.render_as_string(hide_password=False),
@@ -188,7 +199,8 @@ def topology(
         "BEM_REDIS_URL": redis_url,
         "BEM_REDIS_KEY_PREFIX": f"bemtopo{uuid.uuid4().hex[:8]}",
         "BEM_JOB_QUEUE": "redis",
-        "BEM_STORAGE_DIR": str(storage),
+        "BEM_STORAGE_URL": storage_url,
+        "BEM_STORAGE_DIR": str(root / "no-local-sources"),  # must stay empty
         "BEM_TRUSTED_PROXIES": '["127.0.0.1/32"]',
         "BEM_RATE_LIMIT_DEFAULT": "100000/minute",  # load from one address, one user
         "BEM_RATE_LIMIT_IP_CEILING": "100000/minute",

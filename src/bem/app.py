@@ -38,7 +38,12 @@ from bem.kit.cache import Cache
 from bem.kit.context import RequestContextMiddleware
 from bem.kit.db import create_engine, session_factory
 from bem.kit.dberrors import DatabaseErrorMiddleware
-from bem.kit.errors import ProblemDetail, install_error_handlers, problem_responses
+from bem.kit.errors import (
+    ProblemDetail,
+    StorageUnavailable,
+    install_error_handlers,
+    problem_responses,
+)
 from bem.kit.errortracking import init_error_tracking
 from bem.kit.guards import BodyGuardMiddleware, BodyRule, SecurityHeadersMiddleware
 from bem.kit.health import mark_draining_on_sigterm
@@ -49,7 +54,7 @@ from bem.kit.ndjson import JSON_TYPES, NDJSON_TYPES
 from bem.kit.ratelimit import Concurrency, Limiter, RateLimitMiddleware
 from bem.kit.routes import api_routes, refuse_unknown_query
 from bem.kit.state import AppState, JobQueue
-from bem.kit.storage import SourceStore
+from bem.kit.storage import open_store
 from bem.kit.tracing import setup_tracing, start_client_tracing, stop_tracing
 from bem.live.endpoints import router as live_router
 from bem.live.hub import Hub
@@ -165,7 +170,7 @@ def _resources(settings: Settings) -> AppState:
         settings=settings,
         build=build,
         metrics=metrics,
-        store=SourceStore(settings.storage_dir),
+        store=open_store(settings),
         redis=client,
         cache=cache,
         limiter=limiter,
@@ -196,8 +201,11 @@ def _lifespan(state: AppState, gateway: bool) -> Any:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if state.tracer_provider is not None:
             start_client_tracing(state.tracer_provider, state.engine)
-        if swept := await asyncio.to_thread(state.store.sweep):
-            log.info("storage.swept", abandoned_files=swept)
+        try:
+            if swept := await asyncio.to_thread(state.store.sweep):
+                log.info("storage.swept", abandoned_files=swept)
+        except StorageUnavailable:  # a store that is away does not keep BEM from starting
+            log.warning("storage.sweep_skipped", reason="storage unavailable")
         count_published(state.sessions, state.metrics)
         state.job_queue = None if gateway else await _job_queue(state)
         hub = Hub(

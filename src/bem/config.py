@@ -160,7 +160,13 @@ class Settings(BaseSettings):
     upload_batch_size: Annotated[int, Field(ge=1, le=50_000)] = 2000
 
     # File imports (IFC, IFCZIP, DXF, NDJSON, JSON) as background jobs
-    storage_dir: Path = Path("var/sources")  # original files; a shared volume across hosts
+    storage_dir: Path = Path("var/sources")  # original files, without storage_url
+    # s3://bucket/prefix: original files in an S3-compatible store (kit/s3.py); endpoint and
+    # credentials from AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION.
+    storage_url: Annotated[
+        str | None,
+        Field(pattern=r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[A-Za-z0-9!_.*'()/-]*)?$"),
+    ] = None
     backup_dir: Path = Path("var/backups")  # bem backup writes here; bem restore reads
     backup_keep: Annotated[int, Field(ge=1, le=1000)] = 7
     job_queue: JobQueueKind = JobQueueKind.local

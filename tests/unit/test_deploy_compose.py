@@ -51,6 +51,14 @@ def mounts(service: dict[str, Any]) -> dict[str, str]:
     return {target: source for source, target in pairs}
 
 
+def secret_names(service: dict[str, Any]) -> set[str]:
+    """Where the service finds its secrets, under /run/secrets."""
+    return {
+        s if isinstance(s, str) else s.get("target", s["source"])
+        for s in service.get("secrets", [])
+    }
+
+
 def test_compose_is_valid_and_names_what_it_needs() -> None:
     result = compose("config", "-q")
     assert result.returncode == 0, result.stderr
@@ -151,6 +159,13 @@ def test_only_nginx_is_published_and_it_is_wired_to_what_runs(resolved: dict[str
         environment = services[name]["environment"]
         assert environment["BEM_TRUSTED_PROXIES"] == f'["{address}/32"]'
         assert environment["BEM_DB_PGBOUNCER"] == "true"
+    # Every BEM process shares the object store (and can read its credentials).
+    for name in ("api", "gateway", "worker", "migrate"):
+        service = services[name]
+        assert service["environment"]["BEM_STORAGE_URL"].startswith("s3://bem/")
+        assert service["environment"]["AWS_ENDPOINT_URL"] == "http://minio:9000"
+        credentials = service["environment"]["AWS_SHARED_CREDENTIALS_FILE"]
+        assert credentials.removeprefix("/run/secrets/") in secret_names(service)
     # Migrations (and backups run as `compose run migrate bem backup`) skip PgBouncer.
     assert services["migrate"]["environment"]["BEM_DB_PGBOUNCER"] == "false"
     ini = (DEPLOY / "pgbouncer" / "pgbouncer.ini").read_text()

@@ -20,7 +20,7 @@ from bem.jobs.models import Job
 from bem.kit.db import commit_early
 from bem.kit.errors import PayloadTooLarge, Problem
 from bem.kit.state import AppState
-from bem.kit.storage import SourceStore
+from bem.kit.storage import SourceStore, open_store
 from bem.projects.models import Model
 
 
@@ -87,7 +87,7 @@ async def import_path(
     created_by: uuid.UUID | None = None,
 ) -> Job:
     """A local file as a queued import job (``bem import``, the ingest benchmark)."""
-    store = SourceStore(settings.storage_dir)
+    store = open_store(settings)
     with path.open("rb") as file:
         source = await anyio.to_thread.run_sync(
             store_source, store, path.name, file, settings.max_import_bytes

@@ -43,9 +43,12 @@ async def run_import(ctx: JobContext, job: Job, progress: Progress) -> JobResult
         if model is None:
             raise NotFound("The model of this import no longer exists.")
         with tempfile.TemporaryDirectory(prefix="bem-import-") as workdir:
+            path = await anyio.to_thread.run_sync(
+                ctx.store.local_file, params.sha256, Path(workdir)
+            )
             opened = await anyio.to_thread.run_sync(
                 open_source,
-                ctx.store.path(params.sha256),
+                path,
                 params.format,
                 Path(workdir),
                 settings,

@@ -27,7 +27,7 @@ from bem.kit.dberrors import classify
 from bem.kit.errors import NotFound, Problem
 from bem.kit.errortracking import report_exception
 from bem.kit.metrics import Metrics
-from bem.kit.storage import SourceStore
+from bem.kit.storage import SourceStore, open_store
 
 log = structlog.get_logger("bem.jobs")
 
@@ -126,7 +126,7 @@ def job_context(
     ctx = JobContext(
         settings=settings,
         sessions=sessions,
-        store=SourceStore(settings.storage_dir),
+        store=open_store(settings),
         metrics=metrics,
     )
     if provider is not None:

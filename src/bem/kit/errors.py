@@ -92,6 +92,15 @@ class UnsupportedMediaType(Problem):
     status, slug = 415, "unsupported-media-type"
 
 
+class StorageUnavailable(Problem):
+    """The object store did not answer (or answered 5xx); nothing was changed."""
+
+    status, slug = 503, "storage-unavailable"
+
+    def __init__(self, detail: str = "File storage is unavailable; retry shortly.") -> None:
+        super().__init__(detail, headers={"Retry-After": "5"})
+
+
 class Unauthorized(Problem):
     status, slug = 401, "unauthorized"
 

@@ -44,7 +44,7 @@ from bem.jobs import service as jobs
 from bem.kit.db import create_engine, session_factory, utcnow
 from bem.kit.health import pool_stats, run_checks
 from bem.kit.state import state_of
-from bem.kit.storage import KEY
+from bem.kit.storage import KEY, SourceStore, name_of, open_store
 from bem.live.hub import Hub
 from bem.ops import repository
 
@@ -175,18 +175,26 @@ async def _snapshot_sqlite(settings: Settings, url: URL, target: Path) -> dict[s
         await engine.dispose()
 
 
-def _copy_sources(source: Path, target: Path) -> int:
-    """Copy the stored files (``<sha256[:2]>/<sha256>``, kit/storage.py) from one root to
-    another, keeping files the target already has (they are named by their content)."""
+def _back_up_sources(store: SourceStore, target: Path) -> int:
+    """Copy every stored file (``<sha256[:2]>/<sha256>``, kit/storage.py) into ``target``."""
     copied = 0
+    for key in store.stored_keys():
+        destination = target / name_of(key)
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        store.download(key, destination)
+        copied += 1
+    return copied
+
+
+def _restore_sources(source: Path, store: SourceStore) -> int:
+    """Put the backup's files into the store (each is kept once, by its content)."""
+    restored = 0
     for path in sorted(source.glob("??/*")):
         if KEY.fullmatch(path.name):
-            destination = target / path.parent.name / path.name
-            destination.parent.mkdir(parents=True, exist_ok=True)
-            if not destination.exists():
-                shutil.copy2(path, destination)
-            copied += 1
-    return copied
+            with path.open("rb") as file:
+                store.put(file)
+            restored += 1
+    return restored
 
 
 async def create_backup(settings: Settings, keep: int) -> Path:
@@ -204,7 +212,7 @@ async def create_backup(settings: Settings, keep: int) -> Path:
             tables = await _snapshot_sqlite(settings, url, partial)
         else:
             tables = await _snapshot_postgres(engine, url, partial)
-        await asyncio.to_thread(_copy_sources, settings.storage_dir, partial / "sources")
+        await asyncio.to_thread(_back_up_sources, open_store(settings), partial / "sources")
         paths = [path for path in sorted(partial.rglob("*")) if path.is_file()]
         files = {
             str(path.relative_to(partial)): {"sha256": _sha256(path), "bytes": path.stat().st_size}
@@ -315,7 +323,7 @@ async def restore_backup(settings: Settings, backup: Path) -> Restored:
         found = await _checksums(engine)
     finally:
         await engine.dispose()
-    sources = _copy_sources(backup / "sources", settings.storage_dir)
+    sources = await asyncio.to_thread(_restore_sources, backup / "sources", open_store(settings))
     if found != manifest["tables"]:
         wrong = sorted(
             name

@@ -4,6 +4,7 @@ import base64
 import uuid
 from typing import Annotated, Any
 
+import anyio
 from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.responses import FileResponse
 
@@ -128,15 +129,16 @@ async def get_source(
     version_id: uuid.UUID, request: Request, store: StoreDep, access: Read
 ) -> Response:
     version = access.version
-    path = service.stored_source(store, version)
+    key = await anyio.to_thread.run_sync(service.stored_source, store, version)
     assert version.source_sha256 is not None
     etag = f'"{version.source_sha256}"'
     if cached := not_modified(request, etag):
         return cached
     digest = base64.b64encode(bytes.fromhex(version.source_sha256)).decode()
-    return FileResponse(
-        path,
-        filename=version.source_name or f"{version_id}.{version.source_format}",
-        media_type=SOURCE_MEDIA_TYPES.get(version.source_format, "application/octet-stream"),
-        headers={"ETag": etag, "Repr-Digest": f"sha-256=:{digest}:"},
+    return await anyio.to_thread.run_sync(
+        store.response,
+        key,
+        version.source_name or f"{version_id}.{version.source_format}",
+        SOURCE_MEDIA_TYPES.get(version.source_format, "application/octet-stream"),
+        {"ETag": etag, "Repr-Digest": f"sha-256=:{digest}:"},
     )

@@ -24,7 +24,6 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import IO, Any, NamedTuple, Protocol
 
 import anyio.to_thread
@@ -496,16 +495,16 @@ async def receive_upload(
     return version
 
 
-def stored_source(store: SourceStore, version: Version) -> Path:
-    """Where the file a version was imported from is kept; 404 for a version that was
-    uploaded as elements (only file imports keep the original)."""
+def stored_source(store: SourceStore, version: Version) -> str:
+    """The store's key of the file a version was imported from; 404 for a version that was
+    uploaded as elements (only file imports keep the original). Blocking (the store)."""
     key = version.source_key
     if key is None or version.source_sha256 is None or not store.exists(key):
         raise NotFound(
             f"Version {version.id} has no stored source file; only file imports "
             "(POST /v1/models/{model_id}/imports) keep the original."
         )
-    return store.path(key)
+    return key
 
 
 async def get_version(session: AsyncSession, version_id: uuid.UUID) -> Version:

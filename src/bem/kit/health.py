@@ -1,9 +1,11 @@
 """Health: liveness (no dependencies), readiness (each dependency checked concurrently with its
 own timeout, so the answer comes within 2 s even when one hangs) and the details behind them.
 
-Readiness fails when the database does not answer, Redis (when configured) does not answer,
-the job queue does not answer, the database schema is not at the migration head, or the
-process is draining after SIGTERM.
+Readiness fails when the database does not answer, the database schema is not at the
+migration head, or the process is draining after SIGTERM. Redis and the job queue only
+degrade it: every process shares them and rides out their loss (per-process rate limits,
+the in-memory cache; uploads answer 503 ``queue-unavailable``), so failing readiness on them
+would take every process out of the load balancer at once for nothing.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from bem.kit.state import state_of
 router = APIRouter(prefix="/health", tags=["health"])
 
 CHECK_TIMEOUT_S = 1.5
+DEGRADING = frozenset({"redis", "job_queue"})
 
 
 class NotReady(Exception):
@@ -112,23 +115,26 @@ async def live() -> dict[str, str]:
 
 @router.get(
     "/ready",
-    summary="Ready to serve: database, Redis, schema at head, not draining",
-    responses={503: {"description": "A dependency is failing; the failing checks are named"}},
+    summary="Ready to serve: database, schema at head, not draining (Redis only degrades)",
+    responses={503: {"description": "A required check is failing; the failing checks are named"}},
 )
 async def ready(request: Request, response: Response) -> dict[str, object]:
     results = await run_checks(request.app)
-    failing = sorted(name for name, r in results.items() if r["status"] != "ok")
+    down = sorted(name for name, r in results.items() if r["status"] != "ok")
+    failing = [name for name in down if name not in DEGRADING]
+    degraded = [name for name in down if name in DEGRADING]
+    limiter = state_of(request).limiter
+    if limiter is not None and limiter.status == "degraded":
+        degraded.append("rate_limit")  # still limited, by per-process memory
     response.status_code = 503 if failing else 200
     body: dict[str, object] = {
-        "status": "failing" if failing else "ok",
+        "status": "failing" if failing else "degraded" if degraded else "ok",
         "checks": {name: r["status"] for name, r in results.items()},
     }
     if failing:
         body["failing"] = failing
-    limiter = state_of(request).limiter
-    if limiter is not None and limiter.status == "degraded":
-        # Requests are still limited, by per-process memory, until Redis returns.
-        body["degraded"] = ["rate_limit: Redis unreachable, per-process limits"]
+    if degraded:
+        body["degraded"] = degraded
     return body
 
 

@@ -243,6 +243,8 @@ def _lifespan(state: AppState, gateway: bool) -> Any:
                 stop_tracing(state.tracer_provider)
             if state.redis is not None:
                 await state.redis.aclose()
+            if state.limiter is not None:
+                await state.limiter.close()
             state.metrics.close()
             log.info("shutdown")
 

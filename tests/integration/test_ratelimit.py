@@ -101,6 +101,34 @@ async def test_two_apps_share_one_budget_through_redis(sqlite_url: str, shared_r
         assert one.app.state.limiter.status == "redis"
 
 
+async def test_a_request_meets_all_its_limits_in_one_redis_round_trip(
+    sqlite_url: str, shared_redis: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The default limit and the per-IP ceiling: one script, one round trip (the library's
+    storage took two per limit). The window slides: a spent budget comes back with time."""
+    settings = limited(sqlite_url, redis_url=shared_redis, rate_limit_default="3/second")
+    async with make_api(settings) as api:  # type: ignore[arg-type]
+        alice = await api.user("alice")
+        limiter = api.app.state.limiter
+        commands: list[str] = []
+        send = limiter.redis.execute_command
+
+        async def counted(*args: object, **kwargs: object) -> object:
+            commands.append(str(args[0]))
+            return await send(*args, **kwargs)
+
+        monkeypatch.setattr(limiter.redis, "execute_command", counted)
+        codes = [(await api.client.get("/v1/me", headers=alice)).status_code for _ in range(4)]
+        assert codes == [200, 200, 200, 429]
+        # The first call may load the script (EVALSHA answered NOSCRIPT, then EVAL).
+        assert commands[-3:] == ["EVALSHA"] * 3 and len(commands) <= 5, commands
+        r = await api.client.get("/v1/me", headers=alice)
+        assert r.status_code == 429 and 1 <= int(r.headers["retry-after"]) <= 2
+        await asyncio.sleep(2.1)  # two windows: the previous one has no weight left
+        codes = [(await api.client.get("/v1/me", headers=alice)).status_code for _ in range(4)]
+        assert codes == [200, 200, 200, 429]
+
+
 async def test_concurrent_uploads_are_throttled_per_user(sqlite_url: str) -> None:
     settings = limited(
         sqlite_url,

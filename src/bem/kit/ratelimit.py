@@ -3,7 +3,9 @@
 Algorithm: sliding window counter. It keeps two counters per key and window (constant memory,
 unlike a moving window that stores every hit: 600 entries per user for 600/minute), and it has
 no burst at window edges (unlike a fixed window). Its estimate can be off by a fraction of one
-window's traffic, which is fine for throttling.
+window's traffic, which is fine for throttling. In Redis every limit a request meets is
+checked and counted by one script in one round trip (``SLIDING_WINDOWS``; the library's
+storage takes two per limit); in memory by the ``limits`` library's own strategy.
 
 Redis down or slow: every process falls back to its own in-memory limits (fail-safe: still
 limited, never unlimited), reports ``degraded``, and tries Redis again after a short pause.
@@ -30,8 +32,9 @@ from typing import Any
 import structlog
 from fastapi import Depends, Request
 from limits import RateLimitItem, parse
-from limits.aio.storage import MemoryStorage, RedisStorage, Storage
+from limits.aio.storage import MemoryStorage, Storage
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
+from redis.asyncio import Redis
 from starlette.datastructures import Headers
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -70,6 +73,57 @@ class RateLimitExceeded(Problem):
         super().__init__(f"Rate limit {rule!r} exceeded; retry later.", headers=headers)
 
 
+# For each limit i: KEYS[2i-1], KEYS[2i] its previous and current window counters, ARGV[2i-1],
+# ARGV[2i] its amount and window (ms). A current counter lives two windows; once one window
+# has passed it becomes the previous one, whose weight decays with its remaining TTL. Counts
+# the hit when the weighted count leaves room. Returns, per limit: {allowed (1/0),
+# previous count, previous TTL (ms), current count, current TTL (ms)}.
+SLIDING_WINDOWS = """
+local out = {}
+for i = 1, #ARGV / 2 do
+  local previous, current = KEYS[2 * i - 1], KEYS[2 * i]
+  local limit, window = tonumber(ARGV[2 * i - 1]), tonumber(ARGV[2 * i])
+  local current_ttl = redis.call('PTTL', current)
+  if current_ttl > 0 and current_ttl < window then
+    redis.call('RENAME', current, previous)
+    redis.call('SET', current, 0, 'PX', current_ttl + window)
+  end
+  local previous_count = tonumber(redis.call('GET', previous)) or 0
+  local previous_ttl = math.max(redis.call('PTTL', previous), 0)
+  local current_count = tonumber(redis.call('GET', current)) or 0
+  current_ttl = math.max(redis.call('PTTL', current), 0)
+  local allowed = 0
+  if math.floor(previous_count * previous_ttl / window) + current_count + 1 <= limit then
+    allowed = 1
+    current_count = current_count + 1
+    if current_ttl > 0 then
+      redis.call('INCR', current)
+    else
+      current_ttl = 2 * window
+      redis.call('SET', current, 1, 'PX', current_ttl)
+    end
+  end
+  out[i] = {allowed, previous_count, previous_ttl, current_count, current_ttl}
+end
+return out
+"""
+
+
+def window_verdict(item: RateLimitItem, counts: list[int]) -> Verdict:
+    """A Verdict from one limit's answer of ``SLIDING_WINDOWS``."""
+    allowed, previous, previous_ttl, current, current_ttl = counts
+    window = item.get_expiry() * 1000
+    used = previous * previous_ttl // window + current
+    # Room comes back when the previous window's weight has decayed enough, or else when
+    # the current window becomes the previous one.
+    if previous and current < item.amount:
+        wait_ms = previous_ttl - (item.amount - current) * window / previous
+    else:
+        wait_ms = current_ttl - window
+    reset = max(0, math.ceil(wait_ms / 1000))
+    return Verdict(bool(allowed), item.amount, max(item.amount - used, 0), reset)
+
+
 class Limiter:
     """Hits counters in Redis, or in memory when Redis is absent or failing."""
 
@@ -81,18 +135,15 @@ class Limiter:
         ceiling: str,
         key_prefix: str = "bem",
     ):
-        self.redis: Storage | None = None
+        self.redis: Redis | None = None
         if redis_url:
-            self.redis = RedisStorage(
-                redis_url.replace("redis://", "async+redis://", 1)
-                if redis_url.startswith("redis://")
-                else redis_url,
-                implementation="redispy",
-                wrap_exceptions=True,
-                key_prefix=f"{key_prefix}:rl",
+            self.redis = Redis.from_url(
+                redis_url,
                 socket_timeout=REDIS_TIMEOUT_S,
                 socket_connect_timeout=REDIS_TIMEOUT_S,
             )
+            self.windows = self.redis.register_script(SLIDING_WINDOWS)
+        self.key_prefix = f"{key_prefix}:rl"
         self.memory = MemoryStorage()
         self.on_reject: Callable[[str], None] = lambda rule: None  # e.g. a metrics counter
         self.rules = {name: parse(value) for name, value in rules.items()}
@@ -114,13 +165,30 @@ class Limiter:
         reset = max(0, math.ceil(stats.reset_time - time.time()))
         return Verdict(allowed, item.amount, max(stats.remaining, 0), reset)
 
-    async def hit(self, item: RateLimitItem, key: str) -> Verdict:
+    async def _hit_redis(self, hits: list[tuple[RateLimitItem, str]]) -> list[Verdict]:
+        keys = [f"{self.key_prefix}:{key}:{w}" for _, key in hits for w in ("p", "c")]
+        args = [n for item, _ in hits for n in (item.amount, item.get_expiry() * 1000)]
+        answers = await self.windows(keys=keys, args=args)
+        return [
+            window_verdict(item, counts) for (item, _), counts in zip(hits, answers, strict=True)
+        ]
+
+    async def hit_all(self, hits: list[tuple[RateLimitItem, str]]) -> list[Verdict]:
+        """Each (limit, key) checked and counted; in Redis, all in one round trip."""
         if self.redis is not None and self.breaker.usable():
             try:
-                return await asyncio.wait_for(self._hit(self.redis, item, key), REDIS_TIMEOUT_S * 4)
+                return await asyncio.wait_for(self._hit_redis(hits), REDIS_TIMEOUT_S * 4)
             except Exception as exc:  # noqa: BLE001 - any storage failure means "fall back"
                 self.breaker.trip(exc)
-        return await self._hit(self.memory, item, key)
+        return [await self._hit(self.memory, item, key) for item, key in hits]
+
+    async def hit(self, item: RateLimitItem, key: str) -> Verdict:
+        (verdict,) = await self.hit_all([(item, key)])
+        return verdict
+
+    async def close(self) -> None:
+        if self.redis is not None:
+            await self.redis.aclose()
 
 
 def client_ip(scope: Scope, trusted: list[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> str:
@@ -175,8 +243,12 @@ class RateLimitMiddleware:
         identity = self.identify(scope) or f"ip:{ip}"
         state = _state(scope)
         state["rate_identity"] = identity
-        ceiling = await self.limiter.hit(self.limiter.ceiling, f"ceiling:ip:{ip}")
-        default = await self.limiter.hit(self.limiter.default, f"default:{identity}")
+        ceiling, default = await self.limiter.hit_all(
+            [
+                (self.limiter.ceiling, f"ceiling:ip:{ip}"),
+                (self.limiter.default, f"default:{identity}"),
+            ]
+        )
         state["rate_verdicts"] = [default, ceiling]
         for rule, verdict in (("per-ip ceiling", ceiling), ("default", default)):
             if not verdict.allowed:

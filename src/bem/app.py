@@ -34,6 +34,7 @@ from bem.jobs.queue import ArqQueue, LocalQueue
 from bem.jobs.service import job_context
 from bem.kit import migrate
 from bem.kit.build import build_of
+from bem.kit.bulkhead import Bulkhead
 from bem.kit.cache import Cache
 from bem.kit.context import RequestContextMiddleware
 from bem.kit.db import create_engine, session_factory
@@ -175,6 +176,7 @@ def _resources(settings: Settings) -> AppState:
         cache=cache,
         limiter=limiter,
         concurrency=concurrency,
+        bulkhead=Bulkhead(settings.heavy_queries, settings.heavy_query_wait_s),
         migration_heads=tuple(migrate.heads(settings)),
         tracer_provider=None,
         engine=engine,

@@ -122,6 +122,10 @@ class Settings(BaseSettings):
     rate_limit_enabled: bool = True
     rate_limit_default: str = "600/minute"
     rate_limit_ip_ceiling: str = "1200/minute"
+    # Uncached takeoffs and diffs computing at once per process (kit/bulkhead.py), and how
+    # long one waits for its turn before it is 503 busy.
+    heavy_queries: Annotated[int, Field(ge=1, le=100)] = 4
+    heavy_query_wait_s: Annotated[float, Field(gt=0, le=60)] = 10.0
     rate_limit_rules: dict[str, str] = {}  # merged over RATE_LIMIT_RULES
     max_concurrent_uploads: Annotated[int, Field(ge=1, le=100)] = 2
     max_concurrent_exports: Annotated[int, Field(ge=1, le=100)] = 2

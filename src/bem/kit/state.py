@@ -22,6 +22,7 @@ from starlette.requests import HTTPConnection
 
 from bem.config import Settings
 from bem.kit.build import Build
+from bem.kit.bulkhead import Bulkhead
 from bem.kit.metrics import Metrics
 from bem.kit.storage import SourceStore
 
@@ -52,6 +53,7 @@ class AppState(State):
     cache: Cache | None
     limiter: Limiter | None
     concurrency: Concurrency | None
+    bulkhead: Bulkhead  # bounds uncached takeoffs and diffs
     migration_heads: tuple[str, ...]
     tracer_provider: TracerProvider | None
     engine: AsyncEngine

@@ -201,8 +201,9 @@ async def takeoff(
     if unchanged:
         return unchanged
 
-    def compute() -> Any:
-        return service.takeoff(session, access.version, query)
+    async def compute() -> Any:
+        async with state.bulkhead.slot():
+            return await service.takeoff(session, access.version, query)
 
     if query.format == "json":
         return json_response(await lookup(state.cache, key, compute), headers)
@@ -234,12 +235,12 @@ async def diff_versions(
     headers, unchanged = validators(request, key)
     if unchanged:
         return unchanged
-    page = await lookup(
-        state.cache,
-        key,
-        lambda: service.diff_versions(session, access.version, new, kind, cursor, limit),
-    )
-    return json_response(page, headers)
+
+    async def compute() -> Any:
+        async with state.bulkhead.slot():
+            return await service.diff_versions(session, access.version, new, kind, cursor, limit)
+
+    return json_response(await lookup(state.cache, key, compute), headers)
 
 
 @router.get(

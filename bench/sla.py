@@ -183,7 +183,7 @@ class Stack:
             ports,
             ports[0],
             rate="100000r/s",
-            connections=100_000,
+            connections=60_000,  # nginx takes at most 65535
         )
         nginx.start()
         self.cleanup.append(nginx.remove)

@@ -15,6 +15,17 @@ from tests.conftest import make_api, settings_for
 from tests.integration.test_query_api import loaded
 
 
+def slow_takeoffs(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
+    """Every takeoff computation holds its slot ``seconds`` longer."""
+    real = service.takeoff
+
+    async def slow(*args: Any) -> Any:
+        await asyncio.sleep(seconds)
+        return await real(*args)
+
+    monkeypatch.setattr(service, "takeoff", slow)
+
+
 async def test_heavy_queries_take_turns_and_light_ones_pass(
     sqlite_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -24,13 +35,7 @@ async def test_heavy_queries_take_turns_and_light_ones_pass(
         url = f"/v1/versions/{vid}/takeoff"
         cached = await api.client.get(url, params={"group_by": "class"}, headers=headers)
         assert cached.status_code == 200
-        real = service.takeoff
-
-        async def slow(*args: Any) -> Any:
-            await asyncio.sleep(1.0)
-            return await real(*args)
-
-        monkeypatch.setattr(service, "takeoff", slow)
+        slow_takeoffs(monkeypatch, 1.0)
         first = asyncio.create_task(
             api.client.get(url, params={"group_by": "storey"}, headers=headers)
         )
@@ -60,13 +65,7 @@ async def test_a_diff_waits_for_a_slot_too(
         model = (await api.client.get(f"/v1/versions/{v1}", headers=headers)).json()["model_id"]
         docs = (await api.client.get(f"/v1/versions/{v1}/elements", headers=headers)).json()
         v2 = await api.upload(headers, model, docs["items"][:-1])
-        real = service.takeoff
-
-        async def slow(*args: Any) -> Any:
-            await asyncio.sleep(0.6)
-            return await real(*args)
-
-        monkeypatch.setattr(service, "takeoff", slow)
+        slow_takeoffs(monkeypatch, 0.6)
         busy = asyncio.create_task(
             api.client.get(
                 f"/v1/versions/{v1}/takeoff", params={"group_by": "storey"}, headers=headers

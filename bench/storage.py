@@ -35,7 +35,7 @@ if sys.argv[2] == "put":
 elif sys.argv[2] == "download":
     store.download(key, Path(sys.argv[4]))
 else:
-    for _ in store._chunks(key):
+    for _ in store._chunks(key, store._open(key)[0]):
         pass
 peak = hwm()
 print(base, peak)

@@ -85,9 +85,13 @@ class S3Store:
             )
         return key, size
 
-    def _chunks(self, key: str) -> Iterator[bytes]:
-        """The content in chunks, checked against the key at the end."""
-        body = self._call("get_object", Key=self._name(key))["Body"]
+    def _open(self, key: str) -> tuple[Any, int]:
+        """The object's body (a stream) and its length."""
+        answer = self._call("get_object", Key=self._name(key))
+        return answer["Body"], int(answer["ContentLength"])
+
+    def _chunks(self, key: str, body: Any) -> Iterator[bytes]:
+        """``body`` in chunks, checked against the key at the end."""
         digest = hashlib.sha256()
         try:
             for chunk in body.iter_chunks(CHUNK):
@@ -102,8 +106,9 @@ class S3Store:
 
     def download(self, key: str, target: Path) -> None:
         try:
+            body, _ = self._open(key)
             with target.open("wb") as out:
-                for chunk in self._chunks(key):
+                for chunk in self._chunks(key, body):
                     out.write(chunk)
         except BaseException:
             target.unlink(missing_ok=True)
@@ -130,14 +135,13 @@ class S3Store:
     def response(
         self, key: str, filename: str, media_type: str, headers: Mapping[str, str]
     ) -> Response:
-        head = self._call("head_object", Key=self._name(key))
-        chunks = self._chunks(key)
+        body, length = self._open(key)  # one GET: its answer carries the length
         return StreamingResponse(
-            chunks,
+            self._chunks(key, body),
             media_type=media_type,
             headers={
                 **headers,
-                "Content-Length": str(head["ContentLength"]),
+                "Content-Length": str(length),
                 "Content-Disposition": _disposition(filename),
             },
         )

@@ -128,6 +128,19 @@ def start_bem(
     )
 
 
+def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 10) -> None:
+    """Until something listens on 127.0.0.1:``port``; fails if ``proc`` exits first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError(f"{proc.args!r} did not listen on {port}") from None
+            time.sleep(0.05)
+
+
 def wait_live(proc: subprocess.Popen[bytes], port: int, timeout: float = 30) -> None:
     """Until ``/health/live`` on ``port`` answers 200; fails if the process exits first."""
     deadline = time.monotonic() + timeout
@@ -266,16 +279,12 @@ class OwnPgBouncer:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
-            except OSError:
-                if time.monotonic() > deadline or self.proc.poll() is not None:
-                    self.remove()
-                    raise RuntimeError(f"pgbouncer did not start: {self.log()}") from None
-                time.sleep(0.05)
+        try:
+            wait_port(self.port, self.proc)
+        except RuntimeError:
+            log = self.log()
+            self.remove()
+            raise RuntimeError(f"pgbouncer did not start: {log}") from None
 
     def log(self) -> str:
         path = self.root / "pgbouncer.log"

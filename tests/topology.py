@@ -8,12 +8,10 @@ import os
 import re
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
@@ -24,7 +22,7 @@ from typing import Any
 import orjson
 from sqlalchemy.engine import make_url
 
-from tests.helpers import bem, free_port, start_bem, stop, wait_live
+from tests.helpers import bem, free_port, start_bem, stop, wait_live, wait_port
 
 DEPLOY = Path(__file__).parents[1] / "deploy" / "nginx"
 TEMPLATE = DEPLOY / "templates" / "bem.conf.template"
@@ -63,18 +61,6 @@ upstream bem_gateway {{
 def render(template: str, values: Mapping[str, str]) -> str:
     """``${BEM_...}`` replaced as envsubst would; a variable without a value is an error."""
     return re.sub(r"\$\{(BEM_[A-Z_]+)\}", lambda m: values[m.group(1)], template)
-
-
-def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError(f"{proc.args!r} did not listen on {port}") from None
-            time.sleep(0.05)
 
 
 class Nginx:

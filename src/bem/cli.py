@@ -1,5 +1,5 @@
-"""The ``bem`` command: serve, worker, migrate, import, backup, restore, demo, users, tokens,
-openapi."""
+"""The ``bem`` command: serve, worker, migrate, import, backup, restore, drill, demo, users,
+tokens, openapi."""
 
 from __future__ import annotations
 
@@ -419,34 +419,68 @@ def import_file(
 
 @cli.command()
 def backup(
+    to: Annotated[
+        str | None,
+        typer.Option(help="s3://bucket/prefix: seal the backup and send it there (BEM_BACKUP_URL)"),
+    ] = None,
     keep: Annotated[
-        int | None, typer.Option(min=1, help="Backups to keep (default BEM_BACKUP_KEEP)")
+        int | None, typer.Option(min=1, help="Newest backups to keep (BEM_BACKUP_KEEP)")
+    ] = None,
+    keep_daily: Annotated[
+        int | None,
+        typer.Option(min=0, help="Also the newest of this many days (BEM_BACKUP_KEEP_DAILY)"),
+    ] = None,
+    keep_weekly: Annotated[
+        int | None,
+        typer.Option(min=0, help="And of this many ISO weeks (BEM_BACKUP_KEEP_WEEKLY)"),
     ] = None,
 ) -> None:
-    """Back up the database and the stored source files into BEM_BACKUP_DIR, with a
-    manifest of checksums; keep the newest backups. Prints the backup's directory."""
-    from bem.ops.service import BackupError, create_backup
+    """Back up the database and the stored source files, with a manifest of checksums, into
+    BEM_BACKUP_DIR or, sealed with BEM_BACKUP_KEY, to an S3 bucket; apply retention there.
+    Prints where the backup went."""
+    from bem.ops.backups import BackupError, Retention, create_backup
 
     settings = settings_or_exit()
+    configured = Retention.of(settings)
+    retention = Retention(
+        keep or configured.last,
+        configured.daily if keep_daily is None else keep_daily,
+        configured.weekly if keep_weekly is None else keep_weekly,
+    )
     try:
-        path = asyncio.run(create_backup(settings, keep or settings.backup_keep))
+        location = asyncio.run(create_backup(settings, to=to, keep=retention))
     except BackupError as exc:
         err.print(f"[bold red]Backup failed:[/] {exc}", highlight=False)
         raise typer.Exit(1) from None
-    print(path)
+    print(location)
+
+
+@cli.command("backup-key")
+def backup_key() -> None:
+    """Print a new key for sealed backups (an age identity) to put in BEM_BACKUP_KEY."""
+    from bem.ops.archive import new_key
+
+    print(new_key())
 
 
 @cli.command()
 def restore(
-    path: Annotated[Path, typer.Argument(exists=True, file_okay=False, help="A backup directory")],
+    source: Annotated[
+        str, typer.Argument(help="A backup directory, or the s3:// location bem backup printed")
+    ],
 ) -> None:
-    """Restore a backup into the empty database BEM_DATABASE_URL names and into
-    BEM_STORAGE_DIR, then check every table against the backup's manifest."""
-    from bem.ops.service import BackupError, restore_backup
+    """Restore a backup into the empty database BEM_DATABASE_URL names and into the source
+    storage, check every table against the backup's manifest, and queue again the jobs the
+    snapshot caught waiting or running. Prints a JSON report."""
+    from bem.ops.backups import BackupError, restore_backup
+    from bem.ops.offsite import is_offsite
 
     settings = settings_or_exit()
+    if not is_offsite(source) and not Path(source).is_dir():
+        err.print(f"[bold red]Restore failed:[/] {source} is not a backup directory")
+        raise typer.Exit(1)
     try:
-        done = asyncio.run(restore_backup(settings, path))
+        done = asyncio.run(restore_backup(settings, source))
     except BackupError as exc:
         err.print(f"[bold red]Restore failed:[/] {exc}", highlight=False)
         raise typer.Exit(1) from None

@@ -171,8 +171,19 @@ class Settings(BaseSettings):
         str | None,
         Field(pattern=r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[A-Za-z0-9!_.*'()/-]*)?$"),
     ] = None
-    backup_dir: Path = Path("var/backups")  # bem backup writes here; bem restore reads
+    backup_dir: Path = Path("var/backups")  # bem backup writes here (stages off-site ones)
+    # s3://bucket/prefix: backups leave the host, sealed with backup_key (ops/offsite.py)
+    backup_url: Annotated[
+        str | None,
+        Field(pattern=r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[A-Za-z0-9!_.*'()/-]*)?$"),
+    ] = None
+    # age identities (bem backup-key): the first seals off-site backups, any opens them
+    backup_key: SecretStr | None = None
+    # Retention where backups go: the newest backup_keep, plus the newest of each of the
+    # latest backup_keep_daily days and backup_keep_weekly ISO weeks
     backup_keep: Annotated[int, Field(ge=1, le=1000)] = 7
+    backup_keep_daily: Annotated[int, Field(ge=0, le=1000)] = 0
+    backup_keep_weekly: Annotated[int, Field(ge=0, le=1000)] = 0
     job_queue: JobQueueKind = JobQueueKind.local
     job_max_attempts: Annotated[int, Field(ge=1, le=20)] = 3
     job_timeout_s: Annotated[int, Field(ge=5, le=86_400)] = 1800
@@ -246,6 +257,12 @@ class Settings(BaseSettings):
                 raise ValueError(
                     f"dxf_layer_map: {pattern!r} maps to {ifc_class!r}, not an IFC class"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _backups(self) -> Self:
+        if self.backup_url is not None and self.backup_key is None:
+            raise ValueError("backup_url: off-site backups are encrypted; set BEM_BACKUP_KEY")
         return self
 
     @model_validator(mode="after")

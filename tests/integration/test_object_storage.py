@@ -16,7 +16,7 @@ import pytest
 from bem.kit.errors import StorageUnavailable
 from bem.kit.s3 import S3Store
 from bem.kit.storage import CorruptSource, name_of
-from bem.ops.service import create_backup, restore_backup
+from bem.ops.backups import create_backup, restore_backup
 from bem.testing import ifcgen
 from tests.conftest import make_api, settings_for
 from tests.helpers import free_port
@@ -97,7 +97,7 @@ async def test_backup_and_restore_carry_the_bucket_files(
     async with make_api(settings) as api:
         headers, mid = await model_of(api)
         assert (await imported(api, headers, mid, "a.ifc", content))["status"] == "succeeded"
-    backup = await create_backup(settings, keep=1)
+    backup = Path(await create_backup(settings))
     key = hashlib.sha256(content).hexdigest()
     assert (backup / "sources" / name_of(key)).read_bytes() == content
 

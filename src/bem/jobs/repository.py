@@ -106,6 +106,17 @@ async def lost(
     return list(rows)
 
 
+async def requeue_unfinished(session: AsyncSession) -> int:
+    """Every job queued or running, queued again with its last sign of life long past, so
+    the next sweep puts it on the queue; how many."""
+    result = await session.execute(
+        update(Job)
+        .where(Job.status.in_(("queued", "running")))
+        .values(status="queued", updated_at=datetime(2000, 1, 1, tzinfo=UTC))
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
 async def project_of_job(session: AsyncSession, job_id: uuid.UUID) -> uuid.UUID | None:
     result: uuid.UUID | None = await session.scalar(
         select(Model.project_id).join(Job, Job.model_id == Model.id).where(Job.id == job_id)

@@ -210,6 +210,13 @@ async def waiting(session: AsyncSession) -> tuple[int, datetime | None]:
     return await repository.waiting(session)
 
 
+async def requeue_after_restore(session: AsyncSession) -> int:
+    """After a restore, jobs the snapshot caught queued or running run again (their source
+    files were restored with the database): a job is never left waiting on a queue entry
+    that only the old Redis had. Attempts are kept, so the limit still holds."""
+    return await repository.requeue_unfinished(session)
+
+
 async def get_job(session: AsyncSession, job_id: uuid.UUID) -> Job:
     job = await session.get(Job, job_id)
     if job is None:

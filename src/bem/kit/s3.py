@@ -34,34 +34,48 @@ from bem.kit.storage import ABANDONED_AFTER_S, CHUNK, KEY, CorruptSource, digest
 _MISSING = {"404", "NoSuchKey", "NotFound"}
 
 
+def client() -> Any:
+    """A boto3 S3 client with bounded timeouts and retries, configured from the environment."""
+    return boto3.client(
+        "s3",
+        region_name=os.environ.get("AWS_REGION"),
+        config=Config(
+            connect_timeout=5,
+            read_timeout=60,
+            retries={"mode": "standard", "max_attempts": 3},
+        ),
+    )
+
+
+def call(s3: Any, method: str, **kwargs: Any) -> Any:
+    """A client call; outages become ``StorageUnavailable``, 4xx stay ``ClientError``."""
+    try:
+        return getattr(s3, method)(**kwargs)
+    except ClientError as exc:
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        if status >= 500:
+            raise StorageUnavailable() from exc
+        raise
+    except BotoCoreError as exc:  # could not connect, timed out, read failed
+        raise StorageUnavailable() from exc
+
+
+def split(url: str) -> tuple[str, str]:
+    """``s3://bucket/prefix`` as (bucket, prefix without slashes at either end)."""
+    parts = urlsplit(url)
+    return parts.netloc, parts.path.strip("/")
+
+
 class S3Store:
     def __init__(self, url: str) -> None:
-        parts = urlsplit(url)
-        self.bucket, self.prefix = parts.netloc, parts.path.strip("/")
-        self.client = boto3.client(
-            "s3",
-            region_name=os.environ.get("AWS_REGION"),
-            config=Config(
-                connect_timeout=5,
-                read_timeout=60,
-                retries={"mode": "standard", "max_attempts": 3},
-            ),
-        )
+        self.bucket, self.prefix = split(url)
+        self.client = client()
 
     def _name(self, key: str) -> str:
         return f"{self.prefix}/{name_of(key)}" if self.prefix else name_of(key)
 
     def _call(self, method: str, **kwargs: Any) -> Any:
-        """A client call; outages become ``StorageUnavailable``, 4xx stay ``ClientError``."""
-        try:
-            return getattr(self.client, method)(Bucket=self.bucket, **kwargs)
-        except ClientError as exc:
-            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-            if status >= 500:
-                raise StorageUnavailable() from exc
-            raise
-        except BotoCoreError as exc:  # could not connect, timed out, read failed
-            raise StorageUnavailable() from exc
+        return call(self.client, method, Bucket=self.bucket, **kwargs)
 
     def exists(self, key: str) -> bool:
         try:

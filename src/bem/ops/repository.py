@@ -1,21 +1,145 @@
+"""Backup rows and their transitions (single UPDATEs, so two workers never run one request)."""
+
 from __future__ import annotations
 
+import uuid
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bem.kit.db import utcnow
 from bem.ops.models import Backup
 
 
-async def record(
-    session: AsyncSession, location: str, size: int, tables: dict[str, dict[str, Any]]
+async def request(
+    session: AsyncSession,
+    origin: str,
+    requested_by: uuid.UUID | None = None,
+    backup_id: uuid.UUID | None = None,
+) -> Backup | None:
+    """A backup asked for; None when ``backup_id`` is taken (the schedule names each run by
+    its time, so every worker may ask and one row results)."""
+    if backup_id is not None and await session.get(Backup, backup_id) is not None:
+        return None
+    backup = Backup(
+        id=backup_id or uuid.uuid4(),
+        status="requested",
+        origin=origin,
+        requested_by=requested_by,
+        requested_at=utcnow(),
+    )
+    session.add(backup)
+    await session.flush()
+    return backup
+
+
+async def claim(session: AsyncSession, backup_id: uuid.UUID | None = None) -> uuid.UUID | None:
+    """requested -> running: the oldest request, or ``backup_id``; None when there is none
+    or another worker took it."""
+    if backup_id is None:
+        backup_id = await session.scalar(
+            select(Backup.id)
+            .where(Backup.status == "requested")
+            .order_by(Backup.requested_at)
+            .limit(1)
+        )
+        if backup_id is None:
+            return None
+    result = await session.execute(
+        update(Backup)
+        .where(Backup.id == backup_id, Backup.status == "requested")
+        .values(status="running", started_at=utcnow())
+    )
+    return backup_id if result.rowcount else None  # type: ignore[attr-defined]
+
+
+async def succeed(
+    session: AsyncSession,
+    backup_id: uuid.UUID,
+    *,
+    location: str,
+    size: int,
+    tables: dict[str, dict[str, Any]],
+    verification: str,
 ) -> None:
-    rows = sum(t["rows"] for t in tables.values())
-    session.add(Backup(location=location, bytes=size, tables=len(tables), rows=rows))
+    now = utcnow()
+    await session.execute(
+        update(Backup)
+        .where(Backup.id == backup_id)
+        .values(
+            status="succeeded",
+            finished_at=now,
+            location=location,
+            bytes=size,
+            tables=len(tables),
+            rows=sum(t["rows"] for t in tables.values()),
+            verification=verification,
+            verified_at=now if verification != "unverified" else None,
+        )
+    )
+
+
+async def fail(session: AsyncSession, backup_id: uuid.UUID, error: str) -> None:
+    await session.execute(
+        update(Backup)
+        .where(Backup.id == backup_id)
+        .values(status="failed", finished_at=utcnow(), error=error[:2000])
+    )
+
+
+async def verified(session: AsyncSession, location: str, how: str) -> int:
+    """Mark the backups at ``location`` verified by ``how``; how many there were."""
+    result = await session.execute(
+        update(Backup)
+        .where(Backup.location == location, Backup.status == "succeeded")
+        .values(verification=how, verified_at=utcnow())
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def listing(session: AsyncSession, limit: int) -> Sequence[Backup]:
+    rows = await session.scalars(
+        select(Backup).order_by(Backup.requested_at.desc(), Backup.id).limit(limit)
+    )
+    return rows.all()
 
 
 async def last_success(session: AsyncSession) -> datetime | None:
-    result: datetime | None = await session.scalar(select(func.max(Backup.finished_at)))
+    result: datetime | None = await session.scalar(
+        select(func.max(Backup.finished_at)).where(Backup.status == "succeeded")
+    )
     return result
+
+
+async def settle_after_restore(
+    session: AsyncSession, backup_id: uuid.UUID | None, location: str
+) -> int:
+    """Backups a snapshot caught in flight, settled in the restored database: the one that
+    took it succeeded (it is what was restored), others then asked for or running failed;
+    how many failed."""
+    now = utcnow()
+    if backup_id is not None:
+        await session.execute(
+            update(Backup)
+            .where(Backup.id == backup_id)
+            .values(
+                status="succeeded",
+                finished_at=now,
+                location=location,
+                verification="restore",
+                verified_at=now,
+            )
+        )
+    interrupted = await session.execute(
+        update(Backup)
+        .where(Backup.status.in_(("requested", "running")))
+        .values(
+            status="failed",
+            finished_at=now,
+            error="interrupted: the database was restored from a snapshot taken while it ran",
+        )
+    )
+    return int(interrupted.rowcount)  # type: ignore[attr-defined]

@@ -17,6 +17,7 @@ import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
+from schemathesis.core.parameters import ParameterLocation
 
 from tests.helpers import bem, bem_server
 
@@ -112,4 +113,12 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
 def test_api_conforms_to_its_openapi(case: schemathesis.Case, live: Live) -> None:
     base, headers, real = live
     with_real_ids(case, real)
-    case.call_and_validate(base_url=base, headers=headers)
+    case.call_and_validate(base_url=base, headers=None if headers_mutated(case) else headers)
+
+
+def headers_mutated(case: schemathesis.Case) -> bool:
+    """A negative case whose headers were made invalid (a required Authorization removed)
+    must be sent as generated: adding the token would make it valid again, and schemathesis
+    4.3x reports the 200 as a schema-violating request accepted."""
+    header = case.meta.components.get(ParameterLocation.HEADER) if case.meta else None
+    return header is not None and header.mode.is_negative

@@ -324,7 +324,6 @@ async def create_backup(
         if backup_id is None:
             async with sessions() as session:
                 backup = await repository.request(session, "cli")
-                assert backup is not None
                 backup_id = await repository.claim(session, backup.id)
                 await session.commit()
             assert backup_id is not None

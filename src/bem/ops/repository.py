@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -18,14 +17,9 @@ async def request(
     session: AsyncSession,
     origin: str,
     requested_by: uuid.UUID | None = None,
-    backup_id: uuid.UUID | None = None,
-) -> Backup | None:
-    """A backup asked for; None when ``backup_id`` is taken (the schedule names each run by
-    its time, so every worker may ask and one row results)."""
-    if backup_id is not None and await session.get(Backup, backup_id) is not None:
-        return None
+) -> Backup:
+    """A backup asked for (``requested``, until someone claims it)."""
     backup = Backup(
-        id=backup_id or uuid.uuid4(),
         status="requested",
         origin=origin,
         requested_by=requested_by,
@@ -88,23 +82,6 @@ async def fail(session: AsyncSession, backup_id: uuid.UUID, error: str) -> None:
         .where(Backup.id == backup_id)
         .values(status="failed", finished_at=utcnow(), error=error[:2000])
     )
-
-
-async def verified(session: AsyncSession, location: str, how: str) -> int:
-    """Mark the backups at ``location`` verified by ``how``; how many there were."""
-    result = await session.execute(
-        update(Backup)
-        .where(Backup.location == location, Backup.status == "succeeded")
-        .values(verification=how, verified_at=utcnow())
-    )
-    return int(result.rowcount)  # type: ignore[attr-defined]
-
-
-async def listing(session: AsyncSession, limit: int) -> Sequence[Backup]:
-    rows = await session.scalars(
-        select(Backup).order_by(Backup.requested_at.desc(), Backup.id).limit(limit)
-    )
-    return rows.all()
 
 
 async def last_success(session: AsyncSession) -> datetime | None:

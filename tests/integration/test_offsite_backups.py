@@ -19,6 +19,7 @@ from bem.ops.offsite import SUFFIX, Offsite
 from bem.ops.retention import stamp, to_keep
 from bem.testing import ifcgen
 from tests.conftest import make_api, settings_for
+from tests.helpers import free_port
 from tests.integration.test_imports import ifc_bytes, imported, model_of
 
 
@@ -113,6 +114,26 @@ async def test_retention_applies_to_the_bucket(
     settings = settings_for(sqlite_url, backup_dir=tmp_path / "s", backup_key=SecretStr(new_key()))
     made = [await create_backup(settings, to=backups, keep=Retention(2)) for _ in range(3)]
     assert [Offsite(backups).url(n) for n in Offsite(backups).names()] == made[1:]
+
+
+async def test_a_backup_stopped_by_an_outage_is_recorded_as_failed(
+    sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The source store goes away mid-backup (after the database snapshot): the row says
+    failed with the reason instead of staying running, and nothing partial is left."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")  # nobody there
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "x")
+    settings = settings_for(
+        sqlite_url, storage_url="s3://away/sources", backup_dir=tmp_path / "backups"
+    )
+    with pytest.raises(BackupError, match="storage is unavailable"):
+        await create_backup(settings)
+    async with make_api(settings_for(sqlite_url)) as api:
+        assert await api.scalar("SELECT status FROM backups") == "failed"
+        assert "storage is unavailable" in await api.scalar("SELECT error FROM backups")
+        assert await api.scalar("SELECT finished_at FROM backups") is not None
+    assert list((tmp_path / "backups").iterdir()) == []
 
 
 def test_without_a_key_an_offsite_backup_is_refused(s3_url: str) -> None:

@@ -36,20 +36,25 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import structlog
 from pydantic import SecretStr
 from sqlalchemy import inspect, select, table, text
 from sqlalchemy.engine import URL, Connection, make_url
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bem import __version__
 from bem.config import Settings
 from bem.jobs import service as jobs
 from bem.kit.db import create_engine, session_factory
+from bem.kit.errors import StorageUnavailable
 from bem.kit.storage import KEY, SourceStore, name_of, open_store
 from bem.ops import repository
 from bem.ops.archive import SealError, identities, seal, unseal
 from bem.ops.offsite import SUFFIX, Offsite, OffsiteError, is_offsite, split_location
 from bem.ops.retention import stamp, to_keep
+
+log = structlog.get_logger("bem.ops")
 
 FORMAT = 1
 MANIFEST = "manifest.json"
@@ -63,6 +68,10 @@ PG_CHECKSUM = (
 
 class BackupError(Exception):
     """A backup or restore that cannot be done or did not verify; the message says why."""
+
+
+# What stops a backup without being a bug: reported as a BackupError with the reason.
+STOPPED_BY = (SealError, OffsiteError, StorageUnavailable, SQLAlchemyError, OSError)
 
 
 @dataclass
@@ -332,11 +341,13 @@ async def create_backup(
                 written = await _write_local(settings, engine, backup_id, keep)
             else:
                 written = await _write_offsite(settings, engine, backup_id, to, keep)
-        except (BackupError, SealError, OffsiteError) as exc:
-            async with sessions() as session:
-                await repository.fail(session, backup_id, str(exc))
-                await session.commit()
-            raise BackupError(str(exc)) from exc
+        except Exception as exc:
+            await _record_failure(sessions, backup_id, _reason(exc))
+            if isinstance(exc, BackupError):
+                raise
+            if isinstance(exc, STOPPED_BY):
+                raise BackupError(_reason(exc)) from exc
+            raise
         async with sessions() as session:
             await repository.succeed(
                 session,
@@ -350,6 +361,25 @@ async def create_backup(
     finally:
         await engine.dispose()
     return written.location
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, BackupError | SealError | OffsiteError | StorageUnavailable):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}".removesuffix(": ")
+
+
+async def _record_failure(
+    sessions: async_sessionmaker[AsyncSession], backup_id: uuid.UUID, reason: str
+) -> None:
+    """Mark the row failed with the reason, whatever stopped the backup (a bug too). If the
+    database is what went away, the row stays running until a restore settles it: logged."""
+    try:
+        async with sessions() as session:
+            await repository.fail(session, backup_id, reason)
+            await session.commit()
+    except (SQLAlchemyError, OSError) as recording:
+        log.error("backup.failure_not_recorded", backup_id=str(backup_id), error=str(recording))
 
 
 def _owner_only(tree: Path) -> None:

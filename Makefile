@@ -44,6 +44,7 @@ bench: $(VENV)/.dev
 	$(BIN)/python bench/query.py
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/feed.py
+	$(BIN)/python bench/drill.py
 	$(BIN)/python bench/sla.py --capacity --scenario mixed --duration 30
 
 clean:

@@ -1,7 +1,8 @@
 """Disaster-recovery drill with the real commands: `bem backup` while data exists, `bem
 restore` into a new, empty database and storage directory, every table's checksum equal,
 the restored server answering as the original did. Also: refusals, tampering, retention,
-and the backup age in /health and /metrics."""
+the backup age in /health and /metrics, and `bem drill`, which does all of it in one
+command and fails when an answer differs."""
 
 from __future__ import annotations
 
@@ -14,10 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import psycopg
 import pytest
+from sqlalchemy import text
 
 from bem.testing import ifcgen
-from tests.conftest import make_api, postgres_clone, settings_for
+from tests.conftest import _dsn, make_api, postgres_clone, settings_for
 from tests.helpers import bem
 from tests.integration.test_imports import ifc_bytes, imported, model_of
 
@@ -162,3 +165,66 @@ def test_a_tampered_backup_is_refused_and_old_backups_are_pruned(
     (newest / "manifest.json").write_text("{")
     broken = bem(["restore", str(newest)], target, tmp_path, check=False)
     assert broken.returncode == 1 and "manifest" in broken.stderr
+
+
+async def two_versions(url: str, storage: Path) -> Path:
+    """An imported IFC and a second import of the model (so the drill has a diff to ask);
+    where the newest version's source file is stored."""
+    async with make_api(settings_for(url, storage_dir=storage)) as api:
+        headers, model_id = await model_of(api)
+        for seed in (0, 1):
+            model = ifc_bytes(ifcgen.generate(40, seed=seed))
+            job = await imported(api, headers, model_id, f"v{seed}.ifc", model)
+            assert job["status"] == "succeeded", job
+        key = await api.scalar("SELECT source_key FROM versions ORDER BY created_at DESC")
+    return storage / str(key)[:2] / str(key)
+
+
+async def newest_backup(url: str) -> tuple[str, str]:
+    async with make_api(settings_for(url)) as api, api.state.sessions() as session:
+        query = "SELECT origin, verification FROM backups ORDER BY started_at DESC"
+        origin, verification = (await session.execute(text(query))).first() or ("", "")
+    return origin, verification
+
+
+def scratch_databases(url: str) -> set[str]:
+    with psycopg.connect(_dsn(url)) as c:
+        rows = c.execute("SELECT datname FROM pg_database WHERE datname LIKE 'bem\\_drill\\_%'")
+        return {row[0] for row in rows}
+
+
+def bem_drill(database_url: str, tmp_path: Path) -> None:
+    storage, backups, record = tmp_path / "sources", tmp_path / "backups", tmp_path / "results"
+    newest_source = asyncio.run(two_versions(database_url, storage))
+    env = environment(database_url, storage, backups)
+    done = bem(["drill", "--record", str(record)], env, tmp_path, check=False)
+    assert done.returncode == 0, done.stderr
+    report = orjson.loads(done.stdout)
+    summary = {k: v for k, v in report.items() if k != "checks"}
+    print(f"\nbem drill: {summary}", file=sys.__stderr__)  # the recovery time, for CI logs
+    assert report["ok"] is True and report["differences"] == []
+    asked = {check["check"] for check in report["checks"]}
+    assert {"element page", "selector", "takeoff", "diff", "source file"} <= asked
+    assert all(c["live"]["status"] == 200 and c["identical"] for c in report["checks"])
+    assert report["sources"] == 2 and 0 < report["restore_s"] <= report["rto_s"]
+    (kept,) = record.iterdir()
+    assert orjson.loads(kept.read_bytes()) == report
+    assert asyncio.run(newest_backup(database_url)) == ("drill", "restore")
+
+    newest_source.unlink()  # the live store lost a file: the drill cannot vouch for it
+    failed = bem(["drill"], env, tmp_path, check=False)
+    assert failed.returncode == 1, failed.stderr
+    assert orjson.loads(failed.stdout)["differences"] == ["source file"]
+    assert "answered differently" in failed.stderr
+    assert asyncio.run(newest_backup(database_url)) == ("drill", "unverified")
+
+
+@pytest.mark.postgres
+def test_bem_drill_on_postgres(postgres_url: str, tmp_path: Path) -> None:
+    before = scratch_databases(postgres_url)
+    bem_drill(postgres_url, tmp_path)
+    assert scratch_databases(postgres_url) == before  # made and dropped
+
+
+def test_bem_drill_on_sqlite(sqlite_url: str, tmp_path: Path) -> None:
+    bem_drill(sqlite_url, tmp_path)

@@ -314,6 +314,35 @@ def _backup_root(settings: Settings) -> Path:
     return root
 
 
+async def _start(sessions: async_sessionmaker[AsyncSession], origin: str) -> uuid.UUID:
+    async with sessions() as session:
+        backup = await repository.request(session, origin)
+        backup_id = await repository.claim(session, backup.id)
+        await session.commit()
+    assert backup_id is not None  # just requested: nobody else can have claimed it
+    return backup_id
+
+
+async def start_backup(settings: Settings, origin: str) -> uuid.UUID:
+    """A backup row that is already running, for a caller that runs it (``bem drill``)."""
+    engine = create_engine(settings)
+    try:
+        return await _start(session_factory(engine), origin)
+    finally:
+        await engine.dispose()
+
+
+async def mark_restored(settings: Settings, backup_id: uuid.UUID) -> None:
+    """Record that a drill restored the backup and everything matched."""
+    engine = create_engine(settings)
+    try:
+        async with session_factory(engine)() as session:
+            await repository.verified_by_restore(session, backup_id)
+            await session.commit()
+    finally:
+        await engine.dispose()
+
+
 async def create_backup(
     settings: Settings,
     *,
@@ -322,8 +351,8 @@ async def create_backup(
     backup_id: uuid.UUID | None = None,
 ) -> str:
     """Back up into ``BEM_BACKUP_DIR``, or to ``to`` (default ``BEM_BACKUP_URL``), then apply
-    retention there; returns where it went. ``backup_id``: a claimed request (running);
-    without one, ``bem backup`` records a row of its own. The row is marked succeeded, or
+    retention there; returns where it went. ``backup_id``: a row ``start_backup`` made;
+    without one, a row of its own (origin ``cli``). The row is marked succeeded, or
     failed with the reason."""
     to = to or settings.backup_url
     keep = keep or Retention.of(settings)
@@ -331,11 +360,7 @@ async def create_backup(
     sessions = session_factory(engine)
     try:
         if backup_id is None:
-            async with sessions() as session:
-                backup = await repository.request(session, "cli")
-                backup_id = await repository.claim(session, backup.id)
-                await session.commit()
-            assert backup_id is not None
+            backup_id = await _start(sessions, "cli")
         try:
             if to is None:
                 written = await _write_local(settings, engine, backup_id, keep)

@@ -27,7 +27,7 @@ class Backup(Base):
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
     status: Mapped[str] = mapped_column(String(16), default="running", index=True)
-    origin: Mapped[str] = mapped_column(String(16), default="cli")  # cli, api, schedule
+    origin: Mapped[str] = mapped_column(String(16), default="cli")  # cli, drill, api, schedule
     requested_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     requested_by: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("users.id", ondelete="SET NULL")

@@ -84,6 +84,14 @@ async def fail(session: AsyncSession, backup_id: uuid.UUID, error: str) -> None:
     )
 
 
+async def verified_by_restore(session: AsyncSession, backup_id: uuid.UUID) -> None:
+    """A drill restored the backup and every table and answer matched."""
+    now = utcnow()
+    await session.execute(
+        update(Backup).where(Backup.id == backup_id).values(verification="restore", verified_at=now)
+    )
+
+
 async def last_success(session: AsyncSession) -> datetime | None:
     result: datetime | None = await session.scalar(
         select(func.max(Backup.finished_at)).where(Backup.status == "succeeded")

@@ -27,7 +27,7 @@ from bem.auth.service import ProjectDirectory
 from bem.auth.sessions import rate_identity
 from bem.config import JobQueueKind, Settings
 from bem.events.service import count_published
-from bem.handlers import HANDLERS
+from bem.handlers import HANDLERS, LOOPS
 from bem.ingest.endpoints import router as imports_router
 from bem.jobs.endpoints import router as jobs_router
 from bem.jobs.queue import ArqQueue, LocalQueue
@@ -221,12 +221,16 @@ def _lifespan(state: AppState, gateway: bool) -> Any:
         state.provide(Hub, hub)
         await hub.start()
         # Webhooks go out from the process that runs jobs: this one, or bem worker.
-        deliverer = None
+        # So do the loops beside jobs (backups).
+        deliverer, loops = None, []
         if isinstance(state.job_queue, LocalQueue):
             provider = state.tracer_provider
             tracer = provider.get_tracer("bem.webhooks") if provider is not None else None
             deliverer = Deliverer(state.sessions, settings, state.metrics, tracer)
             deliverer.start()
+            loops = [make(state.sessions, settings) for make in LOOPS]
+            for loop in loops:
+                loop.start()
         mark_draining_on_sigterm(app)
         build = state.build
         log.info(
@@ -235,6 +239,8 @@ def _lifespan(state: AppState, gateway: bool) -> Any:
         try:
             yield
         finally:
+            for loop in loops:
+                await loop.close()
             if deliverer is not None:
                 await deliverer.close()
             await hub.close()

@@ -318,17 +318,18 @@ def demo(
 def worker(
     burst: Annotated[bool, typer.Option(help="Exit once the queue is empty")] = False,
 ) -> None:
-    """Run background jobs from the Redis queue (arq). Needs BEM_REDIS_URL; the API must run
-    with BEM_JOB_QUEUE=redis to send jobs here."""
+    """Run background jobs from the Redis queue (arq), webhook deliveries and backups (asked
+    for or scheduled). Needs BEM_REDIS_URL; the API must run with BEM_JOB_QUEUE=redis to send
+    jobs here."""
     from bem.jobs.worker import build_worker
 
     settings = settings_or_exit(server=True)
     if settings.redis_url is None:
         err.print("bem worker needs BEM_REDIS_URL (the queue lives in Redis).")
         raise typer.Exit(2)
-    from bem.handlers import HANDLERS
+    from bem.handlers import HANDLERS, LOOPS
 
-    build_worker(settings, HANDLERS, burst=burst).run()
+    build_worker(settings, HANDLERS, loops=LOOPS, burst=burst).run()
 
 
 async def _find_project(session: AsyncSession, ref: str) -> Project:
@@ -438,7 +439,8 @@ def backup(
     """Back up the database and the stored source files, with a manifest of checksums, into
     BEM_BACKUP_DIR or, sealed with BEM_BACKUP_KEY, to an S3 bucket; apply retention there.
     Prints where the backup went."""
-    from bem.ops.backups import BackupError, Retention, create_backup
+    from bem.ops.backups import Retention, create_backup
+    from bem.ops.errors import BackupError
 
     settings = settings_or_exit()
     configured = Retention.of(settings)
@@ -472,7 +474,8 @@ def restore(
     """Restore a backup into the empty database BEM_DATABASE_URL names and into the source
     storage, check every table against the backup's manifest, and queue again the jobs the
     snapshot caught waiting or running. Prints a JSON report."""
-    from bem.ops.backups import BackupError, restore_backup
+    from bem.ops.backups import restore_backup
+    from bem.ops.errors import BackupError
     from bem.ops.offsite import is_offsite
 
     settings = settings_or_exit()
@@ -506,7 +509,7 @@ def drill(
     table, and compare the API's answers (a version's pages, a selector, a takeoff, a diff)
     with the live system's. Prints a JSON report with rto_s; exits 1 on any difference."""
     from bem.drill import run_drill
-    from bem.ops.backups import BackupError
+    from bem.ops.errors import BackupError
 
     settings = settings_or_exit()
     try:

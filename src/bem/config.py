@@ -13,6 +13,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Self
 
+from croniter import croniter
 from limits import parse as parse_limit
 from pydantic import Field, IPvAnyNetwork, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -184,6 +185,11 @@ class Settings(BaseSettings):
     backup_keep: Annotated[int, Field(ge=1, le=1000)] = 7
     backup_keep_daily: Annotated[int, Field(ge=0, le=1000)] = 0
     backup_keep_weekly: Annotated[int, Field(ge=0, le=1000)] = 0
+    # Scheduled backups: a cron expression in UTC (e.g. "0 2 * * *"), run by bem worker or
+    # the embedded job process (ops/runner.py), which also runs POST /v1/admin/backups.
+    backup_schedule: str | None = None
+    backup_poll_s: Annotated[float, Field(ge=0.1, le=3600)] = 10.0  # how soon a request starts
+    backup_timeout_s: Annotated[int, Field(ge=60)] = 6 * 3600  # running longer: abandoned
     job_queue: JobQueueKind = JobQueueKind.local
     job_max_attempts: Annotated[int, Field(ge=1, le=20)] = 3
     job_timeout_s: Annotated[int, Field(ge=5, le=86_400)] = 1800
@@ -263,6 +269,11 @@ class Settings(BaseSettings):
     def _backups(self) -> Self:
         if self.backup_url is not None and self.backup_key is None:
             raise ValueError("backup_url: off-site backups are encrypted; set BEM_BACKUP_KEY")
+        if self.backup_schedule is not None and not croniter.is_valid(self.backup_schedule):
+            raise ValueError(
+                f"backup_schedule: {self.backup_schedule!r} is not a cron expression "
+                "(five fields: minute hour day-of-month month day-of-week, e.g. '0 2 * * *')"
+            )
         return self
 
     @model_validator(mode="after")

@@ -41,7 +41,8 @@ from bem.auth.sessions import issue_access_token
 from bem.config import Settings
 from bem.kit.db import create_engine, session_factory
 from bem.kit.state import state_of
-from bem.ops.backups import BackupError, create_backup, mark_restored, restore_backup, start_backup
+from bem.ops.backups import create_backup, mark_restored, restore_backup, start_backup
+from bem.ops.errors import BackupError
 from bem.ops.retention import stamp
 from bem.projects.models import Membership, Model
 from bem.versions.models import Version

@@ -14,7 +14,8 @@ from pydantic import SecretStr
 from sqlalchemy import text
 
 from bem.ops.archive import new_key
-from bem.ops.backups import BackupError, Retention, create_backup, restore_backup
+from bem.ops.backups import Retention, create_backup, restore_backup
+from bem.ops.errors import BackupError
 from bem.ops.offsite import SUFFIX, Offsite
 from bem.ops.retention import stamp, to_keep
 from bem.testing import ifcgen

@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
+from sqlalchemy import text
 
 from bem.auth.dependencies import permission_of
 from bem.auth.permissions import Permission, Role, Scope, expand
@@ -41,6 +42,7 @@ SAMPLE_BODIES: dict[str, Any] = {
         {"global_id": STOREY, "ifc_class": "IfcBuildingStorey", "name": "L1"}
     ),
     "POST /v1/me/totp": None,
+    "POST /v1/admin/backups": None,
     "POST /v1/versions/{version_id}/query": {"q": "IfcBuildingStorey"},
     "POST /v1/projects/{project_id}/webhooks": {"url": "http://127.0.0.1:9/hook-{n}"},
     # A multipart file upload: (file name, content).
@@ -71,6 +73,7 @@ class World:
     users: dict[str, uuid.UUID] = field(default_factory=dict)
     job_id: str = ""
     webhook_id: str = ""
+    backup_id: str = ""
 
 
 ROLES = {"alice": Role.owner, "ed": Role.editor, "vic": Role.viewer}
@@ -208,6 +211,7 @@ def fill(path: str, world: World, n: int, token_id: str) -> str:
         user_id=world.users["vic"],
         token_id=token_id,
         webhook_id=world.webhook_id,
+        backup_id=world.backup_id,
     ).replace("{n}", str(n))
 
 
@@ -242,6 +246,14 @@ async def test_every_route_declares_a_permission_and_enforces_it(api: Api) -> No
         )
     ).json()["id"]
     shared.version_id = (await wait_for(api, owner, shared.job_id))["version_id"]
+    async with api.state.sessions() as session:  # a finished backup, for GET .../{backup_id}
+        shared.backup_id = uuid.uuid4().hex
+        insert = "INSERT INTO backups (id, status, origin, requested_at, verification) VALUES"
+        await session.execute(
+            text(f"{insert} (:id, 'failed', 'cli', :at, 'unverified')"),
+            {"id": shared.backup_id, "at": datetime.now(UTC)},
+        )
+        await session.commit()
 
     mismatches, n = [], 0
     for route in routes:

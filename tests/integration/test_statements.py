@@ -18,7 +18,7 @@ STOREY = {"global_id": "0000000000000000000S01", "ifc_class": "IfcBuildingStorey
 
 
 # The app's own background tasks share the engine; what they read is not the request's cost.
-BACKGROUND = ("feed-hub", "webhook-deliverer", "job-")
+BACKGROUND = ("feed-hub", "webhook-deliverer", "backup-runner", "job-")
 
 
 @contextmanager

@@ -10,7 +10,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 from opentelemetry import context as otel_context
@@ -116,6 +116,17 @@ class JobResult:
 
 
 Handler = Callable[[JobContext, Job, Progress], Awaitable[JobResult]]
+
+
+class Loop(Protocol):
+    """Work a job process does beside jobs (backups: ``ops/runner.py``)."""
+
+    def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+LoopFactory = Callable[[async_sessionmaker[AsyncSession], Settings], Loop]
 
 
 def job_context(

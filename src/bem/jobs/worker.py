@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -37,6 +37,7 @@ from bem.jobs.service import (
     OUTAGE_TRIES,
     STALE_AFTER,
     Handler,
+    LoopFactory,
     RetryLater,
     execute,
     job_context,
@@ -129,10 +130,12 @@ def build_worker(
     settings: Settings,
     handlers: Mapping[str, Handler],
     *,
+    loops: Sequence[LoopFactory] = (),
     burst: bool = False,
     signals: bool = True,
 ) -> Worker:
-    """arq's worker running ``handlers`` (the registry of job kinds: ``bem.handlers``)."""
+    """arq's worker running ``handlers`` (the registry of job kinds: ``bem.handlers``) and
+    ``loops`` beside them."""
     assert settings.redis_url is not None, "bem worker needs BEM_REDIS_URL"
 
     async def startup(ctx: dict[str, Any]) -> None:
@@ -165,6 +168,9 @@ def build_worker(
             sessions, settings, metrics, provider.get_tracer("bem.webhooks") if provider else None
         )
         ctx["deliverer"].start()
+        ctx["loops"] = [make(sessions, settings) for make in loops]
+        for loop in ctx["loops"]:
+            loop.start()
         ctx["sweeper"] = asyncio.create_task(_sweep_forever(ctx, settings), name="job-sweeper")
 
     async def shutdown(ctx: dict[str, Any]) -> None:
@@ -173,6 +179,8 @@ def build_worker(
             await asyncio.gather(ctx["sweeper"], return_exceptions=True)
         if "deliverer" in ctx:
             await ctx["deliverer"].close()
+        for loop in ctx.get("loops", ()):
+            await loop.close()
         if "engine" in ctx:
             await ctx["engine"].dispose()
         if ctx.get("tracer_provider") is not None:

@@ -51,6 +51,7 @@ from bem.kit.errors import StorageUnavailable
 from bem.kit.storage import KEY, SourceStore, name_of, open_store
 from bem.ops import repository
 from bem.ops.archive import SealError, identities, seal, unseal
+from bem.ops.errors import BackupError
 from bem.ops.offsite import SUFFIX, Offsite, OffsiteError, is_offsite, split_location
 from bem.ops.retention import stamp, to_keep
 
@@ -64,10 +65,6 @@ PG_CHECKSUM = (
     "SELECT count(*), coalesce(sum(('x' || substr(md5(t::text), 1, 15))::bit(60)::bigint), 0)"
     "::text FROM {table} AS t"
 )
-
-
-class BackupError(Exception):
-    """A backup or restore that cannot be done or did not verify; the message says why."""
 
 
 # What stops a backup without being a bug: reported as a BackupError with the reason.

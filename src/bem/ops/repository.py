@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bem.kit.db import utcnow
+from bem.kit.db import insert_ignore, utcnow
 from bem.ops.models import Backup
+
+ACTIVE = ("requested", "running")
 
 
 async def request(
@@ -28,6 +31,56 @@ async def request(
     session.add(backup)
     await session.flush()
     return backup
+
+
+async def request_once(
+    session: AsyncSession, backup_id: uuid.UUID, origin: str, at: datetime
+) -> bool:
+    """Request the backup ``backup_id`` unless it exists (every runner that sees a schedule's
+    fire time asks for the same id; one row results). Whether this call made it."""
+    insert = insert_ignore(session.get_bind().dialect.name, Backup.__table__).values(
+        id=backup_id, status="requested", origin=origin, requested_at=at, verification="unverified"
+    )
+    return bool((await session.execute(insert)).rowcount)  # type: ignore[attr-defined]
+
+
+async def active(session: AsyncSession) -> Backup | None:
+    """A backup requested or running, if any."""
+    query = select(Backup).where(Backup.status.in_(ACTIVE)).order_by(Backup.requested_at)
+    return await session.scalar(query.limit(1))
+
+
+async def get(session: AsyncSession, backup_id: uuid.UUID) -> Backup | None:
+    return await session.get(Backup, backup_id)
+
+
+async def newest_first(
+    session: AsyncSession, before: tuple[datetime, uuid.UUID] | None, limit: int
+) -> Sequence[Backup]:
+    query = select(Backup).order_by(Backup.requested_at.desc(), Backup.id.desc()).limit(limit)
+    if before is not None:
+        at, backup_id = before
+        query = query.where(
+            or_(
+                Backup.requested_at < at,
+                (Backup.requested_at == at) & (Backup.id < backup_id),
+            )
+        )
+    return (await session.scalars(query)).all()
+
+
+async def abandon(session: AsyncSession, started_before: datetime) -> int:
+    """Running backups nobody finished in time (their runner died): failed, with the reason."""
+    result = await session.execute(
+        update(Backup)
+        .where(Backup.status == "running", Backup.started_at < started_before)
+        .values(
+            status="failed",
+            finished_at=utcnow(),
+            error="abandoned: not finished within BEM_BACKUP_TIMEOUT_S (its runner stopped)",
+        )
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
 
 
 async def claim(session: AsyncSession, backup_id: uuid.UUID | None = None) -> uuid.UUID | None:
@@ -120,7 +173,7 @@ async def settle_after_restore(
         )
     interrupted = await session.execute(
         update(Backup)
-        .where(Backup.status.in_(("requested", "running")))
+        .where(Backup.status.in_(ACTIVE))
         .values(
             status="failed",
             finished_at=now,

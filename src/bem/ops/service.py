@@ -1,26 +1,37 @@
-"""The health report for admins and the tables behind the scrape-time gauges."""
+"""The health report for admins and the tables behind the scrape-time gauges; backups
+asked for through the API and by the schedule (ops/runner.py runs them)."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
 from typing import Any, TypeVar
 
 import structlog
+from croniter import croniter
 from fastapi import FastAPI
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bem.auth import audit
+from bem.auth.audit import Origin
+from bem.auth.models import User
 from bem.events import service as events
 from bem.jobs import service as jobs
 from bem.kit.db import utcnow
+from bem.kit.errors import Conflict, NotFound
 from bem.kit.health import pool_stats, run_checks
 from bem.kit.state import state_of
 from bem.live.hub import Hub
 from bem.ops import repository
+from bem.ops.models import Backup
 
 log = structlog.get_logger("bem.ops")
+# A schedule's fire time names its backup: uuid5 of this and the time (ops/runner.py).
+SCHEDULE_NAMESPACE = uuid.UUID("6f4f8a52-3c1e-4d7e-9a53-0c2b1f5e8d41")
 QUERY_TIMEOUT_S = 1.0
 T = TypeVar("T")
 
@@ -109,3 +120,43 @@ async def health_report(app: FastAPI) -> dict[str, Any]:
         "uptime_s": round(time.time() - state.started_at, 1),
         "draining": state.draining,
     }
+
+
+async def request_backup(session: AsyncSession, origin: Origin, user: User) -> Backup:
+    """Ask for a backup now (a runner starts it within ``BEM_BACKUP_POLL_S``); one at a time."""
+    if (busy := await repository.active(session)) is not None:
+        raise Conflict(
+            f"Backup {busy.id} is {busy.status}; ask again when it has finished.",
+            backup_id=str(busy.id),
+        )
+    backup = await repository.request(session, "api", user.id)
+    audit.record(
+        session,
+        origin,
+        "backup.requested",
+        actor_id=user.id,
+        target_type="backup",
+        target_id=backup.id,
+    )
+    return backup
+
+
+async def request_scheduled(session: AsyncSession, schedule: str, now: datetime) -> bool:
+    """Ask for the backup of the schedule's last fire time, once however many runners ask.
+    A runner that was down at a fire time asks when it comes back: one backup, not one per
+    missed time."""
+    fire: datetime = croniter(schedule, now).get_prev(datetime)
+    backup_id = uuid.uuid5(SCHEDULE_NAMESPACE, fire.isoformat())
+    return await repository.request_once(session, backup_id, "schedule", fire)
+
+
+async def backups(
+    session: AsyncSession, before: tuple[datetime, uuid.UUID] | None, limit: int
+) -> Sequence[Backup]:
+    return await repository.newest_first(session, before, limit)
+
+
+async def backup(session: AsyncSession, backup_id: uuid.UUID) -> Backup:
+    if (found := await repository.get(session, backup_id)) is None:
+        raise NotFound(f"Backup {backup_id} does not exist.")
+    return found

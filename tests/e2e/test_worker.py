@@ -88,6 +88,35 @@ def worker_env(settings: Settings, tmp_path: Path) -> dict[str, str]:
     }
 
 
+async def test_bem_worker_makes_the_backups_admins_ask_for(
+    postgres_url: str, shared_redis: str, tmp_path: Path
+) -> None:
+    """With the Redis queue the API runs no jobs; ``bem worker`` makes requested backups."""
+    settings = queued_settings(postgres_url, shared_redis)
+    env = {
+        **worker_env(settings, tmp_path),
+        "BEM_BACKUP_DIR": str(tmp_path / "backups"),
+        "BEM_BACKUP_POLL_S": "0.2",
+    }
+    async with make_api(settings) as api:
+        admin = await api.user("ops", admin=True)
+        asked = (await api.client.post("/v1/admin/backups", headers=admin)).json()
+        await asyncio.sleep(0.5)
+        status = "SELECT status FROM backups"
+        assert await api.scalar(status) == "requested"  # nobody in this process makes it
+        with worker_process(env, tmp_path / "worker.log"):
+            for _ in range(400):
+                if await api.scalar(status) in ("succeeded", "failed"):
+                    break
+                await asyncio.sleep(0.05)
+        done = await api.client.get(f"/v1/admin/backups/{asked['id']}", headers=admin)
+        assert done.json()["status"] == "succeeded", (
+            done.json(),
+            (tmp_path / "worker.log").read_text()[-2000:],
+        )
+        assert Path(done.json()["location"]).parent == tmp_path / "backups"
+
+
 async def job_row(api: Api, job_id: str) -> tuple[str, int, int]:
     from sqlalchemy import select
 

@@ -225,6 +225,28 @@ class OwnPostgres:
             str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop"
         )
 
+    def configure(self, **values: str) -> None:
+        """Settings for the next start (later lines of postgresql.auto.conf win)."""
+        with (self.data / "postgresql.auto.conf").open("a") as conf:
+            conf.writelines(f"{name} = '{value}'\n" for name, value in values.items())
+
+    def follow(self, primary: OwnPostgres, name: str) -> None:
+        """Become a streaming replica of ``primary`` (``pg_basebackup -R``), known to it as
+        ``name`` (what ``synchronous_standby_names`` lists), then start."""
+        self.data.chmod(0o700)  # initdb sets this; pg_basebackup keeps what it finds
+        self._as_postgres(
+            str(PG_BIN / "pg_basebackup"), "-h", "127.0.0.1", "-p", str(primary.port),
+            "-U", "postgres", "-D", str(self.data), "-R", "-X", "stream",
+        )  # fmt: skip
+        conninfo = f"host=127.0.0.1 port={primary.port} user=postgres application_name={name}"
+        # The copy carries the primary's settings: once promoted it must not wait for a
+        # synchronous standby of its own.
+        self.configure(primary_conninfo=conninfo, synchronous_standby_names="")
+        self.start()
+
+    def promote(self) -> None:
+        self._as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-w", "promote")
+
     @property
     def url(self) -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"

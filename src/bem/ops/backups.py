@@ -108,15 +108,23 @@ async def _checksums(engine: AsyncEngine) -> dict[str, dict[str, Any]]:
 
 def _libpq(url: URL) -> tuple[list[str], dict[str, str]]:
     """Connection options for pg_dump/pg_restore; the password travels in the environment,
-    never on a command line other users can read."""
+    never on a command line other users can read. A multi-host URL (``?host=a:5432&host=
+    b:5432&target_session_attrs=read-write``, for failover) becomes libpq's host and port
+    lists and ``PGTARGETSESSIONATTRS``, so the dump reads the current primary too."""
     args = ["--dbname", url.database or ""]
-    if url.host:
-        args += ["--host", url.host]
+    env = {**os.environ}
+    hosts = url.query.get("host", ())
+    if url.host or isinstance(hosts, str):
+        args += ["--host", url.host or str(hosts)]
+    elif hosts:
+        names, ports = zip(*(host.partition(":")[::2] for host in hosts), strict=True)
+        args += ["--host", ",".join(names), "--port", ",".join(p or "5432" for p in ports)]
     if url.port:
         args += ["--port", str(url.port)]
     if url.username:
         args += ["--username", url.username]
-    env = {**os.environ}
+    if attrs := url.query.get("target_session_attrs"):
+        env["PGTARGETSESSIONATTRS"] = str(attrs)
     if url.password:
         env["PGPASSWORD"] = str(url.password)
     return args, env

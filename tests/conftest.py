@@ -11,6 +11,7 @@ import asyncio
 import os
 import shutil
 import tempfile
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -21,6 +22,7 @@ from typing import Any
 import asyncpg
 import httpx
 import orjson
+import psycopg
 import pytest
 import redis
 from opentelemetry.sdk.trace.export import SpanExporter
@@ -360,6 +362,33 @@ def own_postgres() -> Iterator[OwnPostgres]:
         yield cluster
     finally:
         cluster.remove()
+
+
+@pytest.fixture
+def replicated_postgres(own_postgres: OwnPostgres) -> Iterator[tuple[OwnPostgres, OwnPostgres]]:
+    """A private primary and its synchronous streaming replica ("replica1"): a commit is
+    acknowledged once the replica has flushed it (replaying it may lag)."""
+    primary, replica = own_postgres, OwnPostgres()
+    primary.configure(synchronous_standby_names="replica1", synchronous_commit="on")
+    primary.stop()
+    primary.start()
+    try:
+        replica.follow(primary, "replica1")
+        _synchronous(primary)
+        yield primary, replica
+    finally:
+        replica.remove()
+
+
+def _synchronous(primary: OwnPostgres) -> None:
+    query = "SELECT sync_state FROM pg_stat_replication WHERE application_name = 'replica1'"
+    for _ in range(100):
+        with psycopg.connect(primary.url, connect_timeout=5) as conn:
+            row = conn.execute(query).fetchone()
+        if row is not None and row[0] == "sync":
+            return
+        time.sleep(0.1)
+    raise AssertionError("the replica never became a synchronous standby")
 
 
 @pytest.fixture

@@ -53,6 +53,7 @@ from bem.kit.logging import get_logger
 from bem.kit.metrics import Metrics, MetricsMiddleware
 from bem.kit.ndjson import JSON_TYPES, NDJSON_TYPES
 from bem.kit.ratelimit import Concurrency, Limiter, RateLimitMiddleware
+from bem.kit.replicas import Replicas
 from bem.kit.routes import api_routes, refuse_unknown_query
 from bem.kit.state import AppState, JobQueue
 from bem.kit.storage import open_store
@@ -181,6 +182,7 @@ def _resources(settings: Settings) -> AppState:
         tracer_provider=None,
         engine=engine,
         sessions=session_factory(engine),
+        replicas=Replicas(settings) if settings.read_urls else None,
         job_queue=None,
     )
 
@@ -247,6 +249,8 @@ def _lifespan(state: AppState, gateway: bool) -> Any:
             if state.job_queue is not None:
                 await state.job_queue.close()
             await state.engine.dispose()
+            if state.replicas is not None:
+                await state.replicas.dispose()
             if state.tracer_provider is not None:
                 stop_tracing(state.tracer_provider)
             if state.redis is not None:

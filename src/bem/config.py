@@ -78,6 +78,9 @@ class Settings(BaseSettings):
     db_connect_timeout: Annotated[float, Field(gt=0, le=60)] = 5.0
     db_statement_timeout_ms: Annotated[int, Field(ge=0)] = 30_000
     db_pgbouncer: bool = False  # transaction pooling: disable server-side prepared statements
+    # Read replicas of PostgreSQL, comma-separated URLs: a ready version's data is read there
+    # (kit/replicas.py); writes, auth, the feed and everything else stay on the primary.
+    database_read_url: SecretStr | None = None
     redis_url: SecretStr | None = None
     redis_key_prefix: str = Field(default="bem", pattern=r"^[A-Za-z0-9_:-]{1,64}$")
 
@@ -277,6 +280,16 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _replicas(self) -> Self:
+        urls = [self.database_url_value, *self.read_urls]
+        if self.read_urls and not all(u.startswith("postgres") for u in urls):
+            raise ValueError(
+                "database_read_url: read replicas are PostgreSQL streaming replicas of a "
+                "PostgreSQL BEM_DATABASE_URL"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _cors(self) -> Self:
         for origin in self.cors_origins:
             if not re.fullmatch(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?", origin):
@@ -302,6 +315,14 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.database_url_value.startswith("sqlite")
+
+    @property
+    def read_urls(self) -> list[str]:
+        if self.database_read_url is None:
+            return []
+        return [
+            u.strip() for u in self.database_read_url.get_secret_value().split(",") if u.strip()
+        ]
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -82,6 +82,20 @@ class Metrics:
             multiprocess_mode="livesum",
             registry=r,
         )
+        self.replica_lag = Gauge(
+            "bem_db_replica_lag_seconds",
+            "Replay lag of each read replica (BEM_DATABASE_READ_URL position), at scrape time.",
+            ["replica"],
+            multiprocess_mode="livemax",
+            registry=r,
+        )
+        self.replica_reads = Counter(
+            "bem_db_replica_reads_total",
+            "Requests for version data with read replicas configured, by where they were "
+            "read: replica, or the primary because the replica was behind or unavailable.",
+            ["replica", "outcome"],
+            registry=r,
+        )
         self.db_pool_size = Gauge(
             "bem_db_pool_size",
             "Database pool size (without overflow).",

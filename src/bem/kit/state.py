@@ -29,6 +29,7 @@ from bem.kit.storage import SourceStore
 if TYPE_CHECKING:  # they read the state themselves
     from bem.kit.cache import Cache
     from bem.kit.ratelimit import Concurrency, Limiter
+    from bem.kit.replicas import Replicas
 
 T = TypeVar("T")
 
@@ -58,6 +59,7 @@ class AppState(State):
     tracer_provider: TracerProvider | None
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
+    replicas: Replicas | None  # BEM_DATABASE_READ_URL
     job_queue: JobQueue | None  # None in bem gateway, which runs no jobs
     started_at: float
     draining: bool  # SIGTERM arrived: readiness fails, the feed lets its followers go

@@ -95,13 +95,26 @@ async def _live(app: FastAPI) -> dict[str, Any]:
     return {**out, "webhooks": {"pending": count, "oldest_pending_age_s": round(age, 1)}}
 
 
+async def _replicas(app: FastAPI) -> dict[str, Any]:
+    """Each read replica's replay lag (None: it did not answer), also set on its gauge."""
+    replicas = state_of(app).replicas
+    if replicas is None:
+        return {}
+    lags = await replicas.lags()
+    for name, lag in lags.items():
+        if lag is not None:
+            state_of(app).metrics.replica_lag.labels(name).set(lag)
+    return {name: {"lag_s": lag} for name, lag in lags.items()}
+
+
 async def refresh(app: FastAPI) -> dict[str, Any]:
     """Readiness checks and the tables behind the scrape-time gauges, read concurrently and
     each bounded (slow reads cost the longest timeout, not their sum); sets those gauges."""
-    checks, jobs_waiting, last_backup, live = await asyncio.gather(
-        run_checks(app), _jobs_waiting(app), _last_backup(app), _live(app)
+    checks, jobs_waiting, last_backup, live, replicas = await asyncio.gather(
+        run_checks(app), _jobs_waiting(app), _last_backup(app), _live(app), _replicas(app)
     )
-    return {"checks": checks, "jobs": jobs_waiting, "backup": last_backup, "live": live}
+    report = {"checks": checks, "jobs": jobs_waiting, "backup": last_backup, "live": live}
+    return {**report, "replicas": replicas} if replicas else report
 
 
 async def health_report(app: FastAPI) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from bem.query.schemas import (
 )
 from bem.versions import service as versions
 from bem.versions.access import VersionAccess, access_version
+from bem.versions.reading import VersionDataDep
 from bem.versions.schemas import GLOBAL_ID_PATTERN, ElementOut, RelationKind
 
 router = APIRouter(prefix="/v1", tags=["query"], responses=problem_responses(401, 403, 422))
@@ -123,7 +124,7 @@ def json_response(body: bytes, headers: dict[str, str] | None = None) -> Respons
 async def list_elements(
     version_id: uuid.UUID,
     request: Request,
-    session: SessionDep,
+    data: VersionDataDep,
     state: StateDep,
     access: Read,
     query: Annotated[ElementQuery, Depends(element_query)],
@@ -132,10 +133,11 @@ async def list_elements(
     headers, unchanged = validators(request, key)
     if unchanged:
         return unchanged
-    page = await lookup(
-        state.cache, key, lambda: service.query_page(session, access.version, query)
-    )
-    return json_response(page, headers)
+
+    async def compute() -> dict[str, Any]:
+        return await service.query_page(await data.session(access.version), access.version, query)
+
+    return json_response(await lookup(state.cache, key, compute), headers)
 
 
 @elements_router.get(
@@ -149,11 +151,12 @@ async def get_element(
     version_id: uuid.UUID,
     global_id: GlobalIdPath,
     request: Request,
-    session: SessionDep,
+    data: VersionDataDep,
     access: Read,
     fields: FieldsParam = None,
 ) -> Response:
     chosen = service.parse_fields(fields)
+    session = await data.session(access.version)
     payload_hash, doc = await versions.get_element(session, access.version, global_id)
     headers, unchanged = validators(request, key_of("element", payload_hash, global_id, chosen))
     if unchanged:
@@ -168,14 +171,16 @@ async def get_element(
     summary="Elements matching a selector (the body form of GET .../elements?q=)",
 )
 async def query_elements(
-    version_id: uuid.UUID, body: QueryIn, session: SessionDep, state: StateDep, access: Read
+    version_id: uuid.UUID, body: QueryIn, data: VersionDataDep, state: StateDep, access: Read
 ) -> Response:
     fields = service.parse_fields(body.fields)
     query = ElementQuery(body.q, body.sort, body.cursor, body.limit, fields)
     key = key_of("elements", access.version.id, *query.key())
-    return json_response(
-        await lookup(state.cache, key, lambda: service.query_page(session, access.version, query))
-    )
+
+    async def compute() -> dict[str, Any]:
+        return await service.query_page(await data.session(access.version), access.version, query)
+
+    return json_response(await lookup(state.cache, key, compute))
 
 
 @router.get(
@@ -191,7 +196,7 @@ async def query_elements(
 async def takeoff(
     version_id: uuid.UUID,
     request: Request,
-    session: SessionDep,
+    data: VersionDataDep,
     state: StateDep,
     access: Read,
     query: Annotated[TakeoffQuery, Depends(takeoff_request)],
@@ -203,7 +208,7 @@ async def takeoff(
 
     async def compute() -> Any:
         async with state.bulkhead.slot():
-            return await service.takeoff(session, access.version, query)
+            return await service.takeoff(await data.session(access.version), access.version, query)
 
     if query.format == "json":
         return json_response(await lookup(state.cache, key, compute), headers)
@@ -223,6 +228,7 @@ async def diff_versions(
     other_version_id: uuid.UUID,
     request: Request,
     session: SessionDep,
+    data: VersionDataDep,
     state: StateDep,
     access: Read,
     kind: Literal["added", "removed", "changed", "re_identified"] | None = None,
@@ -238,7 +244,8 @@ async def diff_versions(
 
     async def compute() -> Any:
         async with state.bulkhead.slot():
-            return await service.diff_versions(session, access.version, new, kind, cursor, limit)
+            both = await data.session(access.version, new)
+            return await service.diff_versions(both, access.version, new, kind, cursor, limit)
 
     return json_response(await lookup(state.cache, key, compute), headers)
 
@@ -251,7 +258,7 @@ async def diff_versions(
 async def spatial_tree(
     version_id: uuid.UUID,
     request: Request,
-    session: SessionDep,
+    data: VersionDataDep,
     state: StateDep,
     access: Read,
 ) -> Any:
@@ -259,8 +266,11 @@ async def spatial_tree(
     headers, unchanged = validators(request, key)
     if unchanged:
         return unchanged
-    tree = await lookup(state.cache, key, lambda: traversal.tree(session, access.version))
-    return json_response(tree, headers)
+
+    async def compute() -> dict[str, Any]:
+        return await traversal.tree(await data.session(access.version), access.version)
+
+    return json_response(await lookup(state.cache, key, compute), headers)
 
 
 @router.get(
@@ -272,7 +282,7 @@ async def element_relations(
     version_id: uuid.UUID,
     global_id: GlobalIdPath,
     request: Request,
-    session: SessionDep,
+    data: VersionDataDep,
     state: StateDep,
     access: Read,
     kind: Annotated[list[RelationKind] | None, Query(max_length=10)] = None,
@@ -284,9 +294,11 @@ async def element_relations(
     headers, unchanged = validators(request, key)
     if unchanged:
         return unchanged
-    graph = await lookup(
-        state.cache,
-        key,
-        lambda: traversal.neighbours(session, access.version, global_id, kinds, direction, depth),
-    )
-    return json_response(graph, headers)
+
+    async def compute() -> dict[str, Any]:
+        session = await data.session(access.version)
+        return await traversal.neighbours(
+            session, access.version, global_id, kinds, direction, depth
+        )
+
+    return json_response(await lookup(state.cache, key, compute), headers)

@@ -1,5 +1,5 @@
 """The ``bem`` command: serve, worker, migrate, import, backup, restore, drill, demo, users,
-tokens, openapi."""
+tokens, rotate-secret-key, openapi."""
 
 from __future__ import annotations
 
@@ -524,6 +524,42 @@ def drill(
     print(document.decode())
     if not report["ok"]:
         err.print("[bold red]Drill failed:[/] the restored copy answered differently")
+        raise typer.Exit(1)
+
+
+async def _rotate_secret_key(settings: Settings) -> dict[str, int]:
+    from bem.auth.service import reseal_totp_secrets
+    from bem.events.service import reseal_webhook_secrets
+    from bem.kit.db import create_engine, session_factory
+
+    engine = create_engine(settings)
+    try:
+        async with session_factory(engine)() as session:
+            totp, totp_unreadable = await reseal_totp_secrets(session, settings)
+            hooks, hooks_unreadable = await reseal_webhook_secrets(session, settings)
+            await session.commit()
+    finally:
+        await engine.dispose()
+    return {
+        "totp_secrets": totp,
+        "webhook_secrets": hooks,
+        "unreadable": totp_unreadable + hooks_unreadable,
+    }
+
+
+@cli.command("rotate-secret-key")
+def rotate_secret_key() -> None:
+    """Seal the stored secrets (TOTP, webhook signing secrets) again with BEM_SECRET_KEY, so
+    the keys in BEM_SECRET_KEY_PREVIOUS are no longer needed for them. Prints a JSON report;
+    exits 1 when some secret no configured key opens."""
+    settings = settings_or_exit()
+    report = asyncio.run(_rotate_secret_key(settings))
+    print(orjson.dumps(report).decode())
+    if report["unreadable"]:
+        err.print(
+            f"[bold red]{report['unreadable']} sealed secrets open with none of the keys[/] "
+            "(BEM_SECRET_KEY, BEM_SECRET_KEY_PREVIOUS): add the key that sealed them"
+        )
         raise typer.Exit(1)
 
 

@@ -68,6 +68,9 @@ class Settings(BaseSettings):
 
     profile: Profile = Profile.development
     secret_key: SecretStr = Field(default=SecretStr(DEV_SECRET_KEY), min_length=16)
+    # Secret keys secret_key replaced (JSON list): what they sealed still opens, and
+    # ``bem rotate-secret-key`` seals it again with secret_key (docs/runbooks/rotating-secrets.md)
+    secret_key_previous: list[SecretStr] = []
 
     # Database: SQLite file (embedded default) or PostgreSQL. URLs may carry passwords.
     database_url: SecretStr = SecretStr(DEFAULT_DATABASE_URL)
@@ -311,6 +314,11 @@ class Settings(BaseSettings):
     @property
     def database_url_value(self) -> str:
         return self.database_url.get_secret_value()
+
+    @property
+    def secret_keys(self) -> list[str]:
+        """The secret key first, then the ones it replaced."""
+        return [k.get_secret_value() for k in (self.secret_key, *self.secret_key_previous)]
 
     @property
     def is_sqlite(self) -> bool:

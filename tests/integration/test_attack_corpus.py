@@ -150,7 +150,7 @@ FORGED_CURSORS = {
 }
 # Lists ordered by (created_at, id): a position without a time zone is not one of theirs.
 NAIVE = b'["2026-01-01T00:00:00", "00000000-0000-0000-0000-000000000000"]'
-TIME_ORDERED = ("/v1/projects", "/v1/models/{model_id}/versions")
+TIME_ORDERED = ("/v1/projects", "/v1/models/{model_id}/versions", "/v1/admin/backups")
 HUGE_INT = "99999999999999999999"
 
 
@@ -170,6 +170,7 @@ async def test_crafted_read_parameters_are_4xx_naming_the_parameter(api: Api) ->
         "version_id": world.version_id,
         "other_version_id": world.version_id,
         "webhook_id": world.webhook_id,
+        "backup_id": "00000000-0000-0000-0000-000000000000",
     }
     calls: list[tuple[str, dict[str, str]]] = []
     for route in api_routes(api.app):

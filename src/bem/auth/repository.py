@@ -21,6 +21,14 @@ async def user_by_email(session: AsyncSession, email: str) -> User | None:
     return result
 
 
+async def users_with_totp(session: AsyncSession) -> list[User]:
+    """Users holding a sealed TOTP secret, enabled or pending."""
+    query = select(User).where(
+        (User.totp_secret.is_not(None)) | (User.totp_pending_secret.is_not(None))
+    )
+    return list((await session.scalars(query)).all())
+
+
 async def token_with_user(session: AsyncSession, digest: str) -> tuple[ApiToken, User] | None:
     row = (
         await session.execute(

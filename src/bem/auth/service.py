@@ -66,12 +66,18 @@ def normalize_email(email: str) -> str:
     return unicodedata.normalize("NFC", email).strip().lower()
 
 
-def _code_key(settings: Settings) -> bytes:
-    return derive_key(settings.secret_key.get_secret_value(), "codes")
+def _code_keys(settings: Settings) -> list[bytes]:
+    """Keys of sign-in and recovery codes' digests: new digests use the first; a code is
+    checked against each, so codes made before a secret-key rotation keep working."""
+    return [derive_key(secret, "codes") for secret in settings.secret_keys]
+
+
+def _code_digests(settings: Settings, text: str) -> list[str]:
+    return [keyed_digest(key, text) for key in _code_keys(settings)]
 
 
 def _totp_box(settings: Settings) -> SecretBox:
-    return SecretBox(settings.secret_key.get_secret_value(), "totp")
+    return SecretBox(settings.secret_keys, "totp")
 
 
 # ---- personal API tokens ---------------------------------------------------------------
@@ -289,7 +295,7 @@ async def request_otp(
     session.add(
         OtpChallenge(
             email=email,
-            code_digest=keyed_digest(_code_key(settings), f"{email}:{code}"),
+            code_digest=_code_digests(settings, f"{email}:{code}")[0],
             ip=origin.ip,
             created_at=now,
             expires_at=now + timedelta(seconds=settings.otp_ttl_s),
@@ -338,8 +344,8 @@ async def verify_otp(
     challenge.attempts += 1
     if challenge.attempts >= settings.otp_max_attempts:
         challenge.consumed_at = now  # the last attempt: brute force stops here
-    expected = keyed_digest(_code_key(settings), f"{email}:{code}")
-    if not digests_match(challenge.code_digest, expected):
+    expected = _code_digests(settings, f"{email}:{code}")
+    if not any(digests_match(challenge.code_digest, digest) for digest in expected):
         await failed("wrong_code")
         raise LoginFailed()
     if user is None:
@@ -458,12 +464,11 @@ def _accept_totp_secret(user: User, secret: str, code: str, now: datetime) -> bo
 async def _use_recovery_code(
     session: AsyncSession, settings: Settings, user: User, code: str
 ) -> bool:
-    digest = keyed_digest(_code_key(settings), f"recovery:{user.id}:{code.strip().lower()}")
-    row = await repository.unused_recovery_code(session, user.id, digest)
-    if row is None:
-        return False
-    row.used_at = utcnow()
-    return True
+    for digest in _code_digests(settings, f"recovery:{user.id}:{code.strip().lower()}"):
+        if (row := await repository.unused_recovery_code(session, user.id, digest)) is not None:
+            row.used_at = utcnow()
+            return True
+    return False
 
 
 async def totp_enroll(
@@ -497,7 +502,7 @@ async def totp_confirm(
     await repository.delete_recovery_codes(session, user.id)
     codes = [f"{secrets.token_hex(4)}-{secrets.token_hex(4)}" for _ in range(RECOVERY_CODES)]
     for c in codes:
-        digest = keyed_digest(_code_key(settings), f"recovery:{user.id}:{c}")
+        digest = _code_digests(settings, f"recovery:{user.id}:{c}")[0]
         session.add(RecoveryCode(user_id=user.id, digest=digest))
     audit.record(session, origin, "totp.enable", actor_id=user.id)
     return codes
@@ -542,3 +547,19 @@ async def audit_events(
         before_id=before_id,
         limit=limit,
     )
+
+
+async def reseal_totp_secrets(session: AsyncSession, settings: Settings) -> tuple[int, int]:
+    """Seal every TOTP secret again with the current secret key (a rotation's second step):
+    how many were sealed again, and how many no configured key opens (left as they are)."""
+    box, done, unreadable = _totp_box(settings), 0, 0
+    for user in await repository.users_with_totp(session):
+        for column in ("totp_secret", "totp_pending_secret"):
+            if (sealed := getattr(user, column)) is None:
+                continue
+            if (again := box.reseal(sealed)) is None:
+                unreadable += 1
+            else:
+                setattr(user, column, again)
+                done += 1
+    return done, unreadable

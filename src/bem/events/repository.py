@@ -52,6 +52,10 @@ async def webhooks_of(session: AsyncSession, project_id: uuid.UUID) -> Sequence[
     return (await session.scalars(query)).all()
 
 
+async def all_webhooks(session: AsyncSession) -> Sequence[Webhook]:
+    return (await session.scalars(select(Webhook))).all()
+
+
 async def webhook_count(session: AsyncSession, project_id: uuid.UUID) -> int:
     query = select(func.count()).where(Webhook.project_id == project_id)
     return int(await session.scalar(query) or 0)

@@ -76,7 +76,19 @@ def count_published(sessions: async_sessionmaker[AsyncSession], metrics: Metrics
 
 def webhook_box(settings: Settings) -> SecretBox:
     """Seals webhook signing secrets at rest (a dump or backup alone cannot forge deliveries)."""
-    return SecretBox(settings.secret_key.get_secret_value(), "webhooks")
+    return SecretBox(settings.secret_keys, "webhooks")
+
+
+async def reseal_webhook_secrets(session: AsyncSession, settings: Settings) -> tuple[int, int]:
+    """Seal every webhook's signing secret again with the current secret key: how many, and
+    how many no configured key opens (left as they are)."""
+    box, done, unreadable = webhook_box(settings), 0, 0
+    for hook in await repository.all_webhooks(session):
+        if (again := box.reseal(hook.secret)) is None:
+            unreadable += 1
+        else:
+            hook.secret, done = again, done + 1
+    return done, unreadable
 
 
 def sign(secret: str, timestamp: int, body: bytes) -> str:

@@ -12,8 +12,9 @@ import base64
 import hashlib
 import hmac
 import secrets
+from collections.abc import Sequence
 
-from cryptography.fernet import Fernet, InvalidToken
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 TOKEN_PREFIX = "bem_pat_"  # noqa: S105 - a public prefix, not a secret
 REFRESH_PREFIX = "bem_rt_"
@@ -45,10 +46,13 @@ def numeric_code(digits: int) -> str:
 
 
 class SecretBox:
-    """Fernet (AES-128-CBC + HMAC) with a key derived from the server secret."""
+    """Fernet (AES-128-CBC + HMAC) with keys derived from the server secret and the secrets
+    it replaced: seals with the first, opens what any of them sealed, and seals an old seal
+    again with the first (``reseal``), so a secret key can be rotated."""
 
-    def __init__(self, secret: str, purpose: str) -> None:
-        self._fernet = Fernet(base64.urlsafe_b64encode(derive_key(secret, purpose)))
+    def __init__(self, secret_keys: Sequence[str], purpose: str) -> None:
+        keys = [Fernet(base64.urlsafe_b64encode(derive_key(k, purpose))) for k in secret_keys]
+        self._fernet = MultiFernet(keys)
 
     def seal(self, plaintext: str) -> str:
         return self._fernet.encrypt(plaintext.encode()).decode()
@@ -56,5 +60,12 @@ class SecretBox:
     def open(self, token: str) -> str | None:
         try:
             return self._fernet.decrypt(token.encode()).decode()
+        except InvalidToken:
+            return None
+
+    def reseal(self, token: str) -> str | None:
+        """``token`` sealed with the first key (None: no key opens it)."""
+        try:
+            return self._fernet.rotate(token.encode()).decode()
         except InvalidToken:
             return None

@@ -19,6 +19,7 @@ from sqlalchemy import event
 
 from bem.config import Settings
 from bem.kit import cache
+from bem.kit.breaker import SLOW_IN_A_ROW
 from tests.conftest import Api, make_api, settings_for
 from tests.helpers import OwnRedis
 from tests.integration.test_query_api import loaded
@@ -228,3 +229,33 @@ async def test_frozen_redis_costs_a_bounded_wait_then_is_bypassed_until_it_retur
         with element_sql(api) as recovered:
             assert (await api.client.get(url, params=TAKEOFF, headers=headers)).json() == want
         assert recovered == [] and api.app.state.cache.status == "redis"
+
+
+async def test_one_slow_redis_call_misses_that_lookup_only(
+    sqlite_url: str, own_redis: OwnRedis
+) -> None:
+    """Redis frozen for less than three call timeouts (a fork, a long command): the request
+    under it computes its answer, and the cache stays on for the next ones."""
+    settings = settings_for(sqlite_url, redis_url=own_redis.url, rate_limit_enabled=False)
+    async with make_api(settings) as api:
+        headers, vid = await loaded(api, 12)
+        url = f"/v1/versions/{vid}/takeoff"
+        assert own_redis.proc is not None
+        own_redis.proc.send_signal(signal.SIGSTOP)
+        thaw = asyncio.get_running_loop().call_later(
+            cache.REDIS_TIMEOUT_S * 1.5, own_redis.proc.send_signal, signal.SIGCONT
+        )
+        try:
+            slow = await api.client.get(url, params=TAKEOFF, headers=headers)
+        finally:
+            thaw.cancel()
+            own_redis.proc.send_signal(signal.SIGCONT)
+        assert slow.status_code == 200
+        errors = api.app.state.metrics.registry.get_sample_value("bem_cache_errors_total")
+        assert errors is not None and 1 <= errors < SLOW_IN_A_ROW  # calls under the freeze ...
+        assert api.app.state.cache.status == "redis"  # ... and the cache stayed on
+        with element_sql(api) as cached:
+            assert (
+                await api.client.get(url, params=TAKEOFF, headers=headers)
+            ).json() == slow.json()
+        assert cached == []  # answered from Redis

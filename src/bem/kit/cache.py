@@ -10,8 +10,9 @@ they ask the cache, so a deleted version or a removed member never reads a cache
   this process bounded by ``BEM_CACHE_MEMORY_BYTES``.
 - Stampedes: concurrent misses of one key in a process share one computation; across
   processes a Redis lock lets the first compute while the others wait for its value.
-- Redis failing or hanging: each call is bounded by ``REDIS_TIMEOUT_S``; after a failure the
-  cache is bypassed for ``RETRY_REDIS_AFTER_S`` and answers are computed directly (correct,
+- Redis failing or hanging: each call is bounded by ``REDIS_TIMEOUT_S``; a slow call misses
+  the cache for that lookup only; Redis gone (or slow several times in a row, kit/breaker.py)
+  bypasses the cache for ``RETRY_REDIS_AFTER_S`` and answers are computed directly (correct,
   only slower).
 """
 
@@ -233,12 +234,14 @@ class Cache:
         if self.redis is None or not self.breaker.usable():
             return None
         try:
-            return await asyncio.wait_for(command(self.redis), REDIS_TIMEOUT_S)
+            answer = await asyncio.wait_for(command(self.redis), REDIS_TIMEOUT_S)
         except Exception as exc:  # noqa: BLE001 - any Redis failure means "bypass"
-            self.breaker.trip(exc)
+            self.breaker.failed(exc)
             if self.metrics is not None:
                 self.metrics.cache_errors.inc()
             return None
+        self.breaker.answered()
+        return answer
 
     async def _get(self, key: str) -> bytes | None:
         if self.redis is None:

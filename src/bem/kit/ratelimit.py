@@ -177,9 +177,12 @@ class Limiter:
         """Each (limit, key) checked and counted; in Redis, all in one round trip."""
         if self.redis is not None and self.breaker.usable():
             try:
-                return await asyncio.wait_for(self._hit_redis(hits), REDIS_TIMEOUT_S * 4)
+                verdicts = await asyncio.wait_for(self._hit_redis(hits), REDIS_TIMEOUT_S * 4)
             except Exception as exc:  # noqa: BLE001 - any storage failure means "fall back"
-                self.breaker.trip(exc)
+                self.breaker.failed(exc)
+            else:
+                self.breaker.answered()
+                return verdicts
         return [await self._hit(self.memory, item, key) for item, key in hits]
 
     async def hit(self, item: RateLimitItem, key: str) -> Verdict:

@@ -8,6 +8,7 @@ import pytest
 
 from bem.ingest.ifc import element_documents
 from bem.kit.canonical import content_hash, normalize
+from bem.query import repository
 from bem.testing import ifcgen
 from tests.conftest import Api
 
@@ -84,6 +85,31 @@ async def test_diff_counts_entries_and_re_identified(api: Api) -> None:
     )
     assert {i["kind"] for i in only_added.json()["items"]} == {"added"}
     assert len(only_added.json()["items"]) == expected["added"]
+
+
+async def test_every_page_of_a_diff_shares_one_summary(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The summary is the same for every page and kind filter: computed once per pair (half
+    of an uncached page at 100k elements), not once per page."""
+    headers = await api.user("alice")
+    _, mid = await api.model(headers)
+    old, new, _ = models()
+    v1, v2 = await api.upload(headers, mid, old), await api.upload(headers, mid, new)
+    computed: list[Any] = []
+    real = repository.diff_summary
+
+    async def counted(*args: Any) -> Any:
+        computed.append(args[1:])
+        return await real(*args)
+
+    monkeypatch.setattr(repository, "diff_summary", counted)
+    summary, items = await diff_items(api, headers, v1, v2, limit=5)
+    assert len(items) > 10  # several pages
+    url = f"/v1/versions/{v1}/diff/{v2}"
+    added = await api.client.get(url, params={"kind": "added"}, headers=headers)
+    assert added.json()["summary"] == summary
+    assert len(computed) == 1
 
 
 async def test_diff_needs_versions_of_one_model(api: Api) -> None:

@@ -245,7 +245,15 @@ async def diff_versions(
     async def compute() -> Any:
         async with state.bulkhead.slot():
             both = await data.session(access.version, new)
-            return await service.diff_versions(both, access.version, new, kind, cursor, limit)
+            summary = await lookup(
+                state.cache,
+                key_of("diff-summary", access.version.id, new.id),
+                lambda: service.diff_summary(both, access.version, new),
+            )
+            counts = orjson.loads(summary)
+            return await service.diff_versions(
+                both, access.version, new, counts, kind, cursor, limit
+            )
 
     return json_response(await lookup(state.cache, key, compute), headers)
 

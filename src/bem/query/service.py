@@ -189,21 +189,30 @@ async def takeoff_file(
         return takeoffs.to_csv(result) if format == "csv" else takeoffs.to_xlsx(result)
 
 
-async def diff_versions(
-    session: AsyncSession,
-    old: Version,
-    new: Version,
-    kind: str | None,
-    cursor: str | None,
-    limit: int,
-) -> dict[str, Any]:
-    """Changes from ``old`` to ``new`` (two versions of one model: ``get_sibling``)."""
-    after = diff_position(cursor)
+async def diff_summary(session: AsyncSession, old: Version, new: Version) -> dict[str, int]:
+    """How many elements of each kind changed from ``old`` to ``new``, and how many did not.
+    The same for every page of the diff: the endpoint caches it on its own (at 100k elements
+    it is half of an uncached page's time)."""
     summary = await repository.diff_summary(session, old.id, new.id)
     counts = {k: summary.get(k, 0) for k in diffs.KINDS}
     counts["unchanged"] = (
         old.element_count - counts["removed"] - counts["changed"] - counts["re_identified"]
     )
+    return counts
+
+
+async def diff_versions(
+    session: AsyncSession,
+    old: Version,
+    new: Version,
+    counts: dict[str, int],
+    kind: str | None,
+    cursor: str | None,
+    limit: int,
+) -> dict[str, Any]:
+    """One page of the changes from ``old`` to ``new`` (two versions of one model:
+    ``get_sibling``), with their ``counts`` (``diff_summary``)."""
+    after = diff_position(cursor)
     rows = await repository.diff_page(session, old.id, new.id, kind, after, limit + 1)
     page, next_cursor = page_of(rows, limit, lambda row: [row.gid])
     docs = await repository.payload_docs(

@@ -19,6 +19,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from bem.app import create_app
 from bem.kit.logging import configure_logging
 from bem.live import tasks
+from bem.ops.runner import BackupRunner
 from tests.conftest import Api, make_api, settings_for
 from tests.integration.test_webhooks import Receiver
 
@@ -61,8 +62,8 @@ async def test_request_and_database_spans_share_one_trace(
 async def test_background_polling_makes_no_traces(
     traced: tuple[Api, InMemorySpanExporter, io.StringIO],
 ) -> None:
-    """The feed's outbox poll (every 0.05 s here) and the webhook sender's claims would
-    otherwise add a trace per poll."""
+    """The feed's outbox poll (every 0.05 s here), the webhook sender's claims and the backup
+    runner's would otherwise add a trace per poll."""
     api, exporter, _ = traced
     hub = api.hub
     hub.poll_s = 0.05
@@ -74,6 +75,7 @@ async def test_background_polling_makes_no_traces(
     await api.client.post(f"/v1/projects/{pid}/models", json={"name": "M"}, headers=owner)
     exporter.clear()  # model.created is now in the outbox for the poller to read
     await asyncio.sleep(1.2)  # polls of the outbox, and at least one of the webhook sender
+    assert not await BackupRunner(api.state.sessions, api.settings).run_once()  # nothing asked
     assert hub.last_id is not None and before is not None and hub.last_id > before
     assert exporter.get_finished_spans() == ()
 

@@ -11,7 +11,8 @@ running past ``BEM_BACKUP_TIMEOUT_S`` lost its runner and is marked failed.
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+import uuid
+from datetime import datetime, timedelta
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -20,6 +21,7 @@ from bem.config import Settings
 from bem.kit.db import utcnow
 from bem.kit.dberrors import classify
 from bem.kit.errortracking import report_exception
+from bem.kit.tracing import untraced
 from bem.ops import repository, service
 from bem.ops.errors import BackupError
 
@@ -45,14 +47,8 @@ class BackupRunner:
         """Request what the schedule says is due, settle abandoned backups, then make the
         oldest requested one; whether there was one."""
         now = utcnow()
-        async with self.sessions() as session:
-            if self.settings.backup_schedule is not None:
-                await service.request_scheduled(session, self.settings.backup_schedule, now)
-            stale = now - timedelta(seconds=self.settings.backup_timeout_s)
-            if abandoned := await repository.abandon(session, stale):
-                log.warning("backup.abandoned", count=abandoned)
-            backup_id = await repository.claim(session)
-            await session.commit()
+        with untraced():  # a poll that finds nothing is not worth a trace
+            backup_id = await self._claim(now)
         if backup_id is None:
             return False
         from bem.ops.backups import create_backup  # boto3 and pyrage: at the first backup
@@ -61,6 +57,17 @@ class BackupRunner:
         location = await create_backup(self.settings, backup_id=backup_id)
         log.info("backup.succeeded", backup_id=str(backup_id), location=location)
         return True
+
+    async def _claim(self, now: datetime) -> uuid.UUID | None:
+        async with self.sessions() as session:
+            if self.settings.backup_schedule is not None:
+                await service.request_scheduled(session, self.settings.backup_schedule, now)
+            stale = now - timedelta(seconds=self.settings.backup_timeout_s)
+            if abandoned := await repository.abandon(session, stale):
+                log.warning("backup.abandoned", count=abandoned)
+            backup_id = await repository.claim(session)
+            await session.commit()
+        return backup_id
 
     async def _run(self) -> None:
         while True:

@@ -92,6 +92,18 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def bem_env(values: dict[str, str]) -> dict[str, str]:
+    """This process's environment without its BEM_ settings, with ``values``."""
+    return {**{k: v for k, v in os.environ.items() if not k.startswith("BEM_")}, **values}
+
+
+def migrated_admin(env: dict[str, str], cwd: Path) -> dict[str, str]:
+    """``bem migrate``, then the Authorization headers of a new admin (``bem users``)."""
+    bem(["migrate"], env, cwd)
+    token = bem(["users", "create-admin", "--email", "ops@example.com"], env, cwd).stdout
+    return {"Authorization": f"Bearer {token.strip()}"}
+
+
 def bem(
     args: list[str], env: dict[str, str], cwd: Path, *, check: bool = True
 ) -> subprocess.CompletedProcess[str]:

@@ -10,7 +10,6 @@ outage and recovers, every write that was acknowledged is on the promoted replic
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -20,7 +19,7 @@ import asyncpg
 import httpx
 import pytest
 
-from tests.helpers import OwnPostgres, bem, bem_server
+from tests.helpers import OwnPostgres, bem, bem_env, bem_server, migrated_admin
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 
@@ -102,20 +101,18 @@ def test_writes_move_to_the_promoted_replica(
     primary, replica = replicated_postgres
     asyncio.run(create_database(primary))
     hosts = f"host=127.0.0.1:{primary.port}&host=127.0.0.1:{replica.port}"
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("BEM_")}
-    env = {
-        **clean,
-        "BEM_DATABASE_URL": f"postgresql+asyncpg://postgres@/bem?{hosts}"
-        "&target_session_attrs=read-write",
-        "BEM_STORAGE_DIR": str(tmp_path / "sources"),
-        "BEM_DB_CONNECT_TIMEOUT": "1",
-        "BEM_DB_POOL_TIMEOUT": "2",
-        "BEM_RATE_LIMIT_ENABLED": "false",
-        "BEM_LOG_LEVEL": "WARNING",
-    }
-    bem(["migrate"], env, tmp_path)
-    token = bem(["users", "create-admin", "--email", "ops@example.com"], env, tmp_path).stdout
-    headers = {"Authorization": f"Bearer {token.strip()}"}
+    env = bem_env(
+        {
+            "BEM_DATABASE_URL": f"postgresql+asyncpg://postgres@/bem?{hosts}"
+            "&target_session_attrs=read-write",
+            "BEM_STORAGE_DIR": str(tmp_path / "sources"),
+            "BEM_DB_CONNECT_TIMEOUT": "1",
+            "BEM_DB_POOL_TIMEOUT": "2",
+            "BEM_RATE_LIMIT_ENABLED": "false",
+            "BEM_LOG_LEVEL": "WARNING",
+        }
+    )
+    headers = migrated_admin(env, tmp_path)
     with bem_server(env, tmp_path) as (base, _):
         seen, stopped, promoted = asyncio.run(fail_over(base, headers, primary, replica))
 

@@ -25,7 +25,7 @@ import orjson
 import pytest
 
 from bem.testing import ifcgen
-from tests.helpers import OwnPostgres, OwnRedis, bem, bem_server, stop
+from tests.helpers import OwnPostgres, OwnRedis, bem_server, migrated_admin, stop
 
 pytestmark = pytest.mark.e2e
 
@@ -86,9 +86,7 @@ def stack_of(tmp_path: Path, cluster: OwnPostgres, redis: OwnRedis) -> Iterator[
         "BEM_RATE_LIMIT_RULES": '{"upload": "6000/hour"}',
         "BEM_LOG_LEVEL": "WARNING",
     }
-    bem(["migrate"], env, tmp_path)
-    token = bem(["users", "create-admin", "--email", "ops@example.com"], env, tmp_path).stdout
-    headers = {"Authorization": f"Bearer {token.strip()}"}
+    headers = migrated_admin(env, tmp_path)
     log = tmp_path / "processes.log"
     with bem_server(env, tmp_path) as (base, api):
         pid = httpx.post(f"{base}/v1/projects", json={"name": "P"}, headers=headers).json()["id"]

@@ -5,7 +5,6 @@ which the old key is no longer needed for them."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from uuid import UUID
 
@@ -20,7 +19,7 @@ from bem.config import Settings
 from bem.events.models import Webhook
 from bem.events.service import webhook_box
 from tests.conftest import Api, make_api, settings_for
-from tests.helpers import bem
+from tests.helpers import bem, bem_env
 from tests.integration.test_auth_login import code_in, inbox, invite
 from tests.integration.test_auth_totp import Clock
 
@@ -92,12 +91,13 @@ async def test_a_rotated_secret_key_keeps_what_the_old_one_sealed(
         assert await sign_in(api, recovery_code=recovery[0]) == 200
         assert await webhook_secret(api, hook_id) == secret
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BEM_")}
-    env |= {
-        "BEM_DATABASE_URL": sqlite_url,
-        "BEM_SECRET_KEY": NEW,
-        "BEM_SECRET_KEY_PREVIOUS": orjson.dumps([OLD]).decode(),
-    }
+    env = bem_env(
+        {
+            "BEM_DATABASE_URL": sqlite_url,
+            "BEM_SECRET_KEY": NEW,
+            "BEM_SECRET_KEY_PREVIOUS": orjson.dumps([OLD]).decode(),
+        }
+    )
     done = bem(["rotate-secret-key"], env, tmp_path)
     assert orjson.loads(done.stdout) == {"totp_secrets": 1, "webhook_secrets": 1, "unreadable": 0}
 

@@ -5,6 +5,7 @@ runner died is marked failed instead of running forever."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -117,3 +118,21 @@ async def test_a_backup_whose_runner_died_is_marked_failed(sqlite_url: str, tmp_
         async with sessions() as session:
             status, error = (await session.execute(text("SELECT status, error FROM backups"))).one()
         assert status == "failed" and "abandoned" in error
+
+
+async def test_an_idle_poll_takes_no_write_lock(sqlite_url: str, tmp_path: Path) -> None:
+    """On SQLite a write of no row still takes the database's write lock: a poll with nothing
+    to do only reads, so it neither waits for a writer nor holds one up."""
+    settings = settings_for(
+        sqlite_url, backup_dir=tmp_path / "b", backup_schedule="0 0 1 1 *", db_connect_timeout=0.2
+    )
+    async with sessions_of(settings) as sessions:
+        runner = BackupRunner(sessions, settings)
+        assert await runner.run_once()  # the schedule's last fire time: one backup
+        writer = sqlite3.connect(sqlite_url.split(":///", 1)[1])
+        try:
+            writer.execute("BEGIN IMMEDIATE")  # someone else is writing
+            assert not await runner.run_once()
+        finally:
+            writer.rollback()
+            writer.close()

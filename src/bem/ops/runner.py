@@ -59,9 +59,14 @@ class BackupRunner:
         return True
 
     async def _claim(self, now: datetime) -> uuid.UUID | None:
+        """An idle poll only reads: on SQLite a write, even of no row, takes the database's
+        write lock, and every 10 s that would hold up a writer."""
         async with self.sessions() as session:
             if self.settings.backup_schedule is not None:
                 await service.request_scheduled(session, self.settings.backup_schedule, now)
+            if await repository.active(session) is None:
+                await session.commit()
+                return None
             stale = now - timedelta(seconds=self.settings.backup_timeout_s)
             if abandoned := await repository.abandon(session, stale):
                 log.warning("backup.abandoned", count=abandoned)

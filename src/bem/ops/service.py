@@ -160,6 +160,8 @@ async def request_scheduled(session: AsyncSession, schedule: str, now: datetime)
     missed time."""
     fire: datetime = croniter(schedule, now).get_prev(datetime)
     backup_id = uuid.uuid5(SCHEDULE_NAMESPACE, fire.isoformat())
+    if await repository.get(session, backup_id) is not None:  # asked already: only read
+        return False
     return await repository.request_once(session, backup_id, "schedule", fire)
 
 

@@ -169,15 +169,11 @@ def migrate(
 
 async def _create_admin(settings: Settings, email: str, name: str) -> str:
     from bem.auth.service import create_admin
-    from bem.kit.db import create_engine, session_factory
+    from bem.kit.db import one_off_session
 
-    engine = create_engine(settings)
-    try:
-        async with session_factory(engine)() as session:
-            _, secret = await create_admin(session, email, name)
-            await session.commit()
-    finally:
-        await engine.dispose()
+    async with one_off_session(settings) as session:
+        _, secret = await create_admin(session, email, name)
+        await session.commit()
     return secret
 
 
@@ -207,24 +203,20 @@ async def _create_token(
     from bem.auth.models import Principal
     from bem.auth.repository import user_by_email
     from bem.auth.service import create_token, normalize_email
-    from bem.kit.db import create_engine, session_factory
+    from bem.kit.db import one_off_session
     from bem.projects.service import visible_to
 
-    engine = create_engine(settings)
-    try:
-        async with session_factory(engine)() as session:
-            user = await user_by_email(session, normalize_email(email))
-            if user is None:
-                err.print(f"No user with email {email}.")
-                raise typer.Exit(1)
-            operator = Principal.of_session(user)
-            origin = Origin(user_agent="bem-cli")
-            _, secret = await create_token(
-                session, origin, operator, visible_to, name, scopes, project, expires_at
-            )
-            await session.commit()
-    finally:
-        await engine.dispose()
+    async with one_off_session(settings) as session:
+        user = await user_by_email(session, normalize_email(email))
+        if user is None:
+            err.print(f"No user with email {email}.")
+            raise typer.Exit(1)
+        operator = Principal.of_session(user)
+        origin = Origin(user_agent="bem-cli")
+        _, secret = await create_token(
+            session, origin, operator, visible_to, name, scopes, project, expires_at
+        )
+        await session.commit()
     return secret
 
 
@@ -250,7 +242,7 @@ async def _as_chunks(lines: Iterable[bytes]) -> AsyncIterator[bytes]:
 
 async def _demo(settings: Settings, size: int, if_empty: bool) -> str:
     from bem.ingest.ifc import element_documents
-    from bem.kit.db import create_engine, session_factory
+    from bem.kit.db import one_off_session
     from bem.kit.ndjson import iter_body
     from bem.projects import repository as projects_repo
     from bem.projects import service as projects
@@ -258,40 +250,36 @@ async def _demo(settings: Settings, size: int, if_empty: bool) -> str:
     from bem.testing import ifcgen
     from bem.versions import service as versions
 
-    engine = create_engine(settings)
-    try:
-        async with session_factory(engine)() as session:
-            owner = await _demo_owner(session)
-            existing = await projects_repo.list_projects(session, owner.id, None, None, 1000)
-            if if_empty and any(p.name == DEMO_PROJECT for p in existing):
-                return "The demo project exists already; nothing to do."
-            project = await projects.create_project(
-                session, owner, ProjectCreate(name=DEMO_PROJECT, description="Generated model")
-            )
-            model = await projects.create_model(session, project, ModelCreate(name=DEMO_MODEL))
-            documents = element_documents(ifcgen.generate(size))
-            # The same path a user's NDJSON upload takes: body reader, validation, storage.
-            source = versions.SourceHasher(_as_chunks(orjson.dumps(d) for d in documents))
-            body = iter_body(
-                aiter(source),
-                "application/x-ndjson",
-                max_json_bytes=settings.max_json_body_bytes,
-                max_ndjson_bytes=settings.max_ndjson_body_bytes,
-                max_line_bytes=settings.max_line_bytes,
-            )
-            meta = versions.UploadMeta(
-                source_format="ndjson",
-                message="Demo model from bem.testing.ifcgen",
-                source_name="demo.ndjson",
-                batch_size=settings.upload_batch_size,
-            )
-            version = await versions.create_version(session, owner.id, model, body, source, meta)
-            return (
-                f"Demo project {project.id}: model {model.id}, version {version.id} "
-                f"with {version.element_count} elements."
-            )
-    finally:
-        await engine.dispose()
+    async with one_off_session(settings) as session:
+        owner = await _demo_owner(session)
+        existing = await projects_repo.list_projects(session, owner.id, None, None, 1000)
+        if if_empty and any(p.name == DEMO_PROJECT for p in existing):
+            return "The demo project exists already; nothing to do."
+        project = await projects.create_project(
+            session, owner, ProjectCreate(name=DEMO_PROJECT, description="Generated model")
+        )
+        model = await projects.create_model(session, project, ModelCreate(name=DEMO_MODEL))
+        documents = element_documents(ifcgen.generate(size))
+        # The same path a user's NDJSON upload takes: body reader, validation, storage.
+        source = versions.SourceHasher(_as_chunks(orjson.dumps(d) for d in documents))
+        body = iter_body(
+            aiter(source),
+            "application/x-ndjson",
+            max_json_bytes=settings.max_json_body_bytes,
+            max_ndjson_bytes=settings.max_ndjson_body_bytes,
+            max_line_bytes=settings.max_line_bytes,
+        )
+        meta = versions.UploadMeta(
+            source_format="ndjson",
+            message="Demo model from bem.testing.ifcgen",
+            source_name="demo.ndjson",
+            batch_size=settings.upload_batch_size,
+        )
+        version = await versions.create_version(session, owner.id, model, body, source, meta)
+        return (
+            f"Demo project {project.id}: model {model.id}, version {version.id} "
+            f"with {version.element_count} elements."
+        )
 
 
 async def _demo_owner(session: AsyncSession) -> User:
@@ -530,16 +518,12 @@ def drill(
 async def _rotate_secret_key(settings: Settings) -> dict[str, int]:
     from bem.auth.service import reseal_totp_secrets
     from bem.events.service import reseal_webhook_secrets
-    from bem.kit.db import create_engine, session_factory
+    from bem.kit.db import one_off_session
 
-    engine = create_engine(settings)
-    try:
-        async with session_factory(engine)() as session:
-            totp, totp_unreadable = await reseal_totp_secrets(session, settings)
-            hooks, hooks_unreadable = await reseal_webhook_secrets(session, settings)
-            await session.commit()
-    finally:
-        await engine.dispose()
+    async with one_off_session(settings) as session:
+        totp, totp_unreadable = await reseal_totp_secrets(session, settings)
+        hooks, hooks_unreadable = await reseal_webhook_secrets(session, settings)
+        await session.commit()
     return {
         "totp_secrets": totp,
         "webhook_secrets": hooks,

@@ -39,7 +39,7 @@ from bem.app import create_app
 from bem.auth.models import User
 from bem.auth.sessions import issue_access_token
 from bem.config import Settings
-from bem.kit.db import create_engine, session_factory
+from bem.kit.db import create_engine, one_off_session
 from bem.kit.state import state_of
 from bem.ops.backups import create_backup, mark_restored, restore_backup, start_backup
 from bem.ops.errors import BackupError
@@ -74,27 +74,23 @@ class Plan:
 
 
 async def _plan(settings: Settings) -> Plan:
-    engine = create_engine(settings)
-    try:
-        async with session_factory(engine)() as session:
-            version = await session.scalar(
-                select(Version)
-                .where(Version.status == "ready", Version.element_count > 0)
-                .order_by(desc(Version.created_at))
-                .limit(1)
-            )
-            if version is None:
-                return Plan()
-            reader = await session.scalar(
-                select(User.id)
-                .outerjoin(Membership, Membership.user_id == User.id)
-                .outerjoin(Model, Model.project_id == Membership.project_id)
-                .where(or_(Model.id == version.model_id, User.is_admin))
-                .order_by(desc(User.is_admin))
-                .limit(1)
-            )
-    finally:
-        await engine.dispose()
+    async with one_off_session(settings) as session:
+        version = await session.scalar(
+            select(Version)
+            .where(Version.status == "ready", Version.element_count > 0)
+            .order_by(desc(Version.created_at))
+            .limit(1)
+        )
+        if version is None:
+            return Plan()
+        reader = await session.scalar(
+            select(User.id)
+            .outerjoin(Membership, Membership.user_id == User.id)
+            .outerjoin(Model, Model.project_id == Membership.project_id)
+            .where(or_(Model.id == version.model_id, User.is_admin))
+            .order_by(desc(User.is_admin))
+            .limit(1)
+        )
     if reader is None:
         raise BackupError(f"no user may read version {version.id}: nothing to check as")
     return Plan(version.id, reader, _questions(version))
@@ -123,9 +119,10 @@ def _questions(version: Version) -> list[Question]:
 async def _client(settings: Settings, user_id: uuid.UUID) -> AsyncIterator[httpx.AsyncClient]:
     """The API of ``settings`` in this process, signed in as ``user_id`` (a fresh access
     token: both systems share the signing keys, so it is valid in each)."""
-    quiet = settings.model_copy(
-        update={"cache_enabled": False, "rate_limit_enabled": False, "tracing_enabled": False}
-    )
+    # No read replicas either: they replicate the live database, and the restored copy's
+    # answers must come from the restored copy.
+    off = ("cache_enabled", "rate_limit_enabled", "tracing_enabled")
+    quiet = settings.model_copy(update={**dict.fromkeys(off, False), "database_read_url": None})
     logging.getLogger("httpx").setLevel(logging.WARNING)  # BEM's access log says it all
     app = create_app(quiet)
     state = state_of(app)

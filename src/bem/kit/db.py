@@ -8,6 +8,7 @@ every pool is bounded and every connection has a timeout.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -147,6 +148,18 @@ def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(
         engine, expire_on_commit=False, autoflush=False, sync_session_class=own
     )
+
+
+@asynccontextmanager
+async def one_off_session(settings: Settings) -> AsyncIterator[AsyncSession]:
+    """A session on an engine of its own, for work done once outside a server (a CLI
+    command, a backup's bookkeeping); the engine goes with it. The caller commits."""
+    engine = create_engine(settings)
+    try:
+        async with session_factory(engine)() as session:
+            yield session
+    finally:
+        await engine.dispose()
 
 
 async def get_session(conn: HTTPConnection) -> AsyncIterator[AsyncSession]:

@@ -46,7 +46,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from bem import __version__
 from bem.config import Settings
 from bem.jobs import service as jobs
-from bem.kit.db import create_engine, session_factory
+from bem.kit.db import create_engine, one_off_session, session_factory
 from bem.kit.errors import StorageUnavailable
 from bem.kit.storage import KEY, SourceStore, name_of, open_store
 from bem.ops import repository
@@ -319,33 +319,26 @@ def _backup_root(settings: Settings) -> Path:
     return root
 
 
-async def _start(sessions: async_sessionmaker[AsyncSession], origin: str) -> uuid.UUID:
-    async with sessions() as session:
-        backup = await repository.request(session, origin)
-        backup_id = await repository.claim(session, backup.id)
-        await session.commit()
+async def _started(session: AsyncSession, origin: str) -> uuid.UUID:
+    backup = await repository.request(session, origin)
+    backup_id = await repository.claim(session, backup.id)
     assert backup_id is not None  # just requested: nobody else can have claimed it
     return backup_id
 
 
 async def start_backup(settings: Settings, origin: str) -> uuid.UUID:
     """A backup row that is already running, for a caller that runs it (``bem drill``)."""
-    engine = create_engine(settings)
-    try:
-        return await _start(session_factory(engine), origin)
-    finally:
-        await engine.dispose()
+    async with one_off_session(settings) as session:
+        backup_id = await _started(session, origin)
+        await session.commit()
+    return backup_id
 
 
 async def mark_restored(settings: Settings, backup_id: uuid.UUID) -> None:
     """Record that a drill restored the backup and everything matched."""
-    engine = create_engine(settings)
-    try:
-        async with session_factory(engine)() as session:
-            await repository.verified_by_restore(session, backup_id)
-            await session.commit()
-    finally:
-        await engine.dispose()
+    async with one_off_session(settings) as session:
+        await repository.verified_by_restore(session, backup_id)
+        await session.commit()
 
 
 async def create_backup(
@@ -365,7 +358,9 @@ async def create_backup(
     sessions = session_factory(engine)
     try:
         if backup_id is None:
-            backup_id = await _start(sessions, "cli")
+            async with sessions() as session:
+                backup_id = await _started(session, "cli")
+                await session.commit()
         try:
             if to is None:
                 written = await _write_local(settings, engine, backup_id, keep)

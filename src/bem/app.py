@@ -22,6 +22,7 @@ from opentelemetry.sdk.trace.export import SpanExporter
 from bem import __version__
 from bem.auth.dependencies import allow, permission_of
 from bem.auth.endpoints import router as auth_router
+from bem.auth.memo import CredentialMemo
 from bem.auth.permissions import PUBLIC
 from bem.auth.service import ProjectDirectory
 from bem.auth.sessions import rate_identity
@@ -168,7 +169,7 @@ def _resources(settings: Settings) -> AppState:
         limiter.on_reject = lambda rule: metrics.rate_limited.labels(rule).inc()
         concurrency = Concurrency(limiter, client, settings.redis_key_prefix)
     engine = create_engine(settings)
-    return AppState(
+    state = AppState(
         settings=settings,
         build=build,
         metrics=metrics,
@@ -185,6 +186,10 @@ def _resources(settings: Settings) -> AppState:
         replicas=Replicas(settings) if settings.read_urls else None,
         job_queue=None,
     )
+    memo = CredentialMemo(settings.auth_memo_s, client, f"{settings.redis_key_prefix}:credentials")
+    memo.watch(state.sessions)
+    state.provide(CredentialMemo, memo)
+    return state
 
 
 async def _job_queue(state: AppState) -> JobQueue:
@@ -211,6 +216,8 @@ def _lifespan(state: AppState, gateway: bool) -> Any:
         except StorageUnavailable:  # a store that is away does not keep BEM from starting
             log.warning("storage.sweep_skipped", reason="storage unavailable")
         count_published(state.sessions, state.metrics)
+        memo = state.resource(CredentialMemo)
+        memo.start()
         state.job_queue = None if gateway else await _job_queue(state)
         hub = Hub(
             state.sessions,
@@ -246,6 +253,7 @@ def _lifespan(state: AppState, gateway: bool) -> Any:
             if deliverer is not None:
                 await deliverer.close()
             await hub.close()
+            await memo.close()
             if state.job_queue is not None:
                 await state.job_queue.close()
             await state.engine.dispose()

@@ -22,13 +22,14 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bem.auth import repository, service
+from bem.auth.memo import CredentialMemo, memo_of
 from bem.auth.models import Principal
 from bem.auth.permissions import Permission, Scope, expand
-from bem.auth.sessions import verify_access_token
+from bem.auth.sessions import AccessClaims, verify_access_token
 from bem.config import Settings
 from bem.kit.db import SessionDep
 from bem.kit.errors import Forbidden, Unauthorized
-from bem.kit.security import TOKEN_PREFIX
+from bem.kit.security import TOKEN_PREFIX, token_digest
 from bem.kit.state import state_of
 
 bearer = HTTPBearer(
@@ -38,10 +39,32 @@ bearer = HTTPBearer(
 )
 
 
-async def principal_for(settings: Settings, session: AsyncSession, secret: str) -> Principal:
-    """Who a bearer secret (an API token or a session JWT) belongs to; 401 if nobody."""
-    principal: Principal | None = None
+async def principal_for(
+    settings: Settings, session: AsyncSession, secret: str, memo: CredentialMemo | None = None
+) -> Principal:
+    """Who a bearer secret (an API token or a session JWT) belongs to; 401 if nobody.
+    ``memo`` answers for a credential verified moments ago (``auth/memo.py``)."""
+    key: str | None = None
+    claims: AccessClaims | None = None
     if secret.startswith(TOKEN_PREFIX):
+        key = f"t:{token_digest(secret)}" if len(secret) <= 128 else None
+    elif (claims := verify_access_token(settings, secret)) is not None:
+        key = f"s:{claims.user_id}:{claims.session_id}"
+    if key is None:
+        raise Unauthorized("The bearer token is invalid, expired or revoked.")
+    principal = memo.get(key, session) if memo is not None else None
+    if principal is None:
+        epoch = memo.epoch() if memo is not None else 0
+        principal = await _look_up(session, secret, claims)
+        if memo is not None:
+            memo.put(key, principal, epoch)
+    structlog.contextvars.bind_contextvars(user_id=str(principal.user.id))
+    return principal
+
+
+async def _look_up(session: AsyncSession, secret: str, claims: AccessClaims | None) -> Principal:
+    principal: Principal | None = None
+    if claims is None:
         found = await service.authenticate_api_token(session, secret)
         if found is not None:
             token, user = found
@@ -53,13 +76,12 @@ async def principal_for(settings: Settings, session: AsyncSession, secret: str) 
                 project_id=token.project_id,
                 expires_at=token.expires_at,
             )
-    elif (claims := verify_access_token(settings, secret)) is not None:
+    else:
         session_user = await repository.session_user(session, claims.user_id, claims.session_id)
         if session_user is not None:
             principal = Principal.of_session(session_user)
     if principal is None:
         raise Unauthorized("The bearer token is invalid, expired or revoked.")
-    structlog.contextvars.bind_contextvars(user_id=str(principal.user.id))
     return principal
 
 
@@ -70,7 +92,8 @@ async def authenticate(
 ) -> Principal:
     if credentials is None:
         raise Unauthorized()
-    return await principal_for(state_of(conn).settings, session, credentials.credentials)
+    state = state_of(conn)
+    return await principal_for(state.settings, session, credentials.credentials, memo_of(state))
 
 
 CurrentPrincipal = Annotated[Principal, Depends(authenticate)]

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bem.auth import audit, repository
 from bem.auth.audit import Origin, mask_email
+from bem.auth.memo import forget_after_commit
 from bem.auth.models import (
     ApiToken,
     AuditEvent,
@@ -137,6 +138,7 @@ async def revoke_token(
     if token is None or token.user_id != user.id or token.revoked_at is not None:
         raise NotFound(f"You have no active token {token_id}.")
     token.revoked_at = utcnow()
+    forget_after_commit(session, user.id)
     audit.record(
         session,
         origin,
@@ -415,6 +417,7 @@ async def refresh_session(
         raise Unauthorized("The refresh token is invalid, expired or revoked.")
     if row.rotated_at is not None:
         await repository.revoke_family(session, row.family_id, now)
+        forget_after_commit(session, row.user_id)
         audit.record(
             session,
             origin,
@@ -437,6 +440,7 @@ async def logout(session: AsyncSession, origin: Origin, secret: str) -> None:
     row = await _refresh_row(session, secret)
     if row is not None and row.revoked_at is None:
         await repository.revoke_family(session, row.family_id, utcnow())
+        forget_after_commit(session, row.user_id)
         audit.record(session, origin, "auth.logout", actor_id=row.user_id)
 
 
@@ -471,11 +475,20 @@ async def _use_recovery_code(
     return False
 
 
+async def _changing(session: AsyncSession, user: User) -> None:
+    """Read the user's row again, locked, before a TOTP change: the caller's copy may come
+    from a credential memo (auth/memo.py), and two changes at once must not both pass the
+    replay guard. Every memo forgets the user once the change commits."""
+    await session.refresh(user, with_for_update=True)
+    forget_after_commit(session, user.id)
+
+
 async def totp_enroll(
     session: AsyncSession, settings: Settings, origin: Origin, user: User
 ) -> tuple[str, str, str]:
     """Start enrollment: a new secret (pending until confirmed), its otpauth URI and a QR
     code of it as SVG."""
+    await _changing(session, user)
     if user.totp_secret is not None:
         raise Conflict("TOTP is already enabled; disable it first.")
     secret = pyotp.random_base32()
@@ -491,6 +504,7 @@ async def totp_confirm(
     session: AsyncSession, settings: Settings, origin: Origin, user: User, code: str
 ) -> list[str]:
     """Enable TOTP with a code from the new secret; return single-use recovery codes."""
+    await _changing(session, user)
     pending = _totp_box(settings).open(user.totp_pending_secret or "")
     if pending is None:
         raise Conflict("No TOTP enrollment is in progress.")
@@ -511,6 +525,7 @@ async def totp_confirm(
 async def totp_disable(
     session: AsyncSession, settings: Settings, origin: Origin, user: User, code: str
 ) -> None:
+    await _changing(session, user)
     if user.totp_secret is None:
         raise Conflict("TOTP is not enabled.")
     if not _accept_totp(settings, user, code, utcnow()):

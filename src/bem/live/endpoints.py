@@ -21,8 +21,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bem.auth.audit import origin_of
 from bem.auth.dependencies import principal_for
+from bem.auth.memo import memo_of
 from bem.auth.permissions import PROJECT_MANAGE, PROJECT_READ
-from bem.config import Settings
 from bem.events import service as events
 from bem.kit.db import SessionDep, commit_early
 from bem.kit.dberrors import as_problem
@@ -63,10 +63,10 @@ AfterParam = Annotated[
 
 
 async def _reader(
-    session: AsyncSession, settings: Settings, secret: str, project_id: uuid.UUID
+    session: AsyncSession, state: AppState, secret: str, project_id: uuid.UUID
 ) -> None:
     """The credential still reads the project, else a problem (401, 403, 404)."""
-    principal = await principal_for(settings, session, secret)
+    principal = await principal_for(state.settings, session, secret, memo_of(state))
     await authorize_project(session, principal, PROJECT_READ, project_id)
     await commit_early(session)  # the credential's last use, if it was noted
 
@@ -75,7 +75,7 @@ async def _still_allowed(state: AppState, secret: str, project_id: uuid.UUID) ->
     """Re-checks a long-lived connection's credential and role (``Hub.follow`` asks)."""
     async with state.sessions() as session:
         try:
-            await _reader(session, state.settings, secret, project_id)
+            await _reader(session, state, secret, project_id)
         except Problem:
             return False
     return True
@@ -188,7 +188,7 @@ async def events_websocket(
                 raise Unprocessable(
                     "after must be an event id.", slug="validation-error", parameter="after"
                 )
-            await _reader(session, state.settings, secret, project_id)
+            await _reader(session, state, secret, project_id)
             hub.admit()
         except Exception as exc:
             problem = exc if isinstance(exc, Problem) else as_problem(exc)

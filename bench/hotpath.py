@@ -9,9 +9,11 @@ wrk runs on the same 2 cores as the server. Reports req/s, p50/p99 latency and s
 per request, each as the median of the rounds, and the ratio to the bare one-row read.
 
 Variants: ``bem`` (as configured by default), ``no-memo`` (``BEM_AUTH_MEMO_S=0``: every
-request looks its credential up in PostgreSQL). Usage::
+request looks its credential up in PostgreSQL), and with ``--baseline DIR`` ``baseline``: the
+same server from another checkout's ``src`` (``git worktree add DIR <rev>``), for a before
+and after in one run. Usage::
 
-    python bench/hotpath.py --rounds 3 --seconds 8
+    python bench/hotpath.py --rounds 3 --seconds 8 [--baseline /tmp/before]
 """
 
 from __future__ import annotations
@@ -94,8 +96,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=8)
     parser.add_argument("--elements", type=int, default=10_000)
+    parser.add_argument("--baseline", type=Path, default=None, help="another checkout")
     parser.add_argument("--out", type=Path, default=None)
     options = parser.parse_args()
+    variants = dict(VARIANTS)
+    if options.baseline is not None:
+        variants["baseline"] = {"PYTHONPATH": str(options.baseline.resolve() / "src")}
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed (apt-get install wrk)")
     runs: dict[str, dict[str, list[dict[str, float]]]] = {}
@@ -116,7 +122,7 @@ def main() -> None:
                 )
             finally:
                 stop(bare)
-            for variant, extra in VARIANTS.items():
+            for variant, extra in variants.items():
                 port = spare_port()
                 command = [
                     sys.executable,
@@ -139,7 +145,8 @@ def main() -> None:
                     stop(server)
     report = summarize(runs)
     print(json.dumps(report["medians"], indent=2))
-    write_report("hotpath", {"options": vars(options) | {"out": None}, **report}, options.out)
+    chosen = vars(options) | {"out": None, "baseline": str(options.baseline)}
+    write_report("hotpath", {"options": chosen, **report}, options.out)
 
 
 def summarize(runs: dict[str, dict[str, list[dict[str, float]]]]) -> dict[str, Any]:

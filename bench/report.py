@@ -48,5 +48,6 @@ def write_report(name: str, data: dict[str, Any], directory: Path | None = None)
         **data,
     }
     out = (directory or Path(__file__).parent / "results") / f"{name}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))

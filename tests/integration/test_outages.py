@@ -94,3 +94,77 @@ async def test_the_feed_pauses_through_an_outage_and_keeps_its_followers(
                 await asyncio.sleep(0.25)
             # The same stream, still open, carries what happened after the outage.
             assert [e["kind"] for e in await next_events(frames, 1)] == ["version.created"]
+
+
+def probe_app(settings: Any, before: Any = None) -> tuple[Any, list[int]]:
+    """DatabaseErrorMiddleware around one route on an engine nothing else uses: how many
+    times the route ran, per request."""
+    from sqlalchemy import text
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    from bem.kit.db import create_engine
+    from bem.kit.dberrors import DatabaseErrorMiddleware
+
+    engine = create_engine(settings)
+    runs: list[int] = []
+
+    async def route(_: Any) -> PlainTextResponse:
+        runs.append(1)
+        async with engine.connect() as conn:
+            if before is not None:
+                await before(conn)
+            await conn.execute(text("SELECT 1"))
+        return PlainTextResponse("ok")
+
+    app = Starlette(routes=[Route("/", route, methods=["GET", "POST"])])
+    app.add_middleware(DatabaseErrorMiddleware)
+    app.state.engine = engine
+    return app, runs
+
+
+async def test_a_request_that_meets_a_connection_the_restart_killed_is_replayed(
+    own_postgres: OwnPostgres, outage_settings: Any
+) -> None:
+    """No pre-ping: the pooled connection is dead after a restart; the request's first
+    statement finds it so, and the request runs again on a new one (it never reached the
+    database). Before the replay rule, a 503."""
+    import httpx
+
+    app, runs = probe_app(outage_settings)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://probe") as client:
+        assert (await client.get("/")).status_code == 200  # the pool holds a connection now
+        await asyncio.to_thread(own_postgres.stop)
+        await asyncio.to_thread(own_postgres.start)
+        runs.clear()
+        r = await client.post("/", content=b"a small body is kept for the replay")
+        assert r.status_code == 200, r.text
+        assert len(runs) == 2
+    await app.state.engine.dispose()
+
+
+async def test_a_request_that_lost_its_connection_after_a_statement_is_not_replayed(
+    own_postgres: OwnPostgres, outage_settings: Any
+) -> None:
+    """Something of it may have reached the database: 503, for the client to decide."""
+    import asyncpg
+    import httpx
+    from sqlalchemy import text
+
+    async def killed(conn: Any) -> None:
+        pid = (await conn.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+        admin = await asyncpg.connect(own_postgres.url)
+        try:
+            await admin.execute("SELECT pg_terminate_backend($1)", pid)
+        finally:
+            await admin.close()
+
+    app, runs = probe_app(outage_settings, before=killed)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://probe") as client:
+        r = await client.get("/")
+        assert r.status_code == 503 and r.headers["retry-after"] == "1", r.text
+        assert len(runs) == 1
+    await app.state.engine.dispose()

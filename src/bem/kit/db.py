@@ -30,6 +30,7 @@ from sqlalchemy.types import TypeDecorator
 from starlette.requests import HTTPConnection
 
 from bem.config import Settings
+from bem.kit.dberrors import count_statements
 from bem.kit.state import state_of
 
 # Stable constraint names keep Alembic autogenerate and downgrades deterministic.
@@ -99,17 +100,20 @@ def create_engine(settings: Settings) -> AsyncEngine:
         connect_args["prepared_statement_cache_size"] = 0
         for name in ("statement_timeout", "jit"):
             connect_args["server_settings"].pop(name)
-    return create_async_engine(
+    # No pre-ping: a request whose first statement finds a dead connection is replayed
+    # (kit/dberrors.py); pool_recycle retires connections before servers or proxies drop them.
+    engine = create_async_engine(
         url,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
         pool_timeout=settings.db_pool_timeout,
         pool_recycle=settings.db_pool_recycle,
-        pool_pre_ping=True,
         connect_args=connect_args,
         json_serializer=_json_dumps,
         json_deserializer=orjson.loads,
     )
+    count_statements(engine)
+    return engine
 
 
 def _sqlite_engine(settings: Settings) -> AsyncEngine:
@@ -123,8 +127,7 @@ def _sqlite_engine(settings: Settings) -> AsyncEngine:
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
         pool_timeout=settings.db_pool_timeout,
-        pool_pre_ping=True,
-        connect_args={"timeout": settings.db_connect_timeout},
+        connect_args={"timeout": settings.db_connect_timeout},  # a file never disconnects
         json_serializer=_json_dumps,
         json_deserializer=orjson.loads,
     )

@@ -84,19 +84,21 @@ def state_of(holder: HTTPConnection | Starlette) -> AppState:
     return state
 
 
-def get_state(conn: HTTPConnection) -> AppState:
+# The providers are ``async def``, like every dependency and route: FastAPI runs a plain
+# ``def`` in a worker thread, a thread hop per request (tests/unit/test_route_threads.py).
+async def get_state(conn: HTTPConnection) -> AppState:
     return state_of(conn)
 
 
-def get_settings(conn: HTTPConnection) -> Settings:
+async def get_settings(conn: HTTPConnection) -> Settings:
     return state_of(conn).settings
 
 
-def get_metrics(conn: HTTPConnection) -> Metrics:
+async def get_metrics(conn: HTTPConnection) -> Metrics:
     return state_of(conn).metrics
 
 
-def get_store(conn: HTTPConnection) -> SourceStore:
+async def get_store(conn: HTTPConnection) -> SourceStore:
     return state_of(conn).store
 
 

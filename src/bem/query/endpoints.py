@@ -49,7 +49,7 @@ FieldsParam = Annotated[
 GlobalIdPath = Annotated[str, Path(pattern=GLOBAL_ID_PATTERN, description="IFC GlobalId")]
 
 
-def element_query(
+async def element_query(
     q: Annotated[
         str | None,
         Query(
@@ -73,7 +73,7 @@ def element_query(
     return ElementQuery(q, sort, cursor, limit, service.parse_fields(fields))
 
 
-def takeoff_query(
+async def takeoff_query(
     q: Annotated[str | None, Query(max_length=4000, description="A selector")] = None,
     group_by: Annotated[
         str | None,

@@ -1,5 +1,6 @@
 """The connection pool against a real PostgreSQL: bounded, fails fast when exhausted, and
-recovers connections the server killed (pre-ping); connections carry BEM's session settings."""
+recovers connections the server killed (found dead by a request's first statement, which is
+then replayed); connections carry BEM's session settings."""
 
 from __future__ import annotations
 

@@ -16,6 +16,7 @@ from bem.auth.schemas import (
     ApiTokenCreated,
     ApiTokenOut,
     AuditEventOut,
+    AuditFilter,
     OtpRequest,
     OtpVerify,
     RecoveryCodes,
@@ -301,8 +302,7 @@ async def audit_log(
     values = decode_cursor(cursor, 1)
     if values is not None and not isinstance(values[0], int):
         raise InvalidCursor()
-    rows = await service.audit_events(
-        session,
+    chosen = AuditFilter(
         action=action,
         actor_id=actor_id,
         since=parse_timestamp(since),
@@ -310,5 +310,6 @@ async def audit_log(
         before_id=values[0] if values else None,
         limit=limit + 1,
     )
+    rows = await service.audit_events(session, chosen)
     page, next_cursor = page_of(rows, limit, lambda e: [e.id])
     return Page(items=[AuditEventOut.model_validate(e) for e in page], next_cursor=next_cursor)

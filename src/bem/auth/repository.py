@@ -14,6 +14,7 @@ from bem.auth.models import (
     RefreshToken,
     User,
 )
+from bem.auth.schemas import AuditFilter
 
 
 async def user_by_email(session: AsyncSession, email: str) -> User | None:
@@ -142,26 +143,16 @@ async def delete_recovery_codes(session: AsyncSession, user_id: uuid.UUID) -> No
     await session.execute(delete(RecoveryCode).where(RecoveryCode.user_id == user_id))
 
 
-async def audit_events(
-    session: AsyncSession,
-    *,
-    action: str | None,
-    actor_id: uuid.UUID | None,
-    since: datetime | None,
-    until: datetime | None,
-    before_id: int | None,
-    limit: int,
-) -> list[AuditEvent]:
-    """Newest first; ``before_id`` is the keyset cursor."""
+async def audit_events(session: AsyncSession, chosen: AuditFilter) -> list[AuditEvent]:
     stmt = select(AuditEvent)
-    if action is not None:
-        stmt = stmt.where(AuditEvent.action == action)
-    if actor_id is not None:
-        stmt = stmt.where(AuditEvent.actor_id == actor_id)
-    if since is not None:
-        stmt = stmt.where(AuditEvent.at >= since)
-    if until is not None:
-        stmt = stmt.where(AuditEvent.at < until)
-    if before_id is not None:
-        stmt = stmt.where(AuditEvent.id < before_id)
-    return list(await session.scalars(stmt.order_by(AuditEvent.id.desc()).limit(limit)))
+    if chosen.action is not None:
+        stmt = stmt.where(AuditEvent.action == chosen.action)
+    if chosen.actor_id is not None:
+        stmt = stmt.where(AuditEvent.actor_id == chosen.actor_id)
+    if chosen.since is not None:
+        stmt = stmt.where(AuditEvent.at >= chosen.since)
+    if chosen.until is not None:
+        stmt = stmt.where(AuditEvent.at < chosen.until)
+    if chosen.before_id is not None:
+        stmt = stmt.where(AuditEvent.id < chosen.before_id)
+    return list(await session.scalars(stmt.order_by(AuditEvent.id.desc()).limit(chosen.limit)))

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
@@ -127,3 +128,15 @@ class AuditEventOut(BaseModel):
     target_type: str | None
     target_id: str | None
     details: dict[str, object]
+
+
+@dataclass(frozen=True)
+class AuditFilter:
+    """Which audit events to list (newest first; ``before_id`` is the keyset cursor)."""
+
+    action: str | None
+    actor_id: uuid.UUID | None
+    since: datetime | None
+    until: datetime | None
+    before_id: int | None
+    limit: int

@@ -28,6 +28,7 @@ from bem.auth.models import (
     User,
 )
 from bem.auth.permissions import Scope, expand
+from bem.auth.schemas import AuditFilter
 from bem.auth.sessions import issue_access_token
 from bem.config import Settings, Signup
 from bem.kit.db import commit_early, utcnow
@@ -542,26 +543,9 @@ async def totp_disable(
 # ---- audit log ---------------------------------------------------------------------------
 
 
-async def audit_events(
-    session: AsyncSession,
-    *,
-    action: str | None,
-    actor_id: uuid.UUID | None,
-    since: datetime | None,
-    until: datetime | None,
-    before_id: int | None,
-    limit: int,
-) -> list[AuditEvent]:
+async def audit_events(session: AsyncSession, chosen: AuditFilter) -> list[AuditEvent]:
     """The audit log, newest first, filtered."""
-    return await repository.audit_events(
-        session,
-        action=action,
-        actor_id=actor_id,
-        since=since,
-        until=until,
-        before_id=before_id,
-        limit=limit,
-    )
+    return await repository.audit_events(session, chosen)
 
 
 async def reseal_totp_secrets(session: AsyncSession, settings: Settings) -> tuple[int, int]:

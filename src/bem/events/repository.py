@@ -115,24 +115,7 @@ async def claim(
     return [(d, w, e) for d, w, e in rows]
 
 
-async def record_attempt(
-    session: AsyncSession,
-    delivery_id: int,
-    *,
-    status: str,
-    response_status: int | None,
-    error: str | None,
-    due_at: datetime | None = None,
-) -> None:
-    values: dict[str, Any] = {
-        "status": status,
-        "response_status": response_status,
-        "error": error,
-    }
-    if status == "succeeded":
-        values["delivered_at"] = utcnow()
-    if due_at is not None:
-        values["due_at"] = due_at
+async def update_delivery(session: AsyncSession, delivery_id: int, values: dict[str, Any]) -> None:
     await session.execute(
         update(WebhookDelivery).where(WebhookDelivery.id == delivery_id).values(**values)
     )

@@ -30,6 +30,7 @@ from bem.auth.audit import Origin
 from bem.config import Settings
 from bem.events import repository
 from bem.events.models import Event, Webhook, WebhookDelivery
+from bem.kit.db import utcnow
 from bem.kit.errors import Conflict, NotFound, Unprocessable
 from bem.kit.metrics import Metrics
 from bem.kit.security import SecretBox
@@ -272,14 +273,13 @@ async def record_attempt(
     error: str | None,
     due_at: datetime | None = None,
 ) -> None:
-    await repository.record_attempt(
-        session,
-        delivery_id,
-        status=status,
-        response_status=response_status,
-        error=error,
-        due_at=due_at,
-    )
+    """What one try of a delivery came to; ``due_at``: when a retried one may go again."""
+    values: dict[str, Any] = {"status": status, "response_status": response_status, "error": error}
+    if status == "succeeded":
+        values["delivered_at"] = utcnow()
+    if due_at is not None:
+        values["due_at"] = due_at
+    await repository.update_delivery(session, delivery_id, values)
 
 
 async def pending_deliveries(session: AsyncSession) -> tuple[int, datetime | None]:

@@ -22,7 +22,6 @@ from opentelemetry.sdk.trace.export import SpanExporter
 from bem import __version__
 from bem.auth.dependencies import allow, permission_of
 from bem.auth.endpoints import router as auth_router
-from bem.auth.memo import CredentialMemo
 from bem.auth.permissions import PUBLIC
 from bem.auth.service import ProjectDirectory
 from bem.auth.sessions import rate_identity
@@ -51,6 +50,7 @@ from bem.kit.guards import BodyGuardMiddleware, BodyRule, SecurityHeadersMiddlew
 from bem.kit.health import mark_draining_on_sigterm
 from bem.kit.health import router as health_router
 from bem.kit.logging import get_logger
+from bem.kit.memo import Memo
 from bem.kit.metrics import Metrics, MetricsMiddleware
 from bem.kit.ndjson import JSON_TYPES, NDJSON_TYPES
 from bem.kit.ratelimit import Concurrency, Limiter, RateLimitMiddleware
@@ -179,6 +179,7 @@ def _resources(settings: Settings) -> AppState:
         limiter=limiter,
         concurrency=concurrency,
         bulkhead=Bulkhead(settings.heavy_queries, settings.heavy_query_wait_s),
+        memo=Memo(settings.auth_memo_s, client, f"{settings.redis_key_prefix}:memo"),
         migration_heads=tuple(migrate.heads(settings)),
         tracer_provider=None,
         engine=engine,
@@ -186,9 +187,7 @@ def _resources(settings: Settings) -> AppState:
         replicas=Replicas(settings) if settings.read_urls else None,
         job_queue=None,
     )
-    memo = CredentialMemo(settings.auth_memo_s, client, f"{settings.redis_key_prefix}:credentials")
-    memo.watch(state.sessions)
-    state.provide(CredentialMemo, memo)
+    state.memo.watch(state.sessions)
     return state
 
 
@@ -216,8 +215,7 @@ def _lifespan(state: AppState, gateway: bool) -> Any:
         except StorageUnavailable:  # a store that is away does not keep BEM from starting
             log.warning("storage.sweep_skipped", reason="storage unavailable")
         count_published(state.sessions, state.metrics)
-        memo = state.resource(CredentialMemo)
-        memo.start()
+        state.memo.start()
         state.job_queue = None if gateway else await _job_queue(state)
         hub = Hub(
             state.sessions,
@@ -253,7 +251,7 @@ def _lifespan(state: AppState, gateway: bool) -> Any:
             if deliverer is not None:
                 await deliverer.close()
             await hub.close()
-            await memo.close()
+            await state.memo.close()
             if state.job_queue is not None:
                 await state.job_queue.close()
             await state.engine.dispose()

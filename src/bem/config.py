@@ -103,7 +103,8 @@ class Settings(BaseSettings):
     jwt_issuer: str = "bem"
     jwt_audience: str = "bem-api"
     access_token_ttl_s: Annotated[int, Field(ge=60, le=86_400)] = 900
-    # How long a process remembers a verified credential (auth/memo.py); 0: never
+    # How long a process remembers a verified credential, and a ready version with the
+    # caller's role (kit/memo.py); 0: never
     auth_memo_s: Annotated[float, Field(ge=0, le=60)] = 5.0
     refresh_token_ttl_s: Annotated[int, Field(ge=3600)] = 30 * 86_400
     signup: Signup = Signup.invite

@@ -13,6 +13,7 @@ whose role is too low is a 403.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Annotated, Any
 
 import structlog
@@ -22,13 +23,13 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bem.auth import repository, service
-from bem.auth.memo import CredentialMemo, memo_of
 from bem.auth.models import Principal
 from bem.auth.permissions import Permission, Scope, expand
 from bem.auth.sessions import AccessClaims, verify_access_token
 from bem.config import Settings
-from bem.kit.db import SessionDep
+from bem.kit.db import SessionDep, utcnow
 from bem.kit.errors import Forbidden, Unauthorized
+from bem.kit.memo import Memo, copy_row
 from bem.kit.security import TOKEN_PREFIX, token_digest
 from bem.kit.state import state_of
 
@@ -40,10 +41,11 @@ bearer = HTTPBearer(
 
 
 async def principal_for(
-    settings: Settings, session: AsyncSession, secret: str, memo: CredentialMemo | None = None
+    settings: Settings, session: AsyncSession, secret: str, memo: Memo
 ) -> Principal:
     """Who a bearer secret (an API token or a session JWT) belongs to; 401 if nobody.
-    ``memo`` answers for a credential verified moments ago (``auth/memo.py``)."""
+    ``memo`` answers for a credential verified moments ago (``kit/memo.py``); its user is
+    then a detached copy: a route that changes the user loads it (``service.changing``)."""
     key: str | None = None
     claims: AccessClaims | None = None
     if secret.startswith(TOKEN_PREFIX):
@@ -52,12 +54,15 @@ async def principal_for(
         key = f"s:{claims.user_id}:{claims.session_id}"
     if key is None:
         raise Unauthorized("The bearer token is invalid, expired or revoked.")
-    principal = memo.get(key, session) if memo is not None else None
-    if principal is None:
-        epoch = memo.epoch() if memo is not None else 0
+    principal: Principal
+    if (known := memo.get(key)) is not None:
+        principal = replace(known, user=copy_row(known.user))
+    else:
+        epoch = memo.epoch()
         principal = await _look_up(session, secret, claims)
-        if memo is not None:
-            memo.put(key, principal, epoch)
+        left = (principal.expires_at - utcnow()).total_seconds() if principal.expires_at else None
+        kept = replace(principal, user=copy_row(principal.user))
+        memo.put(key, kept, [f"user:{principal.user.id}"], epoch, left)
     structlog.contextvars.bind_contextvars(user_id=str(principal.user.id))
     return principal
 
@@ -93,7 +98,7 @@ async def authenticate(
     if credentials is None:
         raise Unauthorized()
     state = state_of(conn)
-    return await principal_for(state.settings, session, credentials.credentials, memo_of(state))
+    return await principal_for(state.settings, session, credentials.credentials, state.memo)
 
 
 CurrentPrincipal = Annotated[Principal, Depends(authenticate)]

@@ -17,7 +17,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bem.auth import audit, repository
 from bem.auth.audit import Origin, mask_email
-from bem.auth.memo import forget_after_commit
 from bem.auth.models import (
     ApiToken,
     AuditEvent,
@@ -33,6 +32,7 @@ from bem.auth.sessions import issue_access_token
 from bem.config import Settings, Signup
 from bem.kit.db import commit_early, utcnow
 from bem.kit.errors import Conflict, Forbidden, NotFound, Problem, TooManyRequests, Unauthorized
+from bem.kit.memo import forget_after_commit
 from bem.kit.security import (
     REFRESH_PREFIX,
     TOKEN_PREFIX,
@@ -139,7 +139,7 @@ async def revoke_token(
     if token is None or token.user_id != user.id or token.revoked_at is not None:
         raise NotFound(f"You have no active token {token_id}.")
     token.revoked_at = utcnow()
-    forget_after_commit(session, user.id)
+    forget_after_commit(session, f"user:{user.id}")
     audit.record(
         session,
         origin,
@@ -418,7 +418,7 @@ async def refresh_session(
         raise Unauthorized("The refresh token is invalid, expired or revoked.")
     if row.rotated_at is not None:
         await repository.revoke_family(session, row.family_id, now)
-        forget_after_commit(session, row.user_id)
+        forget_after_commit(session, f"user:{row.user_id}")
         audit.record(
             session,
             origin,
@@ -441,7 +441,7 @@ async def logout(session: AsyncSession, origin: Origin, secret: str) -> None:
     row = await _refresh_row(session, secret)
     if row is not None and row.revoked_at is None:
         await repository.revoke_family(session, row.family_id, utcnow())
-        forget_after_commit(session, row.user_id)
+        forget_after_commit(session, f"user:{row.user_id}")
         audit.record(session, origin, "auth.logout", actor_id=row.user_id)
 
 
@@ -476,12 +476,15 @@ async def _use_recovery_code(
     return False
 
 
-async def _changing(session: AsyncSession, user: User) -> None:
-    """Read the user's row again, locked, before a TOTP change: the caller's copy may come
-    from a credential memo (auth/memo.py), and two changes at once must not both pass the
-    replay guard. Every memo forgets the user once the change commits."""
-    await session.refresh(user, with_for_update=True)
-    forget_after_commit(session, user.id)
+async def changing(session: AsyncSession, user: User) -> User:
+    """The user's row, read again and locked, to change it: the caller's may be a memo's
+    detached copy (kit/memo.py), and two TOTP changes at once must not both pass the replay
+    guard. Every memo forgets the user once the change commits."""
+    found = await session.get(User, user.id, with_for_update=True, populate_existing=True)
+    if found is None:
+        raise Unauthorized("The bearer token is invalid, expired or revoked.")
+    forget_after_commit(session, f"user:{user.id}")
+    return found
 
 
 async def totp_enroll(
@@ -489,7 +492,7 @@ async def totp_enroll(
 ) -> tuple[str, str, str]:
     """Start enrollment: a new secret (pending until confirmed), its otpauth URI and a QR
     code of it as SVG."""
-    await _changing(session, user)
+    user = await changing(session, user)
     if user.totp_secret is not None:
         raise Conflict("TOTP is already enabled; disable it first.")
     secret = pyotp.random_base32()
@@ -505,7 +508,7 @@ async def totp_confirm(
     session: AsyncSession, settings: Settings, origin: Origin, user: User, code: str
 ) -> list[str]:
     """Enable TOTP with a code from the new secret; return single-use recovery codes."""
-    await _changing(session, user)
+    user = await changing(session, user)
     pending = _totp_box(settings).open(user.totp_pending_secret or "")
     if pending is None:
         raise Conflict("No TOTP enrollment is in progress.")
@@ -526,7 +529,7 @@ async def totp_confirm(
 async def totp_disable(
     session: AsyncSession, settings: Settings, origin: Origin, user: User, code: str
 ) -> None:
-    await _changing(session, user)
+    user = await changing(session, user)
     if user.totp_secret is None:
         raise Conflict("TOTP is not enabled.")
     if not _accept_totp(settings, user, code, utcnow()):

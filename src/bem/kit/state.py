@@ -23,6 +23,7 @@ from starlette.requests import HTTPConnection
 from bem.config import Settings
 from bem.kit.build import Build
 from bem.kit.bulkhead import Bulkhead
+from bem.kit.memo import Memo
 from bem.kit.metrics import Metrics
 from bem.kit.storage import SourceStore
 
@@ -55,6 +56,7 @@ class AppState(State):
     limiter: Limiter | None
     concurrency: Concurrency | None
     bulkhead: Bulkhead  # bounds uncached takeoffs and diffs
+    memo: Memo  # what authorizing a request read, for a few seconds (kit/memo.py)
     migration_heads: tuple[str, ...]
     tracer_provider: TracerProvider | None
     engine: AsyncEngine
@@ -102,7 +104,12 @@ async def get_store(conn: HTTPConnection) -> SourceStore:
     return state_of(conn).store
 
 
+async def get_memo(conn: HTTPConnection) -> Memo:
+    return state_of(conn).memo
+
+
 StateDep = Annotated[AppState, Depends(get_state)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 StoreDep = Annotated[SourceStore, Depends(get_store)]
+MemoDep = Annotated[Memo, Depends(get_memo)]

@@ -21,7 +21,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bem.auth.audit import origin_of
 from bem.auth.dependencies import principal_for
-from bem.auth.memo import memo_of
 from bem.auth.permissions import PROJECT_MANAGE, PROJECT_READ
 from bem.events import service as events
 from bem.kit.db import SessionDep, commit_early
@@ -66,7 +65,7 @@ async def _reader(
     session: AsyncSession, state: AppState, secret: str, project_id: uuid.UUID
 ) -> None:
     """The credential still reads the project, else a problem (401, 403, 404)."""
-    principal = await principal_for(state.settings, session, secret, memo_of(state))
+    principal = await principal_for(state.settings, session, secret, state.memo)
     await authorize_project(session, principal, PROJECT_READ, project_id)
     await commit_early(session)  # the credential's last use, if it was noted
 

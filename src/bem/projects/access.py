@@ -4,6 +4,7 @@ checked and handed to the route (one query; see ``auth/dependencies.py``)."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -13,6 +14,7 @@ from bem.auth.dependencies import CurrentPrincipal, check, declares
 from bem.auth.models import Principal
 from bem.auth.permissions import Permission, Role
 from bem.kit.db import SessionDep
+from bem.kit.memo import Memo, copy_row
 from bem.projects import repository, service
 from bem.projects.models import Model, Project
 
@@ -52,11 +54,23 @@ async def authorize_in_model(
     permission: Permission,
     kind: type[T],
     object_id: uuid.UUID,
+    memo: Memo | None = None,
+    lasting: Callable[[T], bool] = lambda _: False,
 ) -> tuple[T, Role]:
     """May ``principal`` do ``permission`` to an object of a model (a version, a job)? The
-    object and the role, or 403/404."""
+    object and the role, or 403/404. An object for which ``lasting`` holds (it no longer
+    changes: a ready version) is remembered with the caller's membership in ``memo``, until
+    a member of its project changes (``projects.service``) or the memo's lifetime ends."""
     check(principal, permission)
-    found = await repository.in_model_with_role(session, kind, object_id, principal.user.id)
+    key = f"in:{getattr(kind, '__tablename__')}:{object_id}:{principal.user.id}"  # noqa: B009
+    found = memo.get(key) if memo is not None else None
+    if found is None:
+        epoch = memo.epoch() if memo is not None else 0
+        found = await repository.in_model_with_role(session, kind, object_id, principal.user.id)
+        if memo is not None and found is not None and lasting(found[0]):
+            memo.put(key, (copy_row(found[0]), *found[1:]), [f"project:{found[1]}"], epoch)
+    else:
+        found = (copy_row(found[0]), *found[1:])
     found_object, project_id, member = found if found is not None else (None, None, None)
     role = service.project_role(principal, permission, project_id, member)
     assert found_object is not None

@@ -13,6 +13,7 @@ from bem.auth.models import Principal, User
 from bem.auth.permissions import Permission, Role
 from bem.events import service as events
 from bem.kit.errors import Conflict, Forbidden, NotFound
+from bem.kit.memo import forget_after_commit
 from bem.kit.pagination import (
     InvalidCursor,
     decode_cursor,
@@ -92,6 +93,7 @@ async def delete_project(
 ) -> None:
     project_id = project.id
     await repository.delete_project(session, project_id)
+    forget_after_commit(session, f"project:{project_id}")
     audit.record(
         session,
         origin,
@@ -180,6 +182,7 @@ async def set_member(
     if user is None:
         raise NotFound(f"User {user_id} does not exist; an admin can invite them.")
     await repository.lock_project(session, project_id)
+    forget_after_commit(session, f"project:{project_id}")  # roles are remembered (kit/memo.py)
     membership = await repository.membership(session, project_id, user_id)
     if membership is not None:
         await session.refresh(membership)  # as it is now that the project is locked
@@ -209,6 +212,7 @@ async def remove_member(
     session: AsyncSession, origin: Origin, actor: User, project_id: uuid.UUID, user_id: uuid.UUID
 ) -> None:
     await repository.lock_project(session, project_id)
+    forget_after_commit(session, f"project:{project_id}")
     membership, _ = await get_member(session, project_id, user_id)
     await session.refresh(membership)  # as it is now that the project is locked
     await _keep_an_owner(session, membership)

@@ -1,5 +1,6 @@
-"""The credential memo (auth/memo.py): a bearer seen moments ago costs no SQL, and what ends
-a credential in one process ends it in every other at once, or the others stop remembering."""
+"""The memo (kit/memo.py): a bearer, or a ready version with the caller's role, seen moments
+ago costs no SQL, and what ends a credential or changes a member in one process counts in
+every other at once, or the others stop remembering."""
 
 from __future__ import annotations
 
@@ -13,12 +14,14 @@ from datetime import timedelta
 import pyotp
 import pytest
 
-from bem.auth.memo import CredentialMemo
 from bem.auth.models import Principal, User
 from bem.auth.permissions import Scope
 from bem.kit.db import utcnow
+from bem.kit.memo import Memo
 from tests.conftest import Api, make_api, settings_for
 from tests.helpers import OwnRedis
+
+STOREY = {"global_id": "0000000000000000000S01", "ifc_class": "IfcBuildingStorey", "name": "L1"}
 
 pytestmark = pytest.mark.postgres
 
@@ -39,8 +42,8 @@ async def two_processes(stack: AsyncExitStack, database_url: str, **overrides: o
     return [await stack.enter_async_context(make_api(settings)) for _ in range(2)]
 
 
-def memo(api: Api) -> CredentialMemo:
-    return api.state.resource(CredentialMemo)
+def memo(api: Api) -> Memo:
+    return api.state.memo
 
 
 async def status(api: Api, headers: dict[str, str]) -> int:
@@ -110,6 +113,32 @@ async def test_totp_changes_read_the_user_again_whatever_a_memo_holds(
     assert (await b.client.get("/v1/me", headers=alice)).json()["totp_enabled"] is True
 
 
+async def test_a_removed_member_loses_the_version_at_once_in_the_other_process(
+    stack: AsyncExitStack, postgres_url: str, shared_redis: str
+) -> None:
+    a, b = await two_processes(stack, postgres_url, redis_url=shared_redis, auth_memo_s=60)
+    await eventually(lambda: memo(b).usable, 5)
+    owner, bob = await a.user("alice"), await a.user("bob")
+    pid, mid = await a.model(owner)
+    vid = await a.upload(owner, mid, [STOREY])
+    bob_path = f"/v1/projects/{pid}/members/{a.users['bob'].id}"
+    r = await a.client.put(bob_path, json={"role": "viewer"}, headers=owner)
+    assert r.status_code in (200, 201), r.text
+    page = f"/v1/versions/{vid}/elements"
+    for _ in range(50):  # until b remembers bob's role (a forget heard meanwhile voids a put)
+        assert (await b.client.get(page, headers=bob)).status_code == 200
+        if any(k.startswith("in:") for k in memo(b)._entries):
+            break
+        await asyncio.sleep(0.02)
+    else:
+        raise AssertionError("b never remembered the version")
+
+    r = await a.client.delete(bob_path, headers=owner)
+    assert r.status_code == 204, r.text
+    await eventually(lambda: not any(k.startswith("in:") for k in memo(b)._entries), 2)
+    assert (await b.client.get(page, headers=bob)).status_code == 404
+
+
 def principal(expires_in_s: float | None = None) -> Principal:
     user = User(id=uuid.uuid4(), email="a@example.com", name="a", is_admin=False)
     expires = utcnow() + timedelta(seconds=expires_in_s) if expires_in_s is not None else None
@@ -123,56 +152,37 @@ class Clock:
         return self.now
 
 
-async def test_an_entry_lives_no_longer_than_the_memo_or_its_credential(sqlite_api: Api) -> None:
+def test_an_entry_lives_no_longer_than_the_memo_or_the_ttl_it_was_given() -> None:
     clock = Clock()
-    kept = CredentialMemo(5, clock=clock)
-    kept.put("long", principal(), kept.epoch())
-    kept.put("short", principal(expires_in_s=1), kept.epoch())
-    kept.put("expired", principal(expires_in_s=-1), kept.epoch())
-    async with sqlite_api.state.sessions() as session:
-        assert [k for k in ("long", "short", "expired") if kept.get(k, session)] == [
-            "long",
-            "short",
-        ]
-        clock.now = 2
-        assert [k for k in ("long", "short") if kept.get(k, session)] == ["long"]
-        clock.now = 5
-        assert kept.get("long", session) is None
+    kept = Memo(5, clock=clock)
+    kept.put("long", 1, ["user:a"], kept.epoch())
+    kept.put("short", 2, ["user:a"], kept.epoch(), ttl_s=1)
+    kept.put("expired", 3, ["user:a"], kept.epoch(), ttl_s=-1)
+    assert [k for k in ("long", "short", "expired") if kept.get(k)] == ["long", "short"]
+    clock.now = 2
+    assert [k for k in ("long", "short") if kept.get(k)] == ["long"]
+    clock.now = 5
+    assert kept.get("long") is None
 
 
-async def test_a_remembered_user_is_a_copy_in_the_requests_session(sqlite_api: Api) -> None:
-    """What a route writes to the caller's user is flushed with its session, and changes
-    nothing the memo holds."""
-    kept = CredentialMemo(5)
-    await sqlite_api.user("alice")
-    async with sqlite_api.state.sessions() as session:
-        user = await session.get(User, sqlite_api.users["alice"].id)
-        assert user is not None
-        kept.put("key", Principal.of_session(user), kept.epoch())
-    async with sqlite_api.state.sessions() as session:
-        found = kept.get("key", session)
-        assert found is not None and found.user in session
-        found.user.name = "Alice B."
-        await session.commit()
-    assert (
-        await sqlite_api.scalar("SELECT name FROM users WHERE email='alice@example.com'")
-        == "Alice B."
-    )
-    async with sqlite_api.state.sessions() as session:
-        again = kept.get("key", session)
-        assert again is not None and again.user.name == "alice"
+def test_forgetting_a_topic_forgets_its_entries_only() -> None:
+    kept = Memo(5)
+    kept.put("a", 1, ["user:a", "project:p"], kept.epoch())
+    kept.put("b", 2, ["user:b"], kept.epoch())
+    kept.forget({"project:p"})
+    assert kept.get("a") is None and kept.get("b") == 2
 
 
 def test_a_lookup_that_began_before_a_forget_is_not_kept() -> None:
-    kept = CredentialMemo(5)
+    kept = Memo(5)
     before = kept.epoch()
-    kept.forget({uuid.uuid4()})  # a revocation committed while the lookup ran
-    kept.put("key", principal(), before)
+    kept.forget({"user:x"})  # a revocation committed while the lookup ran
+    kept.put("key", 1, ["user:y"], before)
     assert len(kept) == 0
 
 
 def test_the_memo_is_bounded() -> None:
-    kept = CredentialMemo(5, max_entries=3)
+    kept = Memo(5, max_entries=3)
     for n in range(5):
-        kept.put(str(n), principal(), kept.epoch())
+        kept.put(str(n), n, [], kept.epoch())
     assert list(kept._entries) == ["2", "3", "4"]

@@ -78,6 +78,7 @@ class Memo:
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
         self._epoch = 0  # moves on every forget: a lookup that began before it is not kept
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self._sends: set[asyncio.Task[None]] = set()
 
     @property
@@ -157,14 +158,20 @@ class Memo:
             self._task = asyncio.create_task(self._listen(), name="memo-listener")
 
     async def close(self) -> None:
+        """Let the subscription end by itself (within ``PING_S``): cancelled inside redis-py's
+        pub/sub, its close could wait forever (seen in the e2e suite)."""
+        self._stopping = True
         if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            done, _ = await asyncio.wait({self._task}, timeout=PING_S + 2)
+            if not done:
+                self._task.cancel()
+                await asyncio.wait({self._task}, timeout=1)
+                log.warning("memo.listener_not_stopped")
         await asyncio.gather(*self._sends, return_exceptions=True)
 
     async def _listen(self) -> None:
         assert self.redis is not None
-        while True:
+        while not self._stopping:
             try:
                 await self._follow(self.redis)
             except (RedisError, OSError, TimeoutError) as exc:
@@ -172,13 +179,14 @@ class Memo:
                     log.warning("memo.deaf", error=type(exc).__name__)
             self.listening = False
             self.clear()
-            await asyncio.sleep(RETRY_S)
+            if not self._stopping:
+                await asyncio.sleep(RETRY_S)
 
     async def _follow(self, client: redis.asyncio.Redis) -> None:
         async with client.pubsub() as pubsub:
             await pubsub.subscribe(self.channel)
             heard = self.clock()
-            while True:
+            while not self._stopping:
                 message = await pubsub.get_message(timeout=PING_S)
                 now = self.clock()
                 if message is None:

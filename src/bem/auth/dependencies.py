@@ -60,9 +60,12 @@ async def principal_for(
     else:
         epoch = memo.epoch()
         principal = await _look_up(session, secret, claims)
-        left = (principal.expires_at - utcnow()).total_seconds() if principal.expires_at else None
-        kept = replace(principal, user=copy_row(principal.user))
-        memo.put(key, kept, [f"user:{principal.user.id}"], epoch, left)
+        if memo.usable:  # a copy only for a memo that will keep it
+            left = (
+                (principal.expires_at - utcnow()).total_seconds() if principal.expires_at else None
+            )
+            kept = replace(principal, user=copy_row(principal.user))
+            memo.put(key, kept, [f"user:{principal.user.id}"], epoch, left)
     structlog.contextvars.bind_contextvars(user_id=str(principal.user.id))
     return principal
 

@@ -67,7 +67,7 @@ async def authorize_in_model(
     if found is None:
         epoch = memo.epoch() if memo is not None else 0
         found = await repository.in_model_with_role(session, kind, object_id, principal.user.id)
-        if memo is not None and found is not None and lasting(found[0]):
+        if memo is not None and memo.usable and found is not None and lasting(found[0]):
             memo.put(key, (copy_row(found[0]), *found[1:]), [f"project:{found[1]}"], epoch)
     else:
         found = (copy_row(found[0]), *found[1:])

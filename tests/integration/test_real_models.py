@@ -16,6 +16,7 @@ from typing import Any
 import ifcopenshell
 import ifcopenshell.ifcopenshell_wrapper as wrapper
 import ifcopenshell.util.element as util
+import ifcopenshell.util.placement
 import ifcopenshell.util.selector
 import ifcopenshell.util.unit
 import pytest
@@ -30,7 +31,9 @@ from tests.integration.test_imports import all_elements, imported, model_of
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "models"
 REAL = ["AC20-FZK-Haus.ifc", "House-Renga.ifc", "SteelOpenings_IFC2x3.ifc", "duplex.ifc"]
 REAL += ["wall_door_columnt_rgb4x3.ifc"]
-QUIRKS = ifcgen.Quirks(millimetres=True, unnamed_sets=True, predefined_sets=True, parts=True)
+QUIRKS = ifcgen.Quirks(
+    millimetres=True, unnamed_sets=True, predefined_sets=True, parts=True, placements=True
+)
 QUANTITY_UNIT = {
     "IfcQuantityLength": "LENGTHUNIT",
     "IfcQuantityArea": "AREAUNIT",
@@ -145,6 +148,15 @@ def assert_sets_agree(ours: dict[str, Any], theirs: dict[str, Any], where: str) 
                 assert ours[key][prop] == value, (where, key, prop)
 
 
+def expected_placement(element: Any, scales: Scales) -> Any:
+    """The translation of ``get_local_placement``, in metres (None without a placement)."""
+    if getattr(element, "ObjectPlacement", None) is None:
+        return None
+    matrix = ifcopenshell.util.placement.get_local_placement(element.ObjectPlacement)
+    length = scales.by_type["LENGTHUNIT"]
+    return pytest.approx([float(v) * length for v in matrix[:3, 3]], abs=1e-6)
+
+
 def _gid(entity: Any) -> str | None:
     return entity.GlobalId if entity is not None else None
 
@@ -207,6 +219,7 @@ async def test_real_model_agrees_with_ifcopenshell(api: Api, name: str, tmp_path
         assert (doc["container"] or {}).get("global_id") == _gid(util.get_container(element))
         assert (doc["parent"] or {}).get("global_id") == _gid(util.get_aggregate(element))
         assert doc["attributes"] == expected_attributes(element, scales), where
+        assert doc["placement"] == expected_placement(element, scales), where
         properties, quantities = expected_sets(element, scales)
         assert_sets_agree(doc["properties"], properties, where)
         assert_sets_agree(doc["quantities"], quantities, where)

@@ -10,7 +10,7 @@ from typing import Any
 import ifcopenshell
 import ifcopenshell.util.element as util
 
-from bem.ingest.ifc_units import QUANTITY_UNIT, Units, scalar_attributes, scaled
+from bem.ingest.ifc_units import QUANTITY_UNIT, Units, attribute, scalar_attributes, scaled
 
 Entity = Any
 
@@ -23,7 +23,7 @@ def json_value(value: Any) -> Any:
     if isinstance(value, ifcopenshell.entity_instance):
         if value.id() == 0:  # a typed value such as IfcLengthMeasure(2.)
             return value.wrappedValue
-        return getattr(value, "Name", None) or value.is_a()
+        return attribute(value, "Name") or value.is_a()
     if isinstance(value, tuple | list):
         return [json_value(v) for v in value]
     return value
@@ -112,7 +112,7 @@ def definitions_of(element: Entity, element_type: Entity | None) -> Iterator[tup
     if element_type is not None:
         for definition in element_type.HasPropertySets or ():
             yield definition, True
-    for rel in getattr(element, "IsDefinedBy", None) or ():
+    for rel in attribute(element, "IsDefinedBy") or ():
         if not rel.is_a("IfcRelDefinesByProperties"):
             continue
         definition = rel.RelatingPropertyDefinition

@@ -32,6 +32,14 @@ DERIVED_POWER = {"AREAUNIT": 2, "VOLUMEUNIT": 3}
 SI_BASE = {"MASSUNIT": 1000.0}
 
 
+def attribute(entity: Entity, name: str) -> Any:
+    """``getattr(entity, name, None)`` for explicit and inverse attributes. For a name its
+    class does not have, IfcOpenShell first searches its EXPRESS rules for a derived
+    attribute (27 µs against 3 µs a read; the first time per schema it imports the rules
+    module, 20-30 ms)."""
+    return getattr(entity, name) if entity.get_attribute_category(name) else None
+
+
 def _is_scalar(kind: Any) -> bool:
     """Whether an attribute type holds one string, number, boolean or enumeration value (not
     an entity, a select or a list): defined types are followed to what they wrap."""
@@ -90,7 +98,10 @@ class Units:
                 continue
             factor = ifcopenshell.util.unit.calculate_unit_scale(model, unit_type)
             factor /= SI_BASE.get(unit_type, 1.0)
-            name = ifcopenshell.util.unit.get_full_unit_name(unit)
+            # get_full_unit_name, without asking a unit that is not an IfcSIUnit for a Prefix
+            # (see attribute()).
+            prefix = unit.Prefix if unit.is_a("IfcSIUnit") else None
+            name = (prefix or "") + unit.Name.upper()
             units.declared[label] = {"unit": name, "to_si": factor}
             if factor != 1.0:
                 units.factors[unit_type] = factor
@@ -109,14 +120,14 @@ class Units:
 
     def of_property(self, prop: Entity, prefix: str, found: dict[str, float]) -> None:
         name = f"{prefix}{prop.Name}"
-        unit = getattr(prop, "Unit", None)
+        unit = attribute(prop, "Unit")
         if prop.is_a("IfcPropertySingleValue"):
             factor = self.of_value(prop.NominalValue, unit)
             if factor is not None:
                 found[name] = factor
         elif prop.is_a("IfcPropertyBoundedValue"):
             for bound in ("UpperBoundValue", "LowerBoundValue", "SetPointValue"):
-                factor = self.of_value(getattr(prop, bound, None), unit)
+                factor = self.of_value(attribute(prop, bound), unit)
                 if factor is not None:
                     found[f"{name}.{bound}"] = factor
         elif prop.is_a("IfcPropertyListValue"):

@@ -69,6 +69,7 @@ class Quirks:
     unnamed_sets: bool = False  # slab quantity sets named $ (BricsCAD), column ones '' (Renga)
     predefined_sets: bool = False  # IfcDoorLiningProperties / IfcWindowPanelProperties on types
     parts: bool = False  # an IfcBuildingElementPart aggregated into every column
+    placements: bool = False  # local placements nested site > building > storey > element
 
 
 _NAMED = object()  # a set keeps the name it was made with
@@ -341,7 +342,50 @@ def generate(n_elements: int, seed: int = 0, quirks: Quirks = Quirks()) -> ifcop
         for column in ctx["typed"]["column"]:
             part = b.entity("IfcBuildingElementPart", f"Cap of {column.Name}")
             ifcopenshell.api.aggregate.assign_object(f, products=[part], relating_object=column)
+    if quirks.placements:
+        _place_all(b, storeys)
     return b.finish()
+
+
+def _place(b: _Builder, relative_to: Entity | None, at: tuple[float, ...], turn: bool) -> Entity:
+    """A local placement ``at`` (metres, written in file units) from ``relative_to``; turned
+    a quarter about Z when ``turn`` (so a child's offsets must be rotated by its parent's)."""
+    f = b.f
+    point = f.createIfcCartesianPoint(tuple(v * b.mm for v in at))
+    x_axis = f.createIfcDirection((0.0, 1.0, 0.0)) if turn else None
+    axes = f.createIfcAxis2Placement3D(point, f.createIfcDirection((0.0, 0.0, 1.0)), x_axis)
+    return f.createIfcLocalPlacement(relative_to, axes)
+
+
+CONTAINS = "IfcRelContainedInSpatialStructure"
+
+
+def _place_all(b: _Builder, storeys: list[Entity]) -> None:
+    """Placements as authoring tools nest them: the building off the site, storeys at their
+    elevation, each element from its storey (or the element it is part of), openings from
+    the wall they void, fillings from their opening."""
+    f = b.f
+    site = _place(b, None, (0.0, 0.0, 0.0), False)
+    f.by_type("IfcSite")[0].ObjectPlacement = site
+    building = _place(b, site, (10.0, 20.0, 0.0), True)
+    f.by_type("IfcBuilding")[0].ObjectPlacement = building
+    for storey in storeys:
+        storey.ObjectPlacement = _place(b, building, (0.0, 0.0, storey.Elevation / b.mm), False)
+    children = [(r.RelatingStructure, r.RelatedElements) for r in f.by_type(CONTAINS)]
+    children += [(r.RelatingObject, r.RelatedObjects) for r in f.by_type("IfcRelAggregates")]
+    for parent, elements in children:  # containers first: a column is placed before its part
+        if not parent.is_a("IfcProduct"):
+            continue  # the project
+        for i, element in enumerate(elements):
+            if element.ObjectPlacement is None and not getattr(element, "FillsVoids", ()):
+                at = (1.5 * (i % 40), 2.0 * (i // 40), 0.0)
+                element.ObjectPlacement = _place(b, parent.ObjectPlacement, at, i % 2 == 1)
+    for rel in f.by_type("IfcRelVoidsElement"):
+        host = rel.RelatingBuildingElement.ObjectPlacement
+        rel.RelatedOpeningElement.ObjectPlacement = _place(b, host, (0.5, 0.0, 0.0), False)
+    for rel in f.by_type("IfcRelFillsElement"):
+        opening = rel.RelatingOpeningElement.ObjectPlacement
+        rel.RelatedBuildingElement.ObjectPlacement = _place(b, opening, (0.0, 0.0, 0.1), False)
 
 
 def mutate(model: ifcopenshell.file, seed: int = 1, fraction: float = 0.05) -> ifcopenshell.file:

@@ -38,6 +38,8 @@ from bem.kit.security import SecretBox
 SIGNATURE_HEADER = "BEM-Signature"
 # Kinds of the events published in a session, counted once the session commits.
 APPENDED = "bem.events.appended"
+# The transaction that holds the outbox lock, with the webhooks it found per project.
+OUTBOX = "bem.events.outbox"
 
 
 async def publish(
@@ -48,12 +50,22 @@ async def publish(
     model_id: uuid.UUID | None = None,
 ) -> Event:
     """Add an event, and a pending delivery for each matching webhook, to the session's
-    transaction: they exist once the caller commits, and not at all if it rolls back."""
-    await repository.lock_outbox(session)
+    transaction: they exist once the caller commits, and not at all if it rolls back.
+
+    The outbox lock and each project's webhooks are taken once per transaction (an import
+    publishes ``version.created`` and ``job.succeeded`` in one)."""
+    transaction = session.sync_session.get_transaction()
+    outbox: tuple[Any, dict[uuid.UUID, Sequence[Webhook]]] | None = session.info.get(OUTBOX)
+    if outbox is None or outbox[0] is not transaction:
+        await repository.lock_outbox(session)
+        outbox = session.info[OUTBOX] = (transaction, {})
+    hooks = outbox[1].get(project_id)
+    if hooks is None:
+        hooks = outbox[1][project_id] = await repository.active_webhooks(session, project_id)
     event = Event(project_id=project_id, kind=kind, model_id=model_id, data=data)
     session.add(event)
     await session.flush()
-    for hook in await repository.active_webhooks(session, project_id):
+    for hook in hooks:
         if not hook.kinds or kind in hook.kinds:
             session.add(WebhookDelivery(webhook_id=hook.id, event_id=event.id))
     session.info.setdefault(APPENDED, []).append(kind)

@@ -28,11 +28,14 @@ async def in_thread(items: Iterator[T], chunk: int = CHUNK) -> AsyncIterator[T]:
     at a time, so the event loop stays responsive."""
     # abandon_on_cancel: a cancelled job stops waiting at once (the thread finishes its chunk
     # and is dropped); anyio's default would hold the cancellation until the thread returns.
-    while batch := await anyio.to_thread.run_sync(
-        lambda: list(islice(items, chunk)), abandon_on_cancel=True
-    ):
+    while True:
+        batch = await anyio.to_thread.run_sync(
+            lambda: list(islice(items, chunk)), abandon_on_cancel=True
+        )
         for item in batch:
             yield item
+        if len(batch) < chunk:  # the iterator is done: no trip to the thread to hear so
+            return
 
 
 async def run_import(ctx: JobContext, job: Job, progress: Progress) -> JobResult:

@@ -22,11 +22,12 @@ def _claimable(running_before: datetime) -> ColumnElement[bool]:
     )
 
 
-async def claim(session: AsyncSession, job_id: uuid.UUID, running_before: datetime) -> bool:
-    """queued -> running (attempts + 1). A job still marked running is taken over only if its
-    last sign of life is older than ``running_before`` (its worker died)."""
+async def claim(session: AsyncSession, job_id: uuid.UUID, running_before: datetime) -> Job | None:
+    """queued -> running (attempts + 1), returning the claimed row. A job still marked
+    running is taken over only if its last sign of life is older than ``running_before``
+    (its worker died)."""
     now = utcnow()
-    result = await session.execute(
+    claimed: Job | None = await session.scalar(
         update(Job)
         .where(Job.id == job_id, _claimable(running_before))
         .values(
@@ -37,8 +38,9 @@ async def claim(session: AsyncSession, job_id: uuid.UUID, running_before: dateti
             phase=None,
             done=0,
         )
+        .returning(Job)
     )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    return claimed
 
 
 def _this_attempt(job_id: uuid.UUID, attempt: int) -> ColumnElement[bool]:
@@ -64,16 +66,23 @@ async def set_progress(
     )
 
 
-async def finish(session: AsyncSession, job_id: uuid.UUID, attempt: int, **values: Any) -> bool:
-    """End the job as ``attempt`` (in the caller's transaction); False when another attempt
-    has taken it over or it has ended already."""
+async def finish(
+    session: AsyncSession, job_id: uuid.UUID, attempt: int, **values: Any
+) -> tuple[bool, uuid.UUID | None]:
+    """End the job as ``attempt`` (in the caller's transaction): whether it did (not when
+    another attempt has taken it over or it has ended already), and its model's project
+    (None when the model is gone)."""
     now = utcnow()
-    result = await session.execute(
-        update(Job)
-        .where(_this_attempt(job_id, attempt))
-        .values(updated_at=now, finished_at=now, **values)
-    )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    project = select(Model.project_id).where(Model.id == Job.model_id).scalar_subquery()
+    row = (
+        await session.execute(
+            update(Job)
+            .where(_this_attempt(job_id, attempt))
+            .values(updated_at=now, finished_at=now, **values)
+            .returning(project)
+        )
+    ).first()
+    return (False, None) if row is None else (True, row[0])
 
 
 async def requeue(
@@ -115,13 +124,6 @@ async def requeue_unfinished(session: AsyncSession) -> int:
         .values(status="queued", updated_at=datetime(2000, 1, 1, tzinfo=UTC))
     )
     return int(result.rowcount)  # type: ignore[attr-defined]
-
-
-async def project_of_job(session: AsyncSession, job_id: uuid.UUID) -> uuid.UUID | None:
-    result: uuid.UUID | None = await session.scalar(
-        select(Model.project_id).join(Job, Job.model_id == Model.id).where(Job.id == job_id)
-    )
-    return result
 
 
 async def waiting(session: AsyncSession) -> tuple[int, datetime | None]:

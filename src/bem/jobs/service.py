@@ -79,7 +79,9 @@ class RetryLater(Exception):
 
 @dataclass
 class Progress:
-    """Records a job's progress on its row, at most every ``PROGRESS_INTERVAL_S``.
+    """Records a job's progress on its row, at most every ``PROGRESS_INTERVAL_S`` and not in
+    the attempt's first interval (a job done by then needs no progress row: a transaction
+    saved on every small import; the claim already says it runs).
 
     SQLite has one writer: while the version is being written (phase ``store``) the job row
     cannot be updated, so on SQLite the stored progress stays at the end of extraction and
@@ -89,7 +91,7 @@ class Progress:
     job_id: uuid.UUID
     attempt: int
     total: int | None = None
-    _last: float = field(default=0.0)
+    _last: float = field(default_factory=time.monotonic)
 
     async def __call__(self, phase: str, done: int, total: int | None) -> None:
         if total is not None:
@@ -178,9 +180,9 @@ async def _finish(session: AsyncSession, job: Job, **values: Any) -> None:
     """Record the end of this attempt of ``job`` and announce it (``job.succeeded`` or
     ``job.failed``) in the caller's transaction; :class:`Superseded` if the attempt no
     longer owns the job."""
-    if not await repository.finish(session, job.id, job.attempts, **values):
+    finished, project_id = await repository.finish(session, job.id, job.attempts, **values)
+    if not finished:
         raise Superseded()
-    project_id = await repository.project_of_job(session, job.id)
     if project_id is not None:
         data: dict[str, Any] = {"job_id": str(job.id), "kind": job.kind}
         if values["status"] == "succeeded":
@@ -310,13 +312,11 @@ async def execute(
     (the queue knows its previous worker is gone); otherwise only a stale one."""
     running_before = utcnow() if takeover else utcnow() - STALE_AFTER
     async with _bookkeeping("claim"), ctx.sessions() as session:
-        claimed = await repository.claim(session, job_id, running_before)
+        job = await repository.claim(session, job_id, running_before)
         await session.commit()
-        if not claimed:
+        if job is None:
             log.info("job.not_claimed", job_id=str(job_id))
             return
-        job = await session.get(Job, job_id)
-    assert job is not None
     origin = JobParams.model_validate(job.params)
     structlog.contextvars.bind_contextvars(
         job_id=str(job.id), job_kind=job.kind, request_id=origin.request_id

@@ -27,21 +27,19 @@ async def lock_model(session: AsyncSession, model_id: uuid.UUID) -> None:
     )
 
 
-async def next_seq(session: AsyncSession, model_id: uuid.UUID) -> int:
-    current = await session.scalar(
-        select(func.coalesce(func.max(Version.seq), 0)).where(Version.model_id == model_id)
-    )
-    return int(current or 0) + 1
-
-
-async def latest_ready_id(session: AsyncSession, model_id: uuid.UUID) -> uuid.UUID | None:
-    result: uuid.UUID | None = await session.scalar(
+async def numbering(session: AsyncSession, model_id: uuid.UUID) -> tuple[uuid.UUID | None, int]:
+    """A new version's parent (the latest ready version) and sequence number, in one
+    statement; under :func:`lock_model`."""
+    latest = (
         select(Version.id)
         .where(Version.model_id == model_id, Version.status == "ready")
         .order_by(Version.seq.desc())
         .limit(1)
+        .scalar_subquery()
     )
-    return result
+    highest = select(func.coalesce(func.max(Version.seq), 0)).where(Version.model_id == model_id)
+    parent, seq = (await session.execute(select(latest, highest.scalar_subquery()))).one()
+    return parent, int(seq) + 1
 
 
 async def list_versions(

@@ -2,7 +2,10 @@
 against a BEM stack, judged against the service-level objective (p95 < 100 ms, errors
 < 0.1 %, ``../shared/PRODUCTION_READINESS.md``).
 
-The stack it starts by itself (pointing it at a running deployment is not built yet): a
+The stack it starts by itself, or a running deployment (``--target URL`` with ``--token``:
+API tokens of existing users with ``projects:write`` and ``versions:write``; it makes a
+project of its own there, adds the other tokens' users as editors, and deletes the project
+afterwards; the server's CPU and warnings are then not known). Its own stack is a
 fresh PostgreSQL database, Redis when it answers (cache and rate limits shared by the
 processes, as in production), users made with ``bem users create-admin``, a generated model
 uploaded twice (the second 10 % mutated, for diffs), and either ``bem serve --workers 2`` on
@@ -14,12 +17,19 @@ not throttled. The cache is warmed first (one request per cached answer the mix 
 The load generator runs on the same 2 cores as the server: its CPU is reported beside the
 server's.
 
+``live`` holds ``--followers`` event streams (SSE) open while uploads and reads arrive; the
+feed has its own objective: every follower gets the event of every upload answered while it
+listened (but in the run's last second), and p95 delivery < 1 s (the feed polls every
+``BEM_FEED_POLL_S``, 0.5 s).
+
 Writes ``bench/results/<date>-<scenario>.json`` (rate asked and achieved, p50/p95/p99,
 errors, CPU) and exits 1 when the objective does not hold. Usage::
 
     python bench/sla.py --scenario mixed --rate 40 --duration 60
     python bench/sla.py --capacity --scenario mixed   # steps the rate up; the highest that holds
     python bench/sla.py --smoke   # 20 s at a low rate: a test of the harness (CI), not timing
+    python bench/sla.py --scenario live --followers 200 --rate 20
+    python bench/sla.py --target https://bem.example.com --token T1 --token T2 --rate 10
 """
 
 from __future__ import annotations
@@ -56,6 +66,8 @@ LOCUSTFILE = HERE / "load" / "locustfile.py"
 SERVER_DB = os.environ.get("BEM_TEST_DATABASE_URL", "postgresql://127.0.0.1:5432/test")
 REDIS = os.environ.get("BEM_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 P95_MS, MAX_ERROR_RATIO = 100.0, 0.001
+FEED_P95_MS = 1000.0
+SCENARIOS = ["browse", "query", "diff", "upload", "live", "mixed"]
 LIMITS = {  # far above any load here: the limiter works (and costs) but never throttles
     "BEM_RATE_LIMIT_DEFAULT": "1000000/minute",
     "BEM_RATE_LIMIT_IP_CEILING": "1000000/minute",
@@ -196,6 +208,44 @@ class Stack:
         return sum(cpu_seconds(p.pid) for p in self.servers + self.edge_processes)
 
 
+class Target:
+    """A running deployment (``--target``): a project of its own there, seeded through the API
+    with the given tokens and deleted afterwards. What runs on the server is not known."""
+
+    redis = None
+    edge = "target"
+
+    def __init__(self, base: str, tokens: list[str], elements: int) -> None:
+        self.base = self.api = base.rstrip("/")
+        self.tokens, self.elements = tokens, elements
+        self.work = Path(tempfile.mkdtemp(prefix="bem-sla-"))
+        (self.work / "server.log").touch()  # no server log here: no warnings to count
+
+    @contextmanager
+    def running(self) -> Iterator[Target]:
+        self.fixture = seed(self.api, self.tokens, self.elements)
+        try:
+            self._share(self.fixture["project"])
+            yield self
+        finally:
+            owner = {"Authorization": f"Bearer {self.tokens[0]}"}
+            httpx.delete(f"{self.api}/v1/projects/{self.fixture['project']}", headers=owner)
+            shutil.rmtree(self.work, ignore_errors=True)
+
+    def _share(self, project: str) -> None:
+        """The other tokens' users become editors of the project (they need not be admins)."""
+        owner = {"Authorization": f"Bearer {self.tokens[0]}"}
+        with httpx.Client(base_url=self.api, timeout=30) as client:
+            for token in self.tokens[1:]:
+                me = _ok(client.get("/v1/me", headers={"Authorization": f"Bearer {token}"}))
+                member = f"/v1/projects/{project}/members/{me['id']}"
+                if me["id"] != _ok(client.get("/v1/me", headers=owner))["id"]:
+                    _ok(client.put(member, json={"role": "editor"}, headers=owner))
+
+    def cpu(self) -> float | None:
+        return None
+
+
 def _pg(url: str, statement: str) -> None:
     import asyncio
 
@@ -249,7 +299,13 @@ def seed(base: str, tokens: list[str], elements: int) -> dict[str, Any]:
             if page.get("next_cursor"):
                 cursors.append(page["next_cursor"])
         small = list(element_documents(ifcgen.generate(20, seed=2)))
+        events_after = 0  # where the live scenario's followers start: after the seeding
+        while page := _ok(
+            client.get(f"/v1/projects/{project}/events", params={"after": events_after})
+        )["items"]:
+            events_after = page[-1]["id"]
     return {
+        "events_after": events_after,
         "tokens": tokens,
         "project": project,
         "model": model["id"],
@@ -299,16 +355,25 @@ def warm(base: str, fixture: dict[str, Any]) -> None:
 
 
 def run_locust(
-    base: str, fixture_path: Path, scenario: str, rate: float, duration_s: int, work: Path
+    base: str,
+    fixture_path: Path,
+    scenario: str,
+    rate: float,
+    duration_s: int,
+    work: Path,
+    followers: int = 0,
 ) -> dict[str, Any]:
     users = max(1, min(8, int(rate // 20) + 1))
     prefix = work / f"locust-{scenario}-{rate:g}"
+    feed_log = prefix.with_name(prefix.name + "-feed.json")
     env = {
         **os.environ,
         "BEM_LOAD_FIXTURE": str(fixture_path),
         "BEM_LOAD_SCENARIO": scenario,
         "BEM_LOAD_RATE": str(rate),
         "BEM_LOAD_USERS": str(users),
+        "BEM_LOAD_FOLLOWERS": str(followers - followers % users),
+        "BEM_LOAD_FEED_LOG": str(feed_log),
     }
     args = [
         *("-f", str(LOCUSTFILE), "--headless", "--host", base),
@@ -338,6 +403,8 @@ def run_locust(
     }
     warnings = _warnings(work / "server.log")
     return {
+        "feed": json.loads(feed_log.read_text()) if feed_log.exists() else None,
+        "followers": followers - followers % users,
         "total": total,
         "by_kind": rows,
         "failures": failures,
@@ -366,8 +433,33 @@ def _warnings(log: Path) -> dict[str, int]:
     return events
 
 
+def _feed(measured: dict[str, Any]) -> dict[str, Any] | None:
+    """What the followers got of the uploads answered while they listened, and how soon."""
+    feed = measured["feed"]
+    if feed is None:
+        return None
+    ordered = sorted(feed["delays_ms"])
+
+    def at(q: float) -> float | None:
+        return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1) if ordered else None
+
+    return {
+        "followers": measured["followers"],
+        "events_expected": feed["expected"],
+        "events_received": feed["received"],
+        "p50_ms": at(0.5),
+        "p95_ms": at(0.95),
+        "max_ms": round(ordered[-1], 1) if ordered else None,
+        "holds": feed["received"] == feed["expected"] and (at(0.95) or 0.0) < FEED_P95_MS,
+    }
+
+
 def judge(
-    scenario: str, rate: float, duration_s: int, measured: dict[str, Any], server_cpu_s: float
+    scenario: str,
+    rate: float,
+    duration_s: int,
+    measured: dict[str, Any],
+    server_cpu_s: float | None,
 ) -> dict[str, Any]:
     total = measured["total"]
     requests, failures = int(total["Request Count"]), int(total["Failure Count"])
@@ -398,9 +490,14 @@ def judge(
         },
         "failures": measured["failures"],
         "server_warnings_so_far": measured["server_warnings"],
+        "feed": _feed(measured),
         "locust_users": measured["users"],
-        "server_cpu_per_request_ms": round(1000 * server_cpu_s / requests, 2) if requests else None,
-        "server_cpu_percent": round(100 * server_cpu_s / duration_s, 1),
+        "server_cpu_per_request_ms": round(1000 * server_cpu_s / requests, 2)
+        if requests and server_cpu_s is not None
+        else None,
+        "server_cpu_percent": round(100 * server_cpu_s / duration_s, 1)
+        if server_cpu_s is not None
+        else None,
         "client_cpu_percent": round(100 * measured["client_cpu_s"] / duration_s, 1),
     }
     p95 = result["p95_ms"]
@@ -410,16 +507,22 @@ def judge(
         and p95 < P95_MS
         and failures / requests < MAX_ERROR_RATIO
         and requests >= 0.9 * rate * duration_s  # the generator kept up with the schedule
+        and (result["feed"] is None or result["feed"]["holds"])
     )
     return result
 
 
-def measure(stack: Stack, scenario: str, rate: float, duration_s: int) -> dict[str, Any]:
+def measure(
+    stack: Stack | Target, scenario: str, rate: float, duration_s: int, followers: int = 0
+) -> dict[str, Any]:
     fixture_path = stack.work / "fixture.json"
     fixture_path.write_text(json.dumps(stack.fixture))
     before = stack.cpu()
-    measured = run_locust(stack.base, fixture_path, scenario, rate, duration_s, stack.work)
-    server_cpu = stack.cpu() - before
+    measured = run_locust(
+        stack.base, fixture_path, scenario, rate, duration_s, stack.work, followers
+    )
+    after = stack.cpu()
+    server_cpu = None if before is None or after is None else after - before
     result = judge(scenario, rate, duration_s, measured, server_cpu)
     print(json.dumps({k: v for k, v in result.items() if k != "by_kind"}), file=sys.stderr)
     return result
@@ -427,9 +530,7 @@ def measure(stack: Stack, scenario: str, rate: float, duration_s: int) -> dict[s
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--scenario", default="mixed", choices=["browse", "query", "diff", "upload", "mixed"]
-    )
+    parser.add_argument("--scenario", default="mixed", choices=SCENARIOS)
     parser.add_argument("--rate", type=float, default=20.0, help="arrivals per second")
     parser.add_argument("--duration", type=int, default=60, help="seconds per run")
     parser.add_argument("--elements", type=int, default=10_000, help="elements of the model")
@@ -446,42 +547,63 @@ def main() -> int:
         choices=["direct", "nginx"],
         help="bem serve --workers 2 alone, or nginx (TLS) + 2 bem serve + PgBouncer",
     )
+    parser.add_argument(
+        "--followers", type=int, default=50, help="event streams held open (live scenario)"
+    )
+    parser.add_argument("--target", help="a running BEM (base URL) instead of a stack of its own")
+    parser.add_argument(
+        "--token",
+        action="append",
+        default=[],
+        help="with --target: an API token (repeat for more users; the first owns the project)",
+    )
     parser.add_argument("--out", type=Path, default=HERE / "results", help="where the report goes")
     args = parser.parse_args()
     if args.smoke:
         args.rate, args.duration, args.elements, args.users = 5.0, 20, 300, 2
-    stack = Stack(args.elements, args.users, args.edge)
+        args.followers = min(args.followers, 4)
+    if args.target and not args.token:
+        parser.error("--target needs at least one --token")
+    followers = args.followers if args.scenario == "live" else 0
+    stack: Stack | Target = (
+        Target(args.target, args.token, args.elements)
+        if args.target
+        else Stack(args.elements, args.users, args.edge)
+    )
     with stack.running():
         warm(stack.api, stack.fixture)
         if args.capacity:
             runs = []
             for rate in CAPACITY_RATES:
-                runs.append(measure(stack, args.scenario, rate, args.duration))
+                runs.append(measure(stack, args.scenario, rate, args.duration, followers))
                 if not runs[-1]["holds"]:
                     break
             held = [r["rate"] for r in runs if r["holds"]]
             report: dict[str, Any] = {"capacity_rate": max(held) if held else 0, "runs": runs}
         else:
-            report = measure(stack, args.scenario, args.rate, args.duration)
+            report = measure(stack, args.scenario, args.rate, args.duration, followers)
     about = {
         "objective": {"p95_ms_below": P95_MS, "error_ratio_below": MAX_ERROR_RATIO},
         "stack": {
-            "api_processes": 2,
-            "edge": args.edge,
-            "redis": stack.redis is not None,
+            "target": args.target,
+            "api_processes": None if args.target else 2,
+            "edge": stack.edge,
+            "redis": None if args.target else stack.redis is not None,
             "elements": args.elements,
-            "users": args.users,
+            "users": len(args.token) if args.target else args.users,
             "load_generator": "Locust (open loop) on the same machine",
         },
     }
     name = f"{datetime.date.today():%Y-%m-%d}-{args.scenario}"
     name += ("-capacity" if args.capacity else "") + ("-nginx" if args.edge == "nginx" else "")
+    name += "-target" if args.target else ""
     if args.smoke:
-        name = "smoke"
+        name = "smoke" + (f"-{args.scenario}" if args.scenario != "mixed" else "")
     args.out.mkdir(parents=True, exist_ok=True)
     write_report(name, {**about, **report}, directory=args.out)
     if args.smoke:  # a test of the harness: requests made and answered, none failed
-        return 0 if report["requests"] and report["errors"] == 0 else 1
+        delivered = report["feed"] is None or report["feed"]["events_received"] > 0
+        return 0 if report["requests"] and report["errors"] == 0 and delivered else 1
     if args.capacity:
         return 0
     return 0 if report["holds"] else 1

@@ -236,10 +236,11 @@ class Target:
         """The other tokens' users become editors of the project (they need not be admins)."""
         owner = {"Authorization": f"Bearer {self.tokens[0]}"}
         with httpx.Client(base_url=self.api, timeout=30) as client:
+            owner_id = _ok(client.get("/v1/me", headers=owner))["id"]
             for token in self.tokens[1:]:
                 me = _ok(client.get("/v1/me", headers={"Authorization": f"Bearer {token}"}))
-                member = f"/v1/projects/{project}/members/{me['id']}"
-                if me["id"] != _ok(client.get("/v1/me", headers=owner))["id"]:
+                if me["id"] != owner_id:
+                    member = f"/v1/projects/{project}/members/{me['id']}"
                     _ok(client.put(member, json={"role": "editor"}, headers=owner))
 
     def cpu(self) -> float | None:
@@ -364,6 +365,7 @@ def run_locust(
     followers: int = 0,
 ) -> dict[str, Any]:
     users = max(1, min(8, int(rate // 20) + 1))
+    followers -= followers % users  # each Locust user holds as many
     prefix = work / f"locust-{scenario}-{rate:g}"
     feed_log = prefix.with_name(prefix.name + "-feed.json")
     env = {
@@ -372,7 +374,7 @@ def run_locust(
         "BEM_LOAD_SCENARIO": scenario,
         "BEM_LOAD_RATE": str(rate),
         "BEM_LOAD_USERS": str(users),
-        "BEM_LOAD_FOLLOWERS": str(followers - followers % users),
+        "BEM_LOAD_FOLLOWERS": str(followers),
         "BEM_LOAD_FEED_LOG": str(feed_log),
     }
     args = [
@@ -404,7 +406,7 @@ def run_locust(
     warnings = _warnings(work / "server.log")
     return {
         "feed": json.loads(feed_log.read_text()) if feed_log.exists() else None,
-        "followers": followers - followers % users,
+        "followers": followers,
         "total": total,
         "by_kind": rows,
         "failures": failures,

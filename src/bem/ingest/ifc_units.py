@@ -1,5 +1,6 @@
 """Units of an IFC file and their factors to SI (metres, m², m³, kg), per IfcUnitEnum, and
-the measure types of direct attributes, read from IfcOpenShell's schema.
+the measure types of direct attributes, read from IfcOpenShell's schema; ``attribute()``
+reads an optional attribute cheaply.
 """
 
 from __future__ import annotations

@@ -137,6 +137,10 @@ class Nginx:
         self.stop()
         shutil.rmtree(self.root, ignore_errors=True)
 
+    def error_log(self) -> str:
+        path = self.root / "error.log"
+        return path.read_text() if path.exists() else ""
+
     def access_log(self) -> list[dict[str, Any]]:
         path = self.root / "access.log"
         lines = path.read_bytes().splitlines() if path.exists() else []

@@ -225,7 +225,7 @@ def test_json_is_compressed_at_the_edge(client: httpx.Client, version: dict[str,
     [(0, signal.SIGKILL, -signal.SIGKILL), (1, signal.SIGTERM, 0)],
     ids=["kill -9", "SIGTERM"],
 )
-def test_losing_one_api_process_loses_no_idempotent_request(
+def test_losing_one_api_process_loses_no_request_it_had_not_begun_to_answer(
     stack: Topology,
     client: httpx.Client,
     version: dict[str, str],
@@ -233,8 +233,8 @@ def test_losing_one_api_process_loses_no_idempotent_request(
     signum: signal.Signals,
     exit_code: int,
 ) -> None:
-    """kill -9: nginx sends what the dead process dropped to the other one. SIGTERM: the
-    process finishes what it has, nginx sends the rest to the other one."""
+    """kill -9: nginx sends what the dead process dropped before answering to the other
+    one. SIGTERM: the process finishes what it has, nginx sends the rest to the other one."""
     until_both_serve(stack, client)
     process = stack.procs[f"api{index}"]
     with Load(stack, reads(version)) as load:
@@ -244,7 +244,14 @@ def test_losing_one_api_process_loses_no_idempotent_request(
         time.sleep(2)
     stack.start_api(index)
     assert sum(load.statuses.values()) > 50, load.statuses
-    assert set(load.statuses) == {200}, load.statuses
+    # An answer the process had begun to send cannot be resent: nginx has passed its status
+    # line on and can only cut the client off (and says so in its log). Everything else is
+    # answered, and nothing the client gets is a 5xx.
+    errors = stack.nginx.error_log()
+    cut_off = errors.count("prematurely closed connection while reading upstream")
+    failed = {k: n for k, n in load.statuses.items() if k != 200}
+    assert set(failed) <= {"RemoteProtocolError"}, (load.statuses, errors[-3000:])
+    assert sum(failed.values()) <= cut_off, (load.statuses, errors[-3000:])
 
 
 def test_an_import_through_one_process_is_downloaded_through_the_other(

@@ -27,6 +27,7 @@ from bem.auth.service import ProjectDirectory
 from bem.auth.sessions import rate_identity
 from bem.config import JobQueueKind, Settings
 from bem.events.service import count_published
+from bem.geometry.endpoints import router as geometry_router
 from bem.handlers import HANDLERS, LOOPS
 from bem.ingest.endpoints import router as imports_router
 from bem.jobs.endpoints import router as jobs_router
@@ -321,7 +322,7 @@ def _routers(app: FastAPI, gateway: bool) -> None:
     routers = [ops_router, live_router]
     if not gateway:
         routers = [auth_router, ops_router, projects_router, versions_router, elements_router]
-        routers += [imports_router, jobs_router, query_router, live_router]
+        routers += [imports_router, jobs_router, query_router, geometry_router, live_router]
     for router in routers:
         app.include_router(router, dependencies=[Depends(refuse_unknown_query)])
 

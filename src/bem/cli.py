@@ -9,7 +9,6 @@ import signal
 import sys
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -235,51 +234,62 @@ def tokens_create(
     typer.echo(secret)
 
 
-async def _as_chunks(lines: Iterable[bytes]) -> AsyncIterator[bytes]:
-    for line in lines:
-        yield line + b"\n"
-
-
 async def _demo(settings: Settings, size: int, if_empty: bool) -> str:
-    from bem.ingest.ifc import element_documents
-    from bem.kit.db import one_off_session
-    from bem.kit.ndjson import iter_body
+    """A generated IFC model through the import path (the job, then its geometry job), so
+    the demo version is what an imported file gives: elements, relations and a GLB."""
+    import tempfile
+
+    from bem.handlers import HANDLERS
+    from bem.ingest.service import import_path
+    from bem.jobs.service import job_context, run_here
+    from bem.kit.db import create_engine, session_factory
     from bem.projects import repository as projects_repo
     from bem.projects import service as projects
     from bem.projects.schemas import ModelCreate, ProjectCreate
     from bem.testing import ifcgen
-    from bem.versions import service as versions
 
-    async with one_off_session(settings) as session:
-        owner = await _demo_owner(session)
-        existing = await projects_repo.list_projects(session, owner.id, None, None, 1000)
-        if if_empty and any(p.name == DEMO_PROJECT for p in existing):
-            return "The demo project exists already; nothing to do."
-        project = await projects.create_project(
-            session, owner, ProjectCreate(name=DEMO_PROJECT, description="Generated model")
-        )
-        model = await projects.create_model(session, project, ModelCreate(name=DEMO_MODEL))
-        documents = element_documents(ifcgen.generate(size))
-        # The same path a user's NDJSON upload takes: body reader, validation, storage.
-        source = versions.SourceHasher(_as_chunks(orjson.dumps(d) for d in documents))
-        body = iter_body(
-            aiter(source),
-            "application/x-ndjson",
-            max_json_bytes=settings.max_json_body_bytes,
-            max_ndjson_bytes=settings.max_ndjson_body_bytes,
-            max_line_bytes=settings.max_line_bytes,
-        )
-        meta = versions.UploadMeta(
-            source_format="ndjson",
-            message="Demo model from bem.testing.ifcgen",
-            source_name="demo.ndjson",
-            batch_size=settings.upload_batch_size,
-        )
-        version = await versions.create_version(session, owner.id, model, body, source, meta)
+    engine = create_engine(settings)
+    sessions = session_factory(engine)
+    try:
+        async with sessions() as session:
+            owner = await _demo_owner(session)
+            existing = await projects_repo.list_projects(session, owner.id, None, None, 1000)
+            if if_empty and any(p.name == DEMO_PROJECT for p in existing):
+                return "The demo project exists already; nothing to do."
+            project = await projects.create_project(
+                session, owner, ProjectCreate(name=DEMO_PROJECT, description="Generated model")
+            )
+            model = await projects.create_model(session, project, ModelCreate(name=DEMO_MODEL))
+            with tempfile.TemporaryDirectory(prefix="bem-demo-") as workdir:
+                path = Path(workdir) / "demo.ifc"
+                ifcgen.generate(size, quirks=ifcgen.Quirks(geometry=True)).write(str(path))
+                job = await import_path(
+                    session,
+                    settings,
+                    model_id=model.id,
+                    path=path,
+                    message="Demo model from bem.testing.ifcgen",
+                    created_by=owner.id,
+                )
+            await session.commit()
+        follow_ups: list[uuid.UUID] = []
+        ctx = job_context(settings, sessions)
+
+        async def collect(job_id: uuid.UUID) -> None:
+            follow_ups.append(job_id)
+
+        ctx.enqueue = collect  # run here, after the import, instead of by a queue
+        done = await run_here(ctx, HANDLERS, job.id)
+        if done.status != "succeeded":
+            return f"The demo import failed: {done.error}"
+        for follow_up in follow_ups:
+            await run_here(ctx, HANDLERS, follow_up)
         return (
-            f"Demo project {project.id}: model {model.id}, version {version.id} "
-            f"with {version.element_count} elements."
+            f"Demo project {project.id}: model {model.id}, version {done.version_id} "
+            f"with {done.done} elements."
         )
+    finally:
+        await engine.dispose()
 
 
 async def _demo_owner(session: AsyncSession) -> User:

@@ -213,6 +213,10 @@ class Settings(BaseSettings):
     max_import_elements: Annotated[int, Field(ge=1)] = 2_000_000
     # Bounding box (and volume/area without quantity sets) from IFC geometry: slow, so off.
     import_geometry: bool = False
+    # After each IFC import, a job makes the version's 3D geometry (GLB) for the viewer;
+    # IfcOpenShell's geometry iterator uses this many threads in it.
+    geometry: bool = True
+    geometry_threads: Annotated[int, Field(ge=1, le=64)] = 1
     dxf_layer_map: dict[str, str] = {}  # layer glob -> IFC class, e.g. {"A-WALL*": "IfcWall"}
     dxf_default_class: str = Field(default="IfcBuildingElementProxy", pattern=r"^Ifc[A-Za-z]+$")
 

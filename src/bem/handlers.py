@@ -5,10 +5,17 @@ polar registers each domain's tasks from the app)."""
 
 from __future__ import annotations
 
+import functools
+
+from bem.geometry.service import after_import
+from bem.geometry.tasks import run_geometry
 from bem.ingest.tasks import run_import
 from bem.jobs.service import Handler, LoopFactory
 from bem.ops.runner import BackupRunner
 
-HANDLERS: dict[str, Handler] = {"import": run_import}
+HANDLERS: dict[str, Handler] = {
+    "import": functools.partial(run_import, then=after_import),  # then the version's geometry
+    "geometry": run_geometry,
+}
 # Started by whichever process runs jobs (bem worker, or the API with the embedded queue).
 LOOPS: list[LoopFactory] = [BackupRunner]

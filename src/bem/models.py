@@ -2,6 +2,7 @@
 
 from bem.auth.models import ApiToken, AuditEvent, OtpChallenge, RecoveryCode, RefreshToken, User
 from bem.events.models import Event, Webhook, WebhookDelivery
+from bem.geometry.models import VersionGeometry
 from bem.jobs.models import Job
 from bem.ops.models import Backup
 from bem.projects.models import Membership, Model, Project
@@ -25,6 +26,7 @@ __all__ = [
     "User",
     "Version",
     "VersionElement",
+    "VersionGeometry",
     "Webhook",
     "WebhookDelivery",
 ]

@@ -51,6 +51,10 @@ def test_demo_is_served_and_sigterm_exits_cleanly(
     assert version["status"] == "ready" and version["element_count"] >= 40
     elements = httpx.get(f"{base}/v1/versions/{version['id']}/elements", headers=headers)
     assert elements.status_code == 200 and elements.json()["items"]
+    # The demo is an IFC import, its geometry made by the demo command itself.
+    auth = {"Authorization": headers["Authorization"]}
+    geometry = httpx.get(f"{base}/v1/versions/{version['id']}/geometry", headers=auth).json()
+    assert geometry["status"] == "ready" and geometry["elements"] > 0, geometry
     assert httpx.get(f"{base}/docs").status_code == 200
     assert httpx.get(f"{base}/redoc").status_code == 200
 

@@ -8,17 +8,15 @@ from pathlib import Path
 from typing import IO
 
 import anyio.to_thread
-from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.datastructures import UploadFile
 
 from bem.config import Settings
-from bem.ingest.formats import HEAD_BYTES, Format, detect, ifc_member
+from bem.ingest.formats import HEAD_BYTES, Format, detect, extract_ifc, ifc_member
 from bem.ingest.schemas import ImportParams
 from bem.jobs import service as jobs
 from bem.jobs.models import Job
-from bem.kit.db import commit_early
-from bem.kit.errors import PayloadTooLarge, Problem
+from bem.kit.errors import PayloadTooLarge
 from bem.kit.state import AppState
 from bem.kit.storage import SourceStore, open_store
 from bem.projects.models import Model
@@ -37,6 +35,17 @@ def store_source(
         ifc_member(file, max_bytes)
     key, size = store.put(file)
     return fmt, key, size
+
+
+def ifc_file(store: SourceStore, key: str, fmt: str, workdir: Path, max_bytes: int) -> Path:
+    """A local IFC file with a stored IFC or IFC-ZIP source's model (for jobs that read it
+    again: geometry). Blocking."""
+    path = store.local_file(key, workdir)
+    if Format(fmt) is Format.ifczip:
+        unpacked = workdir / "model.ifc"
+        extract_ifc(path, unpacked, max_bytes)
+        return unpacked
+    return path
 
 
 async def accept_import(
@@ -62,18 +71,7 @@ async def accept_import(
         filename=name,
         message=message,
     )
-    await commit_early(session)  # the job's row must exist before a worker looks for it
-    assert state.job_queue is not None
-    try:
-        await state.job_queue.enqueue(job.id)
-    except (RedisError, OSError) as exc:
-        await jobs.refuse(session, job, "The job queue is unavailable.")  # kept: it commits
-        raise Problem(
-            "The job queue is unavailable; try again shortly.",
-            status=503,
-            slug="queue-unavailable",
-            headers={"Retry-After": "30"},
-        ) from exc
+    await jobs.submit(session, state.job_queue, job)
     return job
 
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from itertools import islice
 from pathlib import Path
 from typing import TypeVar
 
 import anyio.to_thread
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from bem.ingest.schemas import ImportParams
 from bem.ingest.sources import open_source
@@ -18,9 +20,13 @@ from bem.jobs.service import JobContext, JobResult, Progress
 from bem.kit.errors import NotFound
 from bem.projects.models import Model
 from bem.versions import service as versions
+from bem.versions.models import Version
 
 T = TypeVar("T")
 CHUNK = 1000
+# Jobs to make after an import, in its transaction (the composition root wires geometry in);
+# their ids are enqueued once the version has committed.
+Then = Callable[[AsyncSession, JobContext, Job, Version], Awaitable[list[uuid.UUID]]]
 
 
 async def in_thread(items: Iterator[T], chunk: int = CHUNK) -> AsyncIterator[T]:
@@ -38,9 +44,18 @@ async def in_thread(items: Iterator[T], chunk: int = CHUNK) -> AsyncIterator[T]:
             return
 
 
-async def run_import(ctx: JobContext, job: Job, progress: Progress) -> JobResult:
+async def run_import(
+    ctx: JobContext, job: Job, progress: Progress, then: Then | None = None
+) -> JobResult:
     params = ImportParams.model_validate(job.params)
     settings = ctx.settings
+    follow_ups: list[uuid.UUID] = []
+
+    async def before_commit(session: AsyncSession, version: Version) -> None:
+        if then is not None:
+            follow_ups.extend(await then(session, ctx, job, version))
+        await jobs.succeed(session, job, JobResult(version.id, version.element_count))
+
     async with ctx.sessions() as session:
         model = await session.get(Model, job.model_id)
         if model is None:
@@ -68,12 +83,10 @@ async def run_import(ctx: JobContext, job: Job, progress: Progress) -> JobResult
                 max_elements=settings.max_import_elements,
                 batch_size=settings.upload_batch_size,
                 on_progress=progress,
-                before_commit=lambda session, version: jobs.succeed(
-                    session, job, JobResult(version.id, version.element_count)
-                ),
+                before_commit=before_commit,
             )
             source = versions.StoredSource(sha256=params.sha256, size=params.size)
             version = await versions.create_version(
                 session, job.created_by, model, in_thread(opened.documents), source, meta
             )
-    return JobResult(version.id, version.element_count)
+    return JobResult(version.id, version.element_count, tuple(follow_ups))

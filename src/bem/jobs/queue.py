@@ -66,6 +66,7 @@ class LocalQueue:
         sweep_s: float = 30.0,
     ) -> None:
         self.ctx = ctx
+        ctx.enqueue = self.enqueue  # a job's follow-ups run here too
         self.handlers = handlers
         self.slots = asyncio.Semaphore(concurrency)
         self.sweep_s = sweep_s

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 import structlog
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
+from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bem.config import Settings
@@ -27,6 +28,7 @@ from bem.kit.dberrors import classify
 from bem.kit.errors import NotFound, Problem
 from bem.kit.errortracking import report_exception
 from bem.kit.metrics import Metrics
+from bem.kit.state import JobQueue
 from bem.kit.storage import SourceStore, open_store
 
 log = structlog.get_logger("bem.jobs")
@@ -55,6 +57,9 @@ class JobContext:
     tracer: trace.Tracer = field(default_factory=lambda: trace.get_tracer("bem.jobs"))
     metrics: Metrics | None = None
     watch: Watch | None = None
+    # Where a job's follow-ups go as soon as it succeeds (the queue adapter sets it); without
+    # one (``bem import``) they wait, queued, for a worker's sweep.
+    enqueue: Callable[[uuid.UUID], Awaitable[None]] | None = None
 
     def count(self, kind: str, outcome: str, seconds: float | None = None) -> None:
         if self.metrics is None:
@@ -115,6 +120,9 @@ class Progress:
 class JobResult:
     version_id: uuid.UUID
     elements: int
+    # Jobs the handler created in its result's transaction, to run next (an import's
+    # geometry): enqueued once the result has committed.
+    follow_ups: tuple[uuid.UUID, ...] = ()
 
 
 Handler = Callable[[JobContext, Job, Progress], Awaitable[JobResult]]
@@ -207,6 +215,33 @@ async def succeed(session: AsyncSession, job: Job, result: JobResult) -> None:
         done=result.elements,
         total=result.elements,
     )
+
+
+async def submit(session: AsyncSession, queue: JobQueue | None, job: Job) -> None:
+    """Commit a new job and hand it to the queue; a queue that is away fails the job (kept:
+    it commits) and the request answers 503, so nothing waits for a job no worker will see."""
+    await commit_early(session)  # the job's row must exist before a worker looks for it
+    assert queue is not None
+    try:
+        await queue.enqueue(job.id)
+    except (RedisError, OSError) as exc:
+        await refuse(session, job, "The job queue is unavailable.")
+        raise Problem(
+            "The job queue is unavailable; try again shortly.",
+            status=503,
+            slug="queue-unavailable",
+            headers={"Retry-After": "30"},
+        ) from exc
+
+
+async def _follow_up(ctx: JobContext, result: JobResult) -> None:
+    for job_id in result.follow_ups:
+        if ctx.enqueue is None:
+            continue
+        try:
+            await ctx.enqueue(job_id)
+        except (RedisError, OSError) as exc:  # queued in the table: the sweep finds it
+            log.warning("job.follow_up_not_enqueued", follow_up=str(job_id), error=repr(exc))
 
 
 async def refuse(session: AsyncSession, job: Job, detail: str) -> None:
@@ -384,6 +419,7 @@ async def execute(
         ctx.count(job.kind, "succeeded", time.monotonic() - started)
         if ctx.metrics is not None and job.kind == "import":
             ctx.metrics.import_elements.inc(result.elements)
+        await _follow_up(ctx, result)
         log.info(
             "job.succeeded",
             version_id=str(result.version_id),

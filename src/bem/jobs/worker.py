@@ -16,6 +16,7 @@ dies without notice holds its job until arq's in-progress lock expires, ``job_ti
 from __future__ import annotations
 
 import asyncio
+import functools
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
@@ -119,6 +120,10 @@ async def _sweep_forever(ctx: dict[str, Any], settings: Settings) -> None:
         await asyncio.sleep(settings.job_sweep_s)
 
 
+async def _enqueue(redis: ArqRedis, job_id: uuid.UUID) -> None:
+    await redis.enqueue_job(ARQ_FUNCTION, str(job_id), _job_id=str(job_id))
+
+
 async def run_job(ctx: dict[str, Any], job_id: str) -> None:
     try:
         await execute(ctx["bem"], ctx["handlers"], uuid.UUID(job_id), takeover=True)
@@ -163,6 +168,7 @@ def build_worker(
         ctx["metrics"] = metrics
         count_published(sessions, metrics)
         ctx["bem"] = job_context(settings, sessions, provider, metrics)
+        ctx["bem"].enqueue = functools.partial(_enqueue, ctx["redis"])
         ctx["handlers"] = handlers
         ctx["deliverer"] = Deliverer(  # webhooks go out from here
             sessions, settings, metrics, provider.get_tracer("bem.webhooks") if provider else None

@@ -70,6 +70,9 @@ class Quirks:
     predefined_sets: bool = False  # IfcDoorLiningProperties / IfcWindowPanelProperties on types
     parts: bool = False  # an IfcBuildingElementPart aggregated into every column
     placements: bool = False  # local placements nested site > building > storey > element
+    # A body (an extruded box) on walls, slabs, columns, beams, doors and windows, one
+    # representation shared by elements of equal size; implies placements.
+    geometry: bool = False
 
 
 _NAMED = object()  # a set keeps the name it was made with
@@ -87,6 +90,12 @@ class _Builder:
         self.mm = 1000.0 if quirks.millimetres else 1.0
         self.first_new_id = max((e.id() for e in f), default=0) + 1
         self.named: set[int] = set()
+        self.boxes: list[tuple[Entity, tuple[float, float, float]]] = []
+
+    def box(self, el: Entity, size: tuple[float, float, float]) -> None:
+        """Give ``el`` a body of ``size`` (x, y, z in metres) when geometry is asked for."""
+        if self.quirks.geometry:
+            self.boxes.append((el, size))
 
     def entity(self, ifc_class: str, name: str, predefined_type: str | None = None) -> Entity:
         el = ifcopenshell.api.root.create_entity(
@@ -216,6 +225,7 @@ def _add_bay_element(b: _Builder, kind: str, n: int, storey: int, ctx: dict[str,
                 "NetVolume": round(length * 3.0 * width, 4),
             },
         )
+        b.box(wall, (length, width, 3.0))
         ctx["typed"]["wall_ext" if external else "wall_int"].append(wall)
         ctx["classified"]["Ss_25_10_30"].append(wall)
         ctx["walls"].append(wall)
@@ -229,6 +239,7 @@ def _add_bay_element(b: _Builder, kind: str, n: int, storey: int, ctx: dict[str,
             {"Width": 0.25, "NetArea": area, "NetVolume": round(area * 0.25, 4)},
             set_name=None if b.quirks.unnamed_sets else _NAMED,
         )
+        b.box(slab, (length, 6.0, 0.25))
         ctx["typed"]["slab"].append(slab)
         ctx["materials"]["Concrete C30/37"].append(slab)
         ctx["classified"]["Ss_30_12_05"].append(slab)
@@ -247,6 +258,7 @@ def _add_bay_element(b: _Builder, kind: str, n: int, storey: int, ctx: dict[str,
             set_name="" if b.quirks.unnamed_sets and kind == "column" else _NAMED,
         )
         b.pset(el, "BEM_Cost", {"UnitCost": round(rng.uniform(100, 900), 2), "Phase": "New"})
+        b.box(el, (size, size, span) if kind == "column" else (span, size, size))
         ctx["typed"][kind].append(el)
         ctx["materials"]["Concrete C30/37" if kind == "column" else "Steel S355"].append(el)
         return el
@@ -255,6 +267,7 @@ def _add_bay_element(b: _Builder, kind: str, n: int, storey: int, ctx: dict[str,
         el = b.entity(ifc_class, f"{kind.title()} {storey}-{n}", kind.upper())
         width, height = (0.9, 2.1) if kind == "door" else (1.2, 1.5)
         el.OverallWidth, el.OverallHeight = width * b.mm, height * b.mm
+        b.box(el, (width, 0.1, height))
         b.qto(
             el,
             f"Qto_{kind.title()}BaseQuantities",
@@ -342,9 +355,44 @@ def generate(n_elements: int, seed: int = 0, quirks: Quirks = Quirks()) -> ifcop
         for column in ctx["typed"]["column"]:
             part = b.entity("IfcBuildingElementPart", f"Cap of {column.Name}")
             ifcopenshell.api.aggregate.assign_object(f, products=[part], relating_object=column)
-    if quirks.placements:
+    if quirks.placements or quirks.geometry:
         _place_all(b, storeys)
+    if b.boxes:
+        _bodies(b)
     return b.finish()
+
+
+def _bodies(b: _Builder) -> None:
+    """Extruded boxes, one IfcShapeRepresentation per size shared by its elements (as
+    authoring tools share a type's representation), in the file's length unit."""
+    f = b.f
+    model = f.createIfcGeometricRepresentationContext(
+        None,
+        "Model",
+        3,
+        1e-5,
+        f.createIfcAxis2Placement3D(f.createIfcCartesianPoint((0.0, 0.0, 0.0))),
+    )
+    body = f.createIfcGeometricRepresentationSubContext(
+        "Body", "Model", None, None, None, None, model, None, "MODEL_VIEW", None
+    )
+    f.by_type("IfcProject")[0].RepresentationContexts = [model]
+    shared: dict[tuple[float, float, float], Entity] = {}
+    for el, size in b.boxes:
+        if (shape := shared.get(size)) is None:
+            x, y, z = (v * b.mm for v in size)
+            centre = f.createIfcAxis2Placement2D(f.createIfcCartesianPoint((x / 2, y / 2)))
+            profile = f.createIfcRectangleProfileDef("AREA", None, centre, x, y)
+            solid = f.createIfcExtrudedAreaSolid(
+                profile,
+                f.createIfcAxis2Placement3D(f.createIfcCartesianPoint((0.0, 0.0, 0.0))),
+                f.createIfcDirection((0.0, 0.0, 1.0)),
+                z,
+            )
+            shape = shared[size] = f.createIfcShapeRepresentation(
+                body, "Body", "SweptSolid", [solid]
+            )
+        el.Representation = f.createIfcProductDefinitionShape(None, None, [shape])
 
 
 def _place(b: _Builder, relative_to: Entity | None, at: tuple[float, ...], turn: bool) -> Entity:

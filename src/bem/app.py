@@ -26,6 +26,8 @@ from bem.auth.permissions import PUBLIC
 from bem.auth.service import ProjectDirectory
 from bem.auth.sessions import rate_identity
 from bem.config import JobQueueKind, Settings
+from bem.console.endpoints import STATIC as CONSOLE_STATIC
+from bem.console.endpoints import router as console_router
 from bem.events.service import count_published
 from bem.geometry.endpoints import router as geometry_router
 from bem.handlers import HANDLERS, LOOPS
@@ -321,6 +323,9 @@ def _routers(app: FastAPI, gateway: bool) -> None:
     _mount_docs(app)
     routers = [ops_router, live_router]
     if not gateway:
+        # The console's page and assets are public; everything it shows comes from /v1.
+        app.mount("/console/assets", StaticFiles(directory=CONSOLE_STATIC), name="console")
+        app.include_router(console_router, dependencies=[allow(PUBLIC)])
         routers = [auth_router, ops_router, projects_router, versions_router, elements_router]
         routers += [imports_router, jobs_router, query_router, geometry_router, live_router]
     for router in routers:

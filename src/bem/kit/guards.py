@@ -22,6 +22,13 @@ DOCS_CSP = (
     "frame-ancestors 'none'; base-uri 'none'"
 )
 DOCS_PATHS = ("/docs", "/redoc")
+# The console: its own scripts and styles only (no inline code), the API on this origin,
+# GLB geometry fetched as bytes, images drawn from canvases.
+CONSOLE_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+    "connect-src 'self'; worker-src 'none'; object-src 'none'; form-action 'self'; "
+    "frame-ancestors 'none'; base-uri 'none'"
+)
 HSTS = "max-age=31536000; includeSubDomains"
 
 
@@ -111,7 +118,12 @@ class SecurityHeadersMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        docs = scope["path"] in DOCS_PATHS
+        path = scope["path"]
+        csp = API_CSP
+        if path in DOCS_PATHS:
+            csp = DOCS_CSP
+        elif path == "/console" or path.startswith("/console/"):
+            csp = CONSOLE_CSP
         tls = self.hsts and scope.get("scheme") == "https"
 
         async def with_headers(message: Message) -> None:
@@ -121,7 +133,7 @@ class SecurityHeadersMiddleware:
                     (b"x-content-type-options", b"nosniff"),
                     (b"x-frame-options", b"DENY"),
                     (b"referrer-policy", b"no-referrer"),
-                    (b"content-security-policy", (DOCS_CSP if docs else API_CSP).encode()),
+                    (b"content-security-policy", csp.encode()),
                     (b"cross-origin-opener-policy", b"same-origin"),
                 ]
                 if tls:

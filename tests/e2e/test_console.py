@@ -57,6 +57,7 @@ def server(tmp_path: Path) -> Iterator[tuple[str, str, Path]]:
         "BEM_MAIL_BACKEND": "file",
         "BEM_MAIL_FILE_DIR": str(mail),
         "BEM_RATE_LIMIT_ENABLED": "false",
+        "BEM_WEBHOOK_ALLOW_PRIVATE": "true",  # the settings page adds one to 127.0.0.1
     }
     bem(["migrate"], env, tmp_path)
     bem(["demo", "--size", "40"], env, tmp_path)
@@ -217,6 +218,30 @@ def test_a_coordinator_looks_queries_takes_off_imports_and_compares(
     page.get_by_role("link", name="Show the changes in 3D").click()
     page.locator(".legend").get_by_text("added").wait_for(timeout=20_000)
     assert drawn_pixels(page)[0] > 0.02
+
+    # An owner's settings: a member added by email, a token made (its secret shown once).
+    invited = httpx.post(
+        f"{base}/v1/admin/users",
+        json={"email": "ed@example.com", "name": "Ed"},
+        headers=headers,
+    )
+    assert invited.status_code == 201, invited.text
+    page.get_by_role("link", name="Demo").click()
+    page.get_by_role("link", name=re.compile("Settings")).click()
+    page.get_by_label("Add by email").fill("ed@example.com")
+    page.get_by_label("Role", exact=True).select_option("editor")
+    page.get_by_role("button", name="Add", exact=True).click()
+    page.get_by_label("Role of ed@example.com").wait_for()
+    assert page.get_by_label("Role of ed@example.com").input_value() == "editor"
+    page.get_by_label("Send every event to").fill("http://127.0.0.1:9/hook")
+    page.get_by_role("button", name="Add webhook").click()
+    page.get_by_role("alert").filter(has_text="Signing secret").locator("code").wait_for()
+    page.get_by_role("button", name="Delete http://127.0.0.1:9/hook").wait_for()
+    page.get_by_label("New token's name").fill("script")
+    page.get_by_role("button", name="Create token").click()
+    page.get_by_role("alert").filter(has_text="Token (shown once").locator("code").wait_for()
+    assert page.locator("section.panel .error").count() == 0  # every section loaded
+    shot(page, "settings")
     assert not errors, errors
 
 

@@ -70,29 +70,36 @@ async def test_gateway_and_worker_carry_events_across_processes(
                 r = await submit(api, headers, mid, "m.ifc", ifc_bytes(ifcgen.generate(20)))
                 job = await wait_for(api, headers, r.json()["id"])
                 assert job["status"] == "succeeded", job
-                kinds = []
+                # The import, then the geometry job the worker queued after it (through
+                # Redis, as soon as the version committed).
+                seen = []
                 async with asyncio.timeout(15):
-                    while len(kinds) < 2:
+                    while len(seen) < 3:
                         message = orjson.loads(await ws.recv())
                         if message["type"] == "event":
-                            kinds.append(message["event"]["kind"])
-                assert kinds == ["version.created", "job.succeeded"]
+                            seen.append(message["event"])
+                kinds = [(e["kind"], e["data"].get("kind")) for e in seen]
+                assert kinds == [
+                    ("version.created", None),
+                    ("job.succeeded", "import"),
+                    ("job.succeeded", "geometry"),
+                ]
 
-                await receiver.until(2)
+                await receiver.until(3)
                 # Up to webhook_per_destination deliveries go at once: they may arrive in
                 # either order, and the event id says which came first.
                 bodies = sorted(
                     (orjson.loads(r["body"]) for r in receiver.received), key=lambda b: b["id"]
                 )
-                assert [b["kind"] for b in bodies] == ["version.created", "job.succeeded"]
+                assert [b["id"] for b in bodies] == [e["id"] for e in seen]
                 for _ in range(100):  # the worker counts once it has recorded the answer
                     worker = (await outside.get(f"http://127.0.0.1:{metrics_port}/metrics")).text
-                    if sample(worker, "bem_webhook_deliveries_total", outcome="succeeded") == 2:
+                    if sample(worker, "bem_webhook_deliveries_total", outcome="succeeded") == 3:
                         break
                     await asyncio.sleep(0.1)
                 else:
-                    raise AssertionError("the worker did not count two deliveries")
-                assert sample(worker, "bem_events_total", kind="job.succeeded") == 1
+                    raise AssertionError("the worker did not count three deliveries")
+                assert sample(worker, "bem_events_total", kind="job.succeeded") == 2
 
                 gateway.send_signal(signal.SIGTERM)
                 with pytest.raises(ConnectionClosed) as closed:

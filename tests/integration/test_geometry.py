@@ -3,7 +3,6 @@ it puts each element agrees with IfcOpenShell's own world coordinates."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import ifcopenshell
@@ -13,20 +12,10 @@ import pytest
 
 from bem.geometry.glb import read_glb
 from bem.testing import ifcgen
-from tests.conftest import Api, make_api, settings_for
-from tests.integration.test_imports import ifc_bytes, imported, model_of
+from tests.conftest import make_api, settings_for
+from tests.integration.test_imports import geometry_when_done, ifc_bytes, imported, model_of
 
 SHAPED = ifcgen.Quirks(geometry=True, millimetres=True)
-
-
-async def geometry_when_done(api: Api, headers: dict[str, str], vid: str) -> dict[str, Any]:
-    for _ in range(600):
-        r = await api.client.get(f"/v1/versions/{vid}/geometry", headers=headers)
-        assert r.status_code == 200, r.text
-        if r.json()["status"] not in ("queued", "running"):
-            return dict(r.json())
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"the geometry of {vid} was not made")
 
 
 def world_boxes(model: ifcopenshell.file) -> dict[str, np.ndarray]:
@@ -117,7 +106,7 @@ async def test_versions_without_geometry_say_why_and_can_ask_for_it(sqlite_url: 
         state = (await api.client.get(f"/v1/versions/{vid}/geometry", headers=headers)).json()
         assert state["status"] == "none"
         r = await api.client.get(f"/v1/versions/{vid}/geometry.glb", headers=headers)
-        assert r.status_code == 404 and r.json()["type"].endswith("/geometry-not-ready")
+        assert r.status_code == 409 and r.json()["type"].endswith("/geometry-not-ready")
 
         viewer = await api.user("victor")
         member = f"/v1/projects/{pid}/members/{api.users['victor'].id}"

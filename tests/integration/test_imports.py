@@ -62,13 +62,29 @@ async def wait_for(api: Api, headers: dict[str, str], job_id: str) -> dict[str, 
     raise AssertionError(f"job {job_id} did not finish: {job}")
 
 
+async def geometry_when_done(api: Api, headers: dict[str, str], vid: str) -> dict[str, Any]:
+    """The version's geometry state once its job (if any) has ended."""
+    for _ in range(600):
+        r = await api.client.get(f"/v1/versions/{vid}/geometry", headers=headers)
+        assert r.status_code == 200, r.text
+        if r.json()["status"] not in ("queued", "running"):
+            return dict(r.json())
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"the geometry of {vid} was not made")
+
+
 async def imported(
     api: Api, headers: dict[str, str], model_id: str, name: str, content: bytes
 ) -> dict[str, Any]:
+    """The import job once it has ended, and the geometry job it queued too (nothing of
+    the import is still running when a test looks, or stops its app)."""
     r = await submit(api, headers, model_id, name, content)
     assert r.status_code == 202, r.text
     assert r.headers["location"] == f"/v1/jobs/{r.json()['id']}"
-    return await wait_for(api, headers, r.json()["id"])
+    job = await wait_for(api, headers, r.json()["id"])
+    if job["status"] == "succeeded":
+        await geometry_when_done(api, headers, job["version_id"])
+    return job
 
 
 async def all_elements(api: Api, headers: dict[str, str], vid: str) -> dict[str, dict[str, Any]]:

@@ -146,3 +146,34 @@ async def test_owners_racing_to_step_down_keep_an_owner(postgres_url: str) -> No
                 f"SELECT count(*) FROM memberships WHERE project_id = '{pid}' AND role = 'owner'"  # noqa: S608
             )
             assert owners == 1, f"round {round_}: {owners} owners"
+
+
+async def test_owners_add_members_by_email(api: Api) -> None:
+    alice, carol = await api.user("alice"), await api.user("carol")
+    pid = (await api.client.post("/v1/projects", json={"name": "P"}, headers=alice)).json()["id"]
+    url = f"/v1/projects/{pid}/members"
+
+    r = await api.client.post(
+        url, json={"email": "Carol@Example.com", "role": "viewer"}, headers=alice
+    )
+    assert r.status_code == 200, r.text
+    assert (r.json()["user_id"], r.json()["role"]) == (str(api.users["carol"].id), "viewer")
+    assert (await api.client.get(f"/v1/projects/{pid}", headers=carol)).status_code == 200
+    again = await api.client.post(
+        url, json={"email": "carol@example.com", "role": "editor"}, headers=alice
+    )
+    assert again.json()["role"] == "editor"  # the same member, a new role
+
+    # Not an owner: refused; no such account: 404, and nobody was added.
+    r = await api.client.post(
+        url, json={"email": "alice@example.com", "role": "owner"}, headers=carol
+    )
+    assert r.status_code == 403
+    r = await api.client.post(
+        url, json={"email": "nobody@example.com", "role": "viewer"}, headers=alice
+    )
+    assert r.status_code == 404 and "invite" in r.json()["detail"]
+    members = (await api.client.get(url, headers=alice)).json()["items"]
+    assert sorted(m["email"] for m in members) == ["alice@example.com", "carol@example.com"]
+    audit = await api.scalar("SELECT count(*) FROM audit_log WHERE action = 'member.set'")
+    assert audit == 2

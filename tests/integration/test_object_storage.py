@@ -107,5 +107,5 @@ async def test_backup_and_restore_carry_the_bucket_files(
         f"sqlite+aiosqlite:///{tmp_path / 'restored.db'}", storage_url=f"s3://{other_bucket}"
     )
     restored = await restore_backup(target, backup)
-    assert restored.sources == 1
+    assert restored.sources == 2  # the IFC file and its GLB
     assert S3Store(f"s3://{other_bucket}").exists(key)

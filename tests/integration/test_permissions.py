@@ -38,6 +38,8 @@ SAMPLE_BODIES: dict[str, Any] = {
     "PATCH /v1/projects/{project_id}": {"name": "Renamed"},
     "POST /v1/projects/{project_id}/models": {"name": "Model {n}"},
     "PUT /v1/projects/{project_id}/members/{user_id}": {"role": "editor"},
+    "POST /v1/projects/{project_id}/members": {"email": "olga@example.com", "role": "viewer"},
+    "POST /v1/versions/{version_id}/geometry": None,
     "POST /v1/models/{model_id}/versions": orjson.dumps(
         {"global_id": STOREY, "ifc_class": "IfcBuildingStorey", "name": "L1"}
     ),

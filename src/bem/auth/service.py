@@ -245,6 +245,10 @@ async def create_admin(session: AsyncSession, email: str, name: str) -> tuple[Us
     return user, secret
 
 
+async def user_with_email(session: AsyncSession, email: str) -> User | None:
+    return await repository.user_by_email(session, normalize_email(email))
+
+
 async def invite_user(
     session: AsyncSession, origin: Origin, actor: User, email: str, name: str, is_admin: bool
 ) -> User:

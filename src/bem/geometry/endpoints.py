@@ -67,7 +67,7 @@ async def make_geometry(
         },
         206: {"description": "The requested byte range (`Range`)"},
         304: {"description": "Not modified"},
-        **problem_responses(404, 416),
+        **problem_responses(404, 409, 416),
     },
     summary="Download a version's 3D geometry (GLB)",
 )

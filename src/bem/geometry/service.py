@@ -100,7 +100,8 @@ async def status_of(session: AsyncSession, version: Version) -> GeometryOut:
 
 
 async def ready_file(session: AsyncSession, version: Version) -> VersionGeometry:
-    """The version's geometry row once its GLB exists; a 404 problem saying why not."""
+    """The version's geometry row once its GLB exists; else a 409 problem saying why not
+    (the version exists: its geometry is not there yet, or could not be made)."""
     found = await repository.get(session, version.id)
     state = _status(*(found or (None, None)))
     if found is None or state.status != "ready":
@@ -113,7 +114,7 @@ async def ready_file(session: AsyncSession, version: Version) -> VersionGeometry
         pending = state.status in ("queued", "running")
         raise Problem(
             detail,
-            status=404,
+            status=409,
             slug="geometry-not-ready",
             headers={"Retry-After": "5"} if pending else None,
         )

@@ -22,6 +22,7 @@ from bem.projects import service
 from bem.projects.access import ModelAccess, ProjectAccess, access_model, access_project
 from bem.projects.models import Membership, Model, Project
 from bem.projects.schemas import (
+    MemberAdd,
     MemberOut,
     MemberSet,
     ModelCreate,
@@ -177,6 +178,28 @@ async def get_member(
     project_id: uuid.UUID, user_id: uuid.UUID, session: SessionDep, _: ProjectReader
 ) -> MemberOut:
     return _member(*await service.get_member(session, project_id, user_id))
+
+
+@router.post(
+    "/projects/{project_id}/members",
+    response_model=MemberOut,
+    responses=problem_responses(404, 409),
+    tags=["members"],
+    summary="Add a member by email, or change their role (owner only)",
+)
+async def add_member(
+    project_id: uuid.UUID,
+    data: MemberAdd,
+    request: Request,
+    session: SessionDep,
+    access: ProjectOwner,
+) -> MemberOut:
+    """The account must exist (an admin invites new people: `POST /v1/admin/users`); 404
+    otherwise. The same as `PUT .../members/{user_id}` once the user is found."""
+    membership, user = await service.add_member(
+        session, origin_of(request), access.principal.user, project_id, data.email, data.role
+    )
+    return _member(membership, user)
 
 
 @router.put(

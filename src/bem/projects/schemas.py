@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from bem.auth.schemas import Email
 from bem.kit.text import KeyName
 from bem.kit.text import LongText as Description
 from bem.kit.text import Name as ProjectName
@@ -57,6 +58,10 @@ class MemberSet(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     role: Literal["owner", "editor", "viewer"]
+
+
+class MemberAdd(MemberSet):
+    email: Email
 
 
 class MemberOut(BaseModel):

@@ -8,6 +8,7 @@ import uuid
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bem.auth import audit
+from bem.auth import service as auth
 from bem.auth.audit import Origin
 from bem.auth.models import Principal, User
 from bem.auth.permissions import Permission, Role
@@ -206,6 +207,16 @@ async def set_member(
     )
     await session.flush()
     return membership, user
+
+
+async def add_member(
+    session: AsyncSession, origin: Origin, actor: User, project_id: uuid.UUID, email: str, role: str
+) -> tuple[Membership, User]:
+    """A member named by email, as people know each other (the console's members page)."""
+    user = await auth.user_with_email(session, email)
+    if user is None:
+        raise NotFound("No account uses this email address; an admin can invite it.")
+    return await set_member(session, origin, actor, project_id, user.id, role)
 
 
 async def remove_member(

@@ -127,8 +127,9 @@ function activity(projectId) {
   };
   const describe = (event) => {
     const d = event.data || {};
-    if (d.version_id) return h("a", { href: `#/versions/${d.version_id}` }, d.name || "version");
-    return d.name || d.kind || "";
+    const label = event.kind === "version.created" ? `version ${d.seq}` : d.kind ? `${d.kind} job` : d.name;
+    if (d.version_id) return h("a", { href: `#/versions/${d.version_id}` }, label);
+    return label || "";
   };
   connect(); // from now on; after a drop, from the last event seen
   leave.push(() => { stopped = true; socket?.close(); });
@@ -141,6 +142,7 @@ async function projectPage(projectId) {
   mount(
     main,
     h("h1", {}, project.name),
+    h("p", {}, h("a", { href: `#/projects/${projectId}/settings` }, "Settings (owners): members, webhooks, tokens")),
     h(
       "div",
       { class: "split" },
@@ -217,6 +219,130 @@ async function jobPage(jobId) {
   };
   leave.push(() => clearTimeout(timer));
   await poll();
+}
+
+// ---------------------------------------------------------------- project settings
+
+const ROLES = ["viewer", "editor", "owner"];
+const SCOPES = ["projects:read", "projects:write", "models:write"];
+
+// One section of the settings page: drawn by fill(), drawn again after each change; an API
+// error (a non-owner gets 403) is shown in the section instead of failing the page.
+function section(title, fill) {
+  const body = h("div", {});
+  const redraw = async () => {
+    try {
+      mount(body, await fill(redraw));
+    } catch (error) {
+      mount(body, failure(error));
+    }
+  };
+  redraw();
+  return h("section", { class: "panel", "aria-label": title }, h("h2", {}, title), body);
+}
+
+function secretShown(label, secret) {
+  return h("p", { role: "alert" }, `${label} (shown once; store it now): `, h("code", {}, secret));
+}
+
+async function settingsPage(projectId) {
+  const project = await api(`/v1/projects/${projectId}`);
+  crumb(["Projects", "#/"], [project.name, `#/projects/${projectId}`], ["Settings"]);
+  const members = section("Members", async (redraw) => {
+    const rows = await all(`/v1/projects/${projectId}/members`);
+    const email = h("input", { id: "member-email", type: "email", required: true });
+    const role = h("select", { id: "member-role" }, ROLES.map((r) => h("option", { value: r }, r)));
+    const message = h("div", { role: "alert" });
+    const change = (member, value) =>
+      api(`/v1/projects/${projectId}/members/${member.user_id}`, { method: "PUT", body: { role: value } }).then(redraw, (e) => mount(message, failure(e)));
+    return [
+      table(
+        [
+          { key: "email", label: "Email" },
+          { key: "name", label: "Name" },
+          { key: "role", label: "Role", cell: (m) => h("select", { "aria-label": `Role of ${m.email}`, onchange: (e) => change(m, e.target.value) }, ROLES.map((r) => h("option", { value: r, selected: r === m.role }, r))) },
+          { key: "remove", label: "", cell: (m) => h("button", { type: "button", "aria-label": `Remove ${m.email}`, onclick: () => api(`/v1/projects/${projectId}/members/${m.user_id}`, { method: "DELETE" }).then(redraw, (e) => mount(message, failure(e))) }, "Remove") },
+        ],
+        rows,
+      ),
+      h(
+        "form",
+        {
+          class: "row",
+          onsubmit: (e) => {
+            e.preventDefault();
+            api(`/v1/projects/${projectId}/members`, { method: "POST", body: { email: email.value, role: role.value } }).then(redraw, (err) => mount(message, failure(err)));
+          },
+        },
+        h("div", { class: "grow" }, h("label", { for: "member-email" }, "Add by email"), email),
+        h("div", {}, h("label", { for: "member-role" }, "Role"), role),
+        h("button", { class: "primary", type: "submit" }, "Add"),
+      ),
+      message,
+    ];
+  });
+  const webhooks = section("Webhooks", async (redraw) => {
+    const rows = (await api(`/v1/projects/${projectId}/webhooks`)).items; // bounded: one page
+    const url = h("input", { id: "hook-url", type: "url", required: true, placeholder: "https://example.com/bem" });
+    const message = h("div", { role: "alert" });
+    return [
+      rows.length
+        ? table([{ key: "url", label: "URL" }, { key: "kinds", label: "Events", cell: (w) => w.kinds.join(", ") || "all" }, { key: "active", label: "Active", cell: (w) => (w.active ? "yes" : "no") }, { key: "delete", label: "", cell: (w) => h("button", { type: "button", "aria-label": `Delete ${w.url}`, onclick: () => api(`/v1/projects/${projectId}/webhooks/${w.id}`, { method: "DELETE" }).then(redraw, (e) => mount(message, failure(e))) }, "Delete") }], rows)
+        : h("p", { class: "muted" }, "No webhooks."),
+      h(
+        "form",
+        {
+          class: "row",
+          onsubmit: async (e) => {
+            e.preventDefault();
+            try {
+              const made = await api(`/v1/projects/${projectId}/webhooks`, { method: "POST", body: { url: url.value } });
+              await redraw();
+              webhooks.append(secretShown("Signing secret", made.secret));
+            } catch (error) {
+              mount(message, failure(error));
+            }
+          },
+        },
+        h("div", { class: "grow" }, h("label", { for: "hook-url" }, "Send every event to"), url),
+        h("button", { class: "primary", type: "submit" }, "Add webhook"),
+      ),
+      message,
+    ];
+  });
+  const tokens = section("Your API tokens for this project", async (redraw) => {
+    const rows = (await api("/v1/me/tokens")).filter((t) => t.project_id === projectId);
+    const name = h("input", { id: "token-name", required: true, maxlength: "255" });
+    const boxes = SCOPES.map((scope) => h("label", {}, h("input", { type: "checkbox", value: scope, checked: scope === "projects:read" }), ` ${scope}`));
+    const message = h("div", { role: "alert" });
+    return [
+      rows.length
+        ? table([{ key: "name" }, { key: "display_prefix", label: "Starts with" }, { key: "scopes", cell: (t) => t.scopes.join(", ") }, { key: "last_used_at", label: "Last used", cell: (t) => when(t.last_used_at) }, { key: "revoke", label: "", cell: (t) => h("button", { type: "button", "aria-label": `Revoke ${t.name}`, onclick: () => api(`/v1/me/tokens/${t.id}`, { method: "DELETE" }).then(redraw, (e) => mount(message, failure(e))) }, "Revoke") }], rows)
+        : h("p", { class: "muted" }, "No tokens bound to this project."),
+      h(
+        "form",
+        {
+          class: "row",
+          onsubmit: async (e) => {
+            e.preventDefault();
+            const scopes = boxes.map((b) => b.querySelector("input")).filter((i) => i.checked).map((i) => i.value);
+            try {
+              const made = await api("/v1/me/tokens", { method: "POST", body: { name: name.value, scopes, project_id: projectId } });
+              await redraw();
+              tokens.append(secretShown("Token", made.token));
+            } catch (error) {
+              mount(message, failure(error));
+            }
+          },
+        },
+        h("div", { class: "grow" }, h("label", { for: "token-name" }, "New token's name"), name),
+        h("fieldset", {}, h("legend", {}, "Scopes"), boxes),
+        h("button", { class: "primary", type: "submit" }, "Create token"),
+      ),
+      message,
+    ];
+  });
+  mount(main, h("h1", {}, `${project.name} — settings`), members, webhooks, tokens);
 }
 
 // ---------------------------------------------------------------- a version
@@ -578,6 +704,7 @@ const ROUTES = [
   [/^#\/signin$/, signinPage],
   [/^#\/?$/, projectsPage],
   [/^#\/projects\/([\w-]+)$/, projectPage],
+  [/^#\/projects\/([\w-]+)\/settings$/, settingsPage],
   [/^#\/models\/([\w-]+)$/, modelPage],
   [/^#\/jobs\/([\w-]+)$/, jobPage],
   [/^#\/versions\/([\w-]+)(?:\/(\w+))?(?:\/([\w-]+))?(?:\?.*)?$/, (id, tab, other) => versionPage(id, tab, [other])],

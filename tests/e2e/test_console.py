@@ -157,7 +157,10 @@ def test_a_coordinator_looks_queries_takes_off_imports_and_compares(
     assert rows.count() == expected
     name = rows.first.locator("td").nth(1).inner_text()
     rows.first.click()
-    page.get_by_role("complementary", name="Inspector").get_by_role("heading", name=name).wait_for()
+    inspector = page.get_by_role("complementary", name="Inspector")
+    inspector.get_by_role("heading", name=name).wait_for()
+    inspector.get_by_role("heading", name="Neighbours").wait_for()
+    assert inspector.get_by_role("region", name="Neighbours").locator("tbody tr").count() > 0
     shot(page, "elements")
     # A mistake is shown where it is.
     page.get_by_label("Selector", exact=True).fill("IfcWall,,")
@@ -242,6 +245,15 @@ def test_a_coordinator_looks_queries_takes_off_imports_and_compares(
     page.get_by_role("alert").filter(has_text="Token (shown once").locator("code").wait_for()
     assert page.locator("section.panel .error").count() == 0  # every section loaded
     shot(page, "settings")
+
+    # Tablet width: the panels stack, nothing runs off the side.
+    page.set_viewport_size({"width": 820, "height": 1180})
+    for tab in ("elements", "takeoff", "3d"):
+        page.goto(f"{base}/console#/versions/{version}/{tab}")
+        page.locator("nav.tabs").wait_for()
+        page.wait_for_load_state("networkidle")
+        overflow = page.evaluate("() => document.documentElement.scrollWidth - innerWidth")
+        assert overflow <= 0, (tab, overflow)
     assert not errors, errors
 
 

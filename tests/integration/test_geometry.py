@@ -129,6 +129,29 @@ async def test_versions_without_geometry_say_why_and_can_ask_for_it(sqlite_url: 
         assert r.status_code == 409 and r.json()["type"].endswith("/geometry-unavailable")
 
 
+async def test_a_failed_geometry_job_leaves_the_version_as_it_was(sqlite_url: str) -> None:
+    content = ifc_bytes(ifcgen.generate(12, quirks=SHAPED))
+    async with make_api(settings_for(sqlite_url, geometry=False)) as api:
+        headers, mid = await model_of(api)
+        job = await imported(api, headers, mid, "shaped.ifc", content)
+        vid = job["version_id"]
+        key = await api.scalar("SELECT source_key FROM versions")
+        (api.settings.storage_dir / str(key)[:2] / str(key)).unlink()  # the file is gone
+        r = await api.client.post(f"/v1/versions/{vid}/geometry", headers=headers)
+        assert r.status_code == 202, r.text
+        state = await geometry_when_done(api, headers, vid)
+        assert state["status"] == "failed", state
+        assert state["error"]["type"] == "source-missing"  # at once: bad input, no retries
+        geometry_job = (await api.client.get(f"/v1/jobs/{state['job_id']}", headers=headers)).json()
+        assert geometry_job["attempts"] == 1
+        glb = await api.client.get(f"/v1/versions/{vid}/geometry.glb", headers=headers)
+        assert glb.status_code == 409 and "could not be made" in glb.json()["detail"]
+        version = (await api.client.get(f"/v1/versions/{vid}", headers=headers)).json()
+        assert version["status"] == "ready"
+        page = await api.client.get(f"/v1/versions/{vid}/elements", headers=headers)
+        assert page.status_code == 200 and page.json()["items"]
+
+
 @pytest.mark.parametrize("n", [0, 10])
 def test_a_model_without_shapes_is_an_empty_valid_glb(tmp_path: Any, n: int) -> None:
     from bem.geometry.service import make_glb

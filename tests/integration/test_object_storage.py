@@ -60,7 +60,20 @@ async def test_imports_and_downloads_use_the_bucket_only(
         headers, mid = await model_of(api)
         job = await imported(api, headers, mid, "Tower ü.ifc", content)
         assert job["status"] == "succeeded", job
-        r = await api.client.get(f"/v1/versions/{job['version_id']}/source", headers=headers)
+        url = f"/v1/versions/{job['version_id']}/source"
+        r = await api.client.get(url, headers=headers)
+        # Byte ranges from the bucket, as the local store's FileResponse serves them.
+        parts = {
+            span: await api.client.get(url, headers={**headers, "Range": span})
+            for span in ("bytes=0-11", "bytes=100-", "bytes=-5", f"bytes={len(content)}-")
+        }
+    assert [p.status_code for p in parts.values()] == [206, 206, 206, 416]
+    assert parts["bytes=0-11"].content == content[:12] == b"ISO-10303-21"
+    assert parts["bytes=0-11"].headers["content-range"] == f"bytes 0-11/{len(content)}"
+    assert parts["bytes=100-"].content == content[100:]
+    assert parts["bytes=-5"].content == content[-5:]
+    assert parts[f"bytes={len(content)}-"].headers["content-range"] == f"bytes */{len(content)}"
+    assert r.headers["accept-ranges"] == "bytes"
     assert r.status_code == 200
     assert r.content == content
     assert r.headers["content-length"] == str(len(content))

@@ -85,4 +85,5 @@ async def get_geometry_glb(
         f"{version_id}.glb",
         service.MEDIA_TYPE,
         {"ETag": etag},
+        request.headers.get("range"),
     )

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.datastructures import UploadFile
 
 from bem.config import Settings
-from bem.ingest.formats import HEAD_BYTES, Format, detect, extract_ifc, ifc_member
+from bem.ingest.formats import HEAD_BYTES, BadSource, Format, detect, extract_ifc, ifc_member
 from bem.ingest.schemas import ImportParams
 from bem.jobs import service as jobs
 from bem.jobs.models import Job
@@ -39,7 +39,9 @@ def store_source(
 
 def ifc_file(store: SourceStore, key: str, fmt: str, workdir: Path, max_bytes: int) -> Path:
     """A local IFC file with a stored IFC or IFC-ZIP source's model (for jobs that read it
-    again: geometry). Blocking."""
+    again: geometry). Blocking. A file gone from the store is bad input, not a retry."""
+    if not store.exists(key):
+        raise BadSource("The stored file is missing.", slug="source-missing")
     path = store.local_file(key, workdir)
     if Format(fmt) is Format.ifczip:
         unpacked = workdir / "model.ifc"

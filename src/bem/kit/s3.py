@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import re
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -32,6 +33,8 @@ from bem.kit.errors import StorageUnavailable
 from bem.kit.storage import ABANDONED_AFTER_S, CHUNK, KEY, CorruptSource, digest_of, name_of
 
 _MISSING = {"404", "NoSuchKey", "NotFound"}
+# One range; several (or a malformed one) are ignored, as RFC 9110 allows: the whole file.
+RANGE = re.compile(r"bytes=(\d+-\d*|-\d+)")
 
 
 def client() -> Any:
@@ -147,16 +150,55 @@ class S3Store:
             raise StorageUnavailable() from exc
 
     def response(
-        self, key: str, filename: str, media_type: str, headers: Mapping[str, str]
+        self,
+        key: str,
+        filename: str,
+        media_type: str,
+        headers: Mapping[str, str],
+        byte_range: str | None = None,
     ) -> Response:
+        sent = {**headers, "Accept-Ranges": "bytes", "Content-Disposition": _disposition(filename)}
+        if byte_range is not None and RANGE.fullmatch(byte_range):
+            return self._part(key, media_type, sent, byte_range)
         body, length = self._open(key)  # one GET: its answer carries the length
         return StreamingResponse(
             self._chunks(key, body),
             media_type=media_type,
+            headers={**sent, "Content-Length": str(length)},
+        )
+
+    def _part(
+        self, key: str, media_type: str, headers: dict[str, str], byte_range: str
+    ) -> Response:
+        """One byte range (RFC 9110), as S3 cuts it; 416 when it starts past the end. Not
+        checked against the key: only a whole file can be."""
+        try:
+            answer = self._call("get_object", Key=self._name(key), Range=byte_range)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "InvalidRange":
+                raise
+            size = self._call("head_object", Key=self._name(key))["ContentLength"]
+            return Response(
+                status_code=416, headers={**headers, "Content-Range": f"bytes */{size}"}
+            )
+        body = answer["Body"]
+
+        def chunks() -> Iterator[bytes]:
+            try:
+                yield from body.iter_chunks(CHUNK)
+            except BotoCoreError as exc:
+                raise StorageUnavailable() from exc
+            finally:
+                body.close()
+
+        return StreamingResponse(
+            chunks(),
+            status_code=206,
+            media_type=media_type,
             headers={
                 **headers,
-                "Content-Length": str(length),
-                "Content-Disposition": _disposition(filename),
+                "Content-Length": str(answer["ContentLength"]),
+                "Content-Range": answer["ContentRange"],
             },
         )
 

@@ -71,9 +71,15 @@ class SourceStore(Protocol):
     def stored_keys(self) -> Iterator[str]: ...
 
     def response(
-        self, key: str, filename: str, media_type: str, headers: Mapping[str, str]
+        self,
+        key: str,
+        filename: str,
+        media_type: str,
+        headers: Mapping[str, str],
+        byte_range: str | None = None,
     ) -> Response:
-        """The key's content as a download."""
+        """The key's content as a download; ``byte_range`` (a request's ``Range``) asks for
+        one part of it (206)."""
 
     def sweep(self, older_than_s: float = ABANDONED_AFTER_S) -> int:
         """Delete what crashed writers left half-done (older than ``older_than_s``); how many."""
@@ -128,8 +134,14 @@ class LocalStore:
                 yield path.name
 
     def response(
-        self, key: str, filename: str, media_type: str, headers: Mapping[str, str]
+        self,
+        key: str,
+        filename: str,
+        media_type: str,
+        headers: Mapping[str, str],
+        byte_range: str | None = None,
     ) -> Response:
+        # FileResponse reads the request's Range (and If-Range) itself.
         return FileResponse(
             self.path(key), filename=filename, media_type=media_type, headers=dict(headers)
         )

@@ -120,8 +120,9 @@ SOURCE_MEDIA_TYPES = {
                 "ETag": {"description": "The file's SHA-256, quoted"},
             },
         },
+        206: {"description": "The requested byte range (`Range`)"},
         304: {"description": "Not modified"},
-        **problem_responses(404),
+        **problem_responses(404, 416),
     },
     summary="Download the file a version was imported from",
 )
@@ -141,4 +142,5 @@ async def get_source(
         version.source_name or f"{version_id}.{version.source_format}",
         SOURCE_MEDIA_TYPES.get(version.source_format, "application/octet-stream"),
         {"ETag": etag, "Repr-Digest": f"sha-256=:{digest}:"},
+        request.headers.get("range"),
     )

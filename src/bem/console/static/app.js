@@ -361,10 +361,15 @@ async function versionPage(versionId, tab = "elements", rest = []) {
   const project = await api(`/v1/projects/${model.project_id}`);
   crumb(["Projects", "#/"], [project.name, `#/projects/${project.id}`], [model.name, `#/models/${model.id}`], [`Version ${version.seq ?? ""}`]);
   const body = h("div", {});
+  const [storeys, members] = await Promise.all([
+    api(`/v1/versions/${versionId}/takeoff`, { params: { group_by: "storey" } }).catch(() => null),
+    all(`/v1/projects/${project.id}/members`).catch(() => []),
+  ]);
+  const uploader = members.find((m) => m.user_id === version.created_by);
   mount(
     main,
     h("h1", {}, `${model.name} — version ${version.seq ?? ""}`),
-    summary(version),
+    summary(version, storeys?.rows || [], uploader ? uploader.email : version.created_by),
     h("nav", { class: "tabs", "aria-label": "Version views" }, TABS.map(([key, label]) => h("a", { href: `#/versions/${versionId}/${key}`, "aria-current": key === tab ? "page" : null }, label))),
     body,
   );
@@ -372,16 +377,21 @@ async function versionPage(versionId, tab = "elements", rest = []) {
   await (pages[tab] || elementsTab)(body, version, rest);
 }
 
-function summary(version) {
+function summary(version, storeys, uploader) {
   const byClass = Object.entries(version.stats?.by_class || {}).sort((a, b) => b[1] - a[1]);
   const units = Object.entries(version.units || {}).map(([k, u]) => `${k}: ${u.unit ?? "—"}`).join(", ");
   return h(
     "details",
     { class: "panel" },
-    h("summary", {}, `${number(version.element_count)} elements · ${version.source_name || version.source_format} · ${when(version.created_at)}`),
+    h("summary", {}, `${number(version.element_count)} elements · ${version.source_name || version.source_format} · ${uploader || "—"} · ${when(version.created_at)}`),
     h("p", {}, version.message || ""),
-    h("p", { class: "muted" }, `Schema ${version.source_schema || "—"}; units ${units || "—"}; uploaded by ${version.created_by || "—"}`),
-    table([{ key: 0, label: "Class" }, { key: 1, label: "Elements", num: true }], byClass),
+    h("p", { class: "muted" }, `Schema ${version.source_schema || "—"}; units ${units || "—"}; uploaded by ${uploader || "—"}`),
+    h(
+      "div",
+      { class: "split" },
+      table([{ key: 0, label: "Class" }, { key: 1, label: "Elements", num: true }], byClass),
+      table([{ key: "storey", label: "Storey", cell: (r) => r.storey ?? "(no storey)" }, { key: "count", label: "Elements", num: true }], storeys),
+    ),
   );
 }
 
@@ -394,6 +404,7 @@ function inspector(panel, versionId) {
       const scalar = ["global_id", "ifc_class", "predefined_type", "name", "description", "object_type", "tag"].map((k) => [k, e[k]]);
       const attrs = Object.entries(e.attributes || {});
       const ref = (r) => (r ? `${r.name || ""} (${r.ifc_class})` : "—");
+      const neighbours = h("section", { "aria-label": "Neighbours" });
       const sets = (title, groups) =>
         Object.entries(groups || {}).map(([name, values]) =>
           h("section", {}, h("h3", {}, `${title}: ${name}`), table([{ key: 0, label: "Name" }, { key: 1, label: "Value", cell: (r) => (typeof r[1] === "number" ? number(r[1]) : JSON.stringify(r[1])) }], Object.entries(values))),
@@ -403,11 +414,26 @@ function inspector(panel, versionId) {
         h("h2", {}, e.name || e.global_id),
         table([{ key: 0, label: "Attribute" }, { key: 1, label: "Value" }], [...scalar, ...attrs].filter(([, v]) => v !== null && v !== undefined)),
         h("h3", {}, "Relations"),
-        table([{ key: 0, label: "" }, { key: 1, label: "" }], [["Type", ref(e.type)], ["Container", ref(e.container)], ["Part of", ref(e.parent)]]),
+        table([{ key: 0, label: "Relation" }, { key: 1, label: "Element" }], [["Type", ref(e.type)], ["Container", ref(e.container)], ["Part of", ref(e.parent)]]),
         e.materials?.length ? [h("h3", {}, "Materials"), table([{ key: "name" }, { key: "category" }, { key: "layer_thickness", label: "Layer (m)", num: true }, { key: "fraction", num: true }], e.materials)] : null,
         sets("Properties", e.properties),
         sets("Quantities", e.quantities),
         e.classification?.length ? [h("h3", {}, "Classification"), table([{ key: "system" }, { key: "identification" }, { key: "name" }], e.classification)] : null,
+        neighbours,
+      );
+      const graph = await api(`/v1/versions/${versionId}/elements/${encodeURIComponent(globalId)}/relations`);
+      const named = new Map(graph.nodes.map((n) => [n.global_id, n]));
+      const rows = graph.edges.map((edge) => {
+        const out = edge.source === globalId;
+        return { kind: edge.kind, direction: out ? "→" : "←", other: named.get(out ? edge.target : edge.source) };
+      });
+      const open = inspector(panel, versionId);
+      mount(
+        neighbours,
+        h("h3", {}, "Neighbours"),
+        rows.length
+          ? table([{ key: "kind", label: "Relation" }, { key: "direction", label: "" }, { key: "other", label: "Element", cell: (r) => `${r.other?.name || r.other?.global_id} (${r.other?.ifc_class})` }], rows, (r) => open(r.other.global_id))
+          : h("p", { class: "muted" }, "No relations."),
       );
     } catch (error) {
       mount(panel, failure(error));
@@ -633,6 +659,8 @@ async function viewerTab(body, version) {
   const isolate = h("input", { id: "isolate", type: "checkbox" });
   const classes = Object.keys(version.stats?.by_class || {}).sort();
   const hideClass = h("select", { id: "hide-class", multiple: true, size: "4" }, classes.map((c) => h("option", { value: c }, c)));
+  const storeys = (await api(`/v1/versions/${version.id}/takeoff`, { params: { group_by: "storey" } })).rows.map((r) => r.storey).filter(Boolean);
+  const hideStorey = h("select", { id: "hide-storey", multiple: true, size: "4" }, storeys.map((c) => h("option", { value: c }, c)));
   mount(
     body,
     h(
@@ -642,6 +670,7 @@ async function viewerTab(body, version) {
       h("div", {}, h("label", { for: "isolate" }, "Isolate"), isolate),
       h("button", { class: "primary", type: "submit" }, "Show"),
       h("div", {}, h("label", { for: "hide-class" }, "Hide classes"), hideClass),
+      h("div", {}, h("label", { for: "hide-storey" }, "Hide storeys"), hideStorey),
     ),
     selector.error,
     h("div", { class: "split" }, h("div", { class: "viewer" }, canvas, status), panel),
@@ -656,15 +685,21 @@ async function viewerTab(body, version) {
   const drawn = viewer.load(glb);
   status.textContent = `${number(drawn)} elements with shapes.`;
   canvas.dataset.loaded = "true";
-  let classOf = null;
+  let facts = null; // global_id -> {ifc_class, storey}, fetched the first time it is needed
   let matched = null;
   const hidden = () => {
     const out = new Set();
-    const off = new Set([...hideClass.selectedOptions].map((o) => o.value));
+    const classesOff = new Set([...hideClass.selectedOptions].map((o) => o.value));
+    const storeysOff = new Set([...hideStorey.selectedOptions].map((o) => o.value));
     for (const e of viewer.elements) {
-      if ((isolate.checked && matched && !matched.has(e.guid)) || (classOf && off.has(classOf.get(e.guid)))) out.add(e.guid);
+      const f = facts?.get(e.guid);
+      if ((isolate.checked && matched && !matched.has(e.guid)) || (f && (classesOff.has(f.ifc_class) || storeysOff.has(f.storey)))) out.add(e.guid);
     }
     return out;
+  };
+  const hideChosen = async () => {
+    facts ??= new Map((await all(`/v1/versions/${version.id}/elements`, { fields: "ifc_class,container" })).map((e) => [e.global_id, { ifc_class: e.ifc_class, storey: e.container?.name }]));
+    viewer.hide(hidden());
   };
   const highlight = async () => {
     selector.show(null);
@@ -678,10 +713,8 @@ async function viewerTab(body, version) {
       selector.show(error);
     }
   };
-  hideClass.onchange = async () => {
-    classOf ??= new Map((await all(`/v1/versions/${version.id}/elements`, { fields: "ifc_class" })).map((e) => [e.global_id, e.ifc_class]));
-    viewer.hide(hidden());
-  };
+  hideClass.onchange = hideChosen;
+  hideStorey.onchange = hideChosen;
   isolate.onchange = () => viewer.hide(hidden());
   // #/versions/{id}/3d with a diff in the URL's query: colour what changed since that version.
   const since = new URLSearchParams(location.hash.split("?")[1] || "").get("since");

@@ -185,6 +185,16 @@ def test_a_coordinator_looks_queries_takes_off_imports_and_compares(
     page.locator("canvas").click(position={"x": pixel[0], "y": pixel[1]})
     page.get_by_role("complementary", name="Inspector").get_by_role("heading", level=2).wait_for()
     shot(page, "viewer")
+    # What a selector matches, coloured, then alone.
+    page.get_by_label("Colour what a selector matches").fill("IfcSlab")
+    page.get_by_role("button", name="Show").click()
+    slabs = httpx.get(
+        f"{base}/v1/versions/{version}/takeoff", params={"q": "IfcSlab"}, headers=headers
+    ).json()["totals"]["count"]
+    page.get_by_text(f"{slabs} elements match.").wait_for()
+    page.get_by_label("Isolate").check()
+    isolated, _ = drawn_pixels(page)
+    assert 0 < isolated < share, (isolated, share)
 
     # Another tab follows the project while this one imports the next version.
     follower = browser.new_page(viewport={"width": 1280, "height": 800})
@@ -266,3 +276,52 @@ def test_the_console_is_served_under_a_strict_policy(server: tuple[str, str, Pat
     assert httpx.get(f"{base}/console/assets/app.js").status_code == 200
     assert httpx.get(f"{base}/", headers={"Accept": "text/html"}).headers["location"] == "/console"
     assert httpx.get(f"{base}/").status_code == 404  # API clients: problem+json as before
+
+
+def test_totp_sign_in_keyboard_use_and_sign_out(
+    server: tuple[str, str, Path], browser: Any
+) -> None:
+    import pyotp
+
+    base, token, mail = server
+    headers = {"Authorization": f"Bearer {token}"}
+    enrolled = httpx.post(f"{base}/v1/me/totp", headers=headers)
+    assert enrolled.status_code in (200, 201), enrolled.text
+    totp = pyotp.TOTP(enrolled.json()["secret"])
+    confirmed = httpx.post(f"{base}/v1/me/totp/confirm", json={"code": totp.now()}, headers=headers)
+    assert confirmed.status_code == 200, confirmed.text
+
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    page.goto(f"{base}/console")
+    page.get_by_label("Email", exact=True).fill("ops@example.com")
+    asked = time.time() - 1
+    page.get_by_role("button", name="Email me a code").click()
+    page.get_by_label("The code we emailed you").fill(code_for(mail, asked))
+    page.get_by_role("button", name="Sign in").click()
+    # The server asks for the second factor; the same emailed code still stands.
+    second = page.get_by_label("Authenticator code (TOTP)")
+    second.wait_for()
+    assert second.evaluate("el => document.activeElement === el")
+    second.fill(totp.at(time.time() + 30))  # the next step: the current one was used above
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_role("heading", name="Projects").wait_for()
+
+    # The keyboard alone: a row opens in the inspector with Enter.
+    page.get_by_role("link", name="Demo").click()
+    page.get_by_role("link", name="Architecture").click()
+    page.get_by_role("link", name="1", exact=True).click()
+    row = page.locator("tbody tr[tabindex]").first
+    row.wait_for()
+    row.focus()
+    page.keyboard.press("Enter")
+    name = row.locator("td").nth(1).inner_text()
+    page.get_by_role("complementary", name="Inspector").get_by_role("heading", name=name).wait_for()
+
+    held = page.evaluate("() => JSON.parse(sessionStorage.getItem('bem.session'))")
+    page.get_by_role("button", name="Sign out").click()
+    page.get_by_role("heading", name="Sign in to BEM").wait_for()
+    assert page.evaluate("() => sessionStorage.getItem('bem.session')") is None
+    refresh = httpx.post(
+        f"{base}/v1/auth/token/refresh", json={"refresh_token": held["refresh_token"]}
+    )
+    assert refresh.status_code == 401  # signing out revoked the session

@@ -23,20 +23,12 @@ from typing import Any
 
 import httpx
 
-from report import write_report
+from report import take_repeat, write_report
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from tests.helpers import bem, bem_server  # noqa: E402 - the same process helpers as the e2e tests
-
-CHROMIUM = "/usr/bin/chromium"
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+# The same process and browser helpers as the e2e tests.
+from tests.helpers import CHROMIUM, CHROMIUM_ARGS, bem, bem_server  # noqa: E402
 
 
 def first_frames(base: str, token: str, version: str, repeat: int) -> list[float]:
@@ -45,7 +37,7 @@ def first_frames(base: str, token: str, version: str, repeat: int) -> list[float
     session = json.dumps({"access_token": token, "refresh_token": None})
     seconds = []
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         for _ in range(repeat):
             page = browser.new_page(viewport={"width": 1280, "height": 800})
             page.goto(f"{base}/console#/signin")
@@ -112,9 +104,5 @@ def main(sizes: list[int], repeat: int) -> None:
 
 if __name__ == "__main__":
     args = sys.argv[1:]
-    repeat = 5
-    if "--repeat" in args:
-        at = args.index("--repeat")
-        repeat = int(args[at + 1])
-        del args[at : at + 2]
+    repeat = take_repeat(args, 5)
     main([int(a) for a in args] or [1000, 10000], repeat)

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from report import peak_rss_mib, write_report
+from report import peak_rss_mib, take_repeat, write_report
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "models"
 
@@ -128,9 +128,5 @@ if __name__ == "__main__":
         print(json.dumps(glb(Path(sys.argv[2]))))
     else:
         args = sys.argv[1:]
-        repeat = 3
-        if "--repeat" in args:
-            at = args.index("--repeat")
-            repeat = int(args[at + 1])
-            del args[at : at + 2]
+        repeat = take_repeat(args, 3)
         main(args or ["1000", "10000", "shared"], repeat)

@@ -29,7 +29,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from report import peak_rss_mib  # bench/ is on sys.path when run as a script
+from report import peak_rss_mib, take_repeat  # bench/ is on sys.path when run as a script
 
 # BEM is imported lazily: the IfcOpenShell-alone process must not pay for BEM's imports.
 
@@ -210,9 +210,5 @@ if __name__ == "__main__":
     else:
         os.environ.setdefault("BEM_LOG_LEVEL", "WARNING")
         args = sys.argv[1:]
-        repeat = 3
-        if "--repeat" in args:
-            at = args.index("--repeat")
-            repeat = int(args[at + 1])
-            del args[at : at + 2]
+        repeat = take_repeat(args, 3)
         asyncio.run(main(args or DEFAULT_CASES, repeat))

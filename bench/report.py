@@ -51,3 +51,13 @@ def write_report(name: str, data: dict[str, Any], directory: Path | None = None)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
+
+
+def take_repeat(args: list[str], default: int) -> int:
+    """Remove ``--repeat N`` from ``args`` (a script's own list); N, else ``default``."""
+    if "--repeat" not in args:
+        return default
+    at = args.index("--repeat")
+    repeat = int(args[at + 1])
+    del args[at : at + 2]
+    return repeat

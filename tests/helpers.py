@@ -27,6 +27,15 @@ from bem.kit.build import Build
 from bem.kit.metrics import Metrics
 
 REQUIRE_SERVICES = os.environ.get("BEM_REQUIRE_SERVICES") == "1"
+# Debian's Chromium, headless, as the console's browser tests and bench/console.py run it.
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 SAMPLE_SUFFIXES = ("", "_total", "_bucket", "_count", "_sum")
 
 

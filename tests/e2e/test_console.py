@@ -16,18 +16,10 @@ import httpx
 import pytest
 
 from bem.testing import ifcgen
-from tests.helpers import REQUIRE_SERVICES, bem, bem_server
+from tests.helpers import CHROMIUM, CHROMIUM_ARGS, REQUIRE_SERVICES, bem, bem_server
 
 pytestmark = pytest.mark.e2e
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 # Where a run may leave a screenshot of each page (docs/console.md shows them).
 SHOTS = os.environ.get("BEM_CONSOLE_SHOTS")
 
@@ -42,7 +34,7 @@ def browser() -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield chromium
         chromium.close()
 
@@ -225,8 +217,10 @@ def test_a_coordinator_looks_queries_takes_off_imports_and_compares(
     page.get_by_label("Other version").select_option(index=1)  # the only other: version 1
     page.locator(".count").wait_for()
     assert re.search(r"(added|removed|changed) \d+", page.locator(".count").inner_text())
-    page.locator("tbody tr[tabindex]").first.click()
-    page.get_by_role("complementary", name="Both sides").get_by_role("heading", level=2).wait_for()
+    page.locator("tbody tr[tabindex]").filter(has_text="changed").first.click()
+    sides = page.get_by_role("complementary", name="Both sides")
+    sides.get_by_text("fields differ").wait_for()
+    assert sides.locator("tbody tr").count() >= 1  # the changed fields, before and after
     shot(page, "diff")
     page.get_by_role("link", name="Show the changes in 3D").click()
     page.locator(".legend").get_by_text("added").wait_for(timeout=20_000)

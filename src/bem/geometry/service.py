@@ -52,7 +52,7 @@ async def request(
     row = await session.get(VersionGeometry, version.id)
     if row is None:
         session.add(VersionGeometry(version_id=version.id, job_id=job.id))
-    else:  # made again: the old file stays in the store until nothing refers to it
+    else:  # made again; the old file stays in the store (the same model makes the same file)
         row.job_id, row.sha256, row.bytes, row.elements, row.meshes = job.id, None, None, None, None
         row.requested_at, row.made_at = utcnow(), None
     await session.flush()

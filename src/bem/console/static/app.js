@@ -345,6 +345,17 @@ async function settingsPage(projectId) {
   mount(main, h("h1", {}, `${project.name} — settings`), members, webhooks, tokens);
 }
 
+// An element document as dotted paths to its values (properties.Pset_WallCommon.FireRating),
+// lists kept whole: what a diff compares field by field.
+function flatten(doc, prefix = "", out = new Map()) {
+  for (const [key, value] of Object.entries(doc)) {
+    const path = prefix ? `${prefix}.${key}` : key;
+    if (value && typeof value === "object" && !Array.isArray(value)) flatten(value, path, out);
+    else out.set(path, value);
+  }
+  return out;
+}
+
 // ---------------------------------------------------------------- a version
 
 const TABS = [
@@ -361,11 +372,13 @@ async function versionPage(versionId, tab = "elements", rest = []) {
   const project = await api(`/v1/projects/${model.project_id}`);
   crumb(["Projects", "#/"], [project.name, `#/projects/${project.id}`], [model.name, `#/models/${model.id}`], [`Version ${version.seq ?? ""}`]);
   const body = h("div", {});
-  const [storeys, members] = await Promise.all([
+  const [storeys, members, me] = await Promise.all([
     api(`/v1/versions/${versionId}/takeoff`, { params: { group_by: "storey" } }).catch(() => null),
     all(`/v1/projects/${project.id}/members`).catch(() => []),
+    api("/v1/me").catch(() => null),
   ]);
-  const uploader = members.find((m) => m.user_id === version.created_by);
+  // Members by email; an admin (who need not be a member) is at least told it was them.
+  const uploader = members.find((m) => m.user_id === version.created_by) || (me?.id === version.created_by ? me : null);
   mount(
     main,
     h("h1", {}, `${model.name} — version ${version.seq ?? ""}`),
@@ -634,7 +647,17 @@ async function diffTab(body, version, [other]) {
   const both = async (gid) => {
     const side = async (vid) => api(`/v1/versions/${vid}/elements/${encodeURIComponent(gid)}`).catch(() => null);
     const [before, after] = await Promise.all([side(other), side(version.id)]);
-    mount(panel, h("h2", {}, gid), h("h3", {}, "Before"), h("pre", {}, before ? JSON.stringify(before, null, 1) : "—"), h("h3", {}, "After"), h("pre", {}, after ? JSON.stringify(after, null, 1) : "—"));
+    const was = flatten(before || {});
+    const now = flatten(after || {});
+    const fields = [...new Set([...was.keys(), ...now.keys()])].sort();
+    const show = (v) => (v === undefined ? "—" : typeof v === "number" ? number(v) : JSON.stringify(v));
+    const rows = fields.filter((f) => JSON.stringify(was.get(f)) !== JSON.stringify(now.get(f))).map((f) => ({ field: f, before: show(was.get(f)), after: show(now.get(f)) }));
+    mount(
+      panel,
+      h("h2", {}, (after || before)?.name || gid),
+      h("p", { class: "muted" }, before && after ? `${rows.length} fields differ` : before ? "Removed in this version" : "Added in this version"),
+      table([{ key: "field", label: "Field" }, { key: "before", label: "Before" }, { key: "after", label: "After" }], rows),
+    );
   };
   more.onclick = page;
   const first = await page();

@@ -89,6 +89,24 @@ MIXES: dict[str, dict[str, int]] = {
 }
 
 
+class Deck:
+    """The scenario's kinds, each as often as its weight, dealt in a shuffled order and
+    shared by every user of the process: each round of ``sum(weights)`` arrivals has exactly
+    the mix. (A random draw per arrival let a 20 s smoke run miss the 5 % of diffs.)"""
+
+    def __init__(self, mix: dict[str, int]) -> None:
+        self.cards = [kind for kind, weight in mix.items() for _ in range(weight)]
+        self.left: list[str] = []
+
+    def deal(self) -> str:
+        if not self.left:
+            self.left = random.sample(self.cards, len(self.cards))
+        return self.left.pop()
+
+
+DECK = Deck(MIXES[SCENARIO])
+
+
 class Arrivals(FastHttpUser):
     """One stream of arrivals; ``BEM_LOAD_USERS`` of them share the rate."""
 
@@ -101,15 +119,12 @@ class Arrivals(FastHttpUser):
 
     @task
     def arrive(self) -> None:
-        mix = MIXES[SCENARIO]
-        kinds, weights = list(mix), list(mix.values())
         interval = USERS / RATE
         due = time.monotonic() + random.uniform(0, interval)  # users do not start in step
         while True:
             gevent.sleep(max(0.0, due - time.monotonic()))
             due += interval
-            kind = random.choices(kinds, weights)[0]
-            gevent.spawn(getattr(self, kind))
+            gevent.spawn(getattr(self, DECK.deal()))
 
     def _get(self, path: str, name: str, **params: Any) -> None:
         headers = {"Authorization": f"Bearer {random.choice(FIXTURE['tokens'])}"}

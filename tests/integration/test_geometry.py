@@ -162,3 +162,20 @@ def test_a_model_without_shapes_is_an_empty_valid_glb(tmp_path: Any, n: int) -> 
     doc, binary = read_glb(written.path.read_bytes())
     assert counts.elements == 0 and binary == b""
     assert doc["nodes"] == [doc["nodes"][0]] and "buffers" not in doc
+
+
+@pytest.mark.parametrize("name", ["duplex.ifc", "wall_door_columnt_rgb4x3.ifc"])
+def test_real_exports_get_geometry_where_ifcopenshell_puts_it(name: str, tmp_path: Any) -> None:
+    """Revit's duplex (shared type representations, openings, styles) and an IFC4X3 file:
+    every shape IfcOpenShell builds is a node, placed where its world coordinates say."""
+    from bem.geometry.service import make_glb
+    from tests.integration.test_real_models import shared
+
+    path = shared(name)
+    written, counts = make_glb(path, tmp_path, 1)
+    ours, doc = glb_boxes(written.path.read_bytes())
+    theirs = world_boxes(ifcopenshell.open(str(path)))
+    assert set(ours) == set(theirs) and counts.elements == len(ours)
+    assert counts.meshes == len(doc["meshes"]) <= len(ours)
+    for guid, box in theirs.items():
+        np.testing.assert_allclose(ours[guid], box, atol=1e-3, err_msg=guid)

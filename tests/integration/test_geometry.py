@@ -16,6 +16,7 @@ from tests.conftest import make_api, settings_for
 from tests.integration.test_imports import geometry_when_done, ifc_bytes, imported, model_of
 
 SHAPED = ifcgen.Quirks(geometry=True, millimetres=True)
+WALL = "0000000000000000000W01"
 
 
 def world_boxes(model: ifcopenshell.file) -> dict[str, np.ndarray]:
@@ -119,13 +120,8 @@ async def test_versions_without_geometry_say_why_and_can_ask_for_it(sqlite_url: 
         assert r.headers["location"] == f"/v1/jobs/{r.json()['id']}"
         assert (await geometry_when_done(api, headers, vid))["status"] == "ready"
 
-        body = b'{"global_id": "0000000000000000000W01", "ifc_class": "IfcWall"}\n'
-        plain = await api.client.post(
-            f"/v1/models/{mid}/versions",
-            content=body,
-            headers={**headers, "content-type": "application/x-ndjson"},
-        )
-        r = await api.client.post(f"/v1/versions/{plain.json()['id']}/geometry", headers=headers)
+        plain = await api.upload(headers, mid, [{"global_id": WALL, "ifc_class": "IfcWall"}])
+        r = await api.client.post(f"/v1/versions/{plain}/geometry", headers=headers)
         assert r.status_code == 409 and r.json()["type"].endswith("/geometry-unavailable")
 
 

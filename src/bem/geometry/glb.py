@@ -43,9 +43,7 @@ class Colour:
 @dataclass
 class Written:
     path: Path
-    nodes: int
-    meshes: int
-    size: int
+    size: int  # bytes
 
 
 class GlbWriter:
@@ -53,7 +51,6 @@ class GlbWriter:
     :meth:`finish`. Use as a context manager so the spool file is always removed."""
 
     def __init__(self, workdir: Path, generator: str = "BEM") -> None:
-        self.workdir = workdir
         self.spool: IO[bytes] = tempfile.TemporaryFile(dir=workdir)  # noqa: SIM115 (closed in close())
         self.offset = 0
         self.json: dict[str, Any] = {
@@ -160,7 +157,6 @@ class GlbWriter:
     def finish(self, target: Path) -> Written:
         """Write the GLB to ``target``."""
         doc = self.json
-        nodes, meshes = len(doc["nodes"]) - 1, len(doc["meshes"])
         if self.offset:
             doc["buffers"] = [{"byteLength": self.offset}]
         else:  # glTF allows no empty arrays: a model without shapes is one empty node
@@ -179,7 +175,7 @@ class GlbWriter:
                 out.write(struct.pack("<II", self.offset, BIN_CHUNK))
                 self.spool.seek(0)
                 shutil.copyfileobj(self.spool, out)
-        return Written(target, nodes, meshes, total)
+        return Written(target, total)
 
 
 def read_glb(data: bytes) -> tuple[dict[str, Any], bytes]:

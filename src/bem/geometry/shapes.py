@@ -9,7 +9,7 @@ skipped by its iterator (it logs them); the rest of the model still gets its geo
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import ifcopenshell
@@ -19,16 +19,12 @@ import numpy as np
 from bem.geometry.glb import Colour, GlbWriter
 
 DEFAULT = Colour(0.8, 0.8, 0.8)
-PROGRESS_EVERY = 200  # shapes
-
-Progress = Callable[[int, int], None]  # (percent done, shapes so far)
 
 
 @dataclass
 class Counts:
     elements: int = 0  # nodes written
     meshes: int = 0
-    empty: int = 0  # shapes without triangles
 
 
 def _colour(material: ifcopenshell.ifcopenshell_wrapper.material) -> Colour:
@@ -54,39 +50,30 @@ def _parts(
     return parts
 
 
-def _shapes(model: ifcopenshell.file, threads: int) -> Iterator[tuple[int, object]]:
+def _shapes(model: ifcopenshell.file, threads: int) -> Iterator[object]:
     settings = ifcopenshell.geom.settings()
     iterator = ifcopenshell.geom.iterator(settings, model, threads)
     if not iterator.initialize():
         return  # no element has a shape IfcOpenShell can build
     while True:
-        yield iterator.progress(), iterator.get()
+        yield iterator.get()
         if not iterator.next():
             return
 
 
-def write_model(
-    model: ifcopenshell.file,
-    writer: GlbWriter,
-    threads: int = 1,
-    on_progress: Progress | None = None,
-) -> Counts:
-    """Every element with body geometry, as a node of ``writer``."""
+def write_model(model: ifcopenshell.file, writer: GlbWriter, threads: int = 1) -> Counts:
+    """Every element with body geometry, as a node of ``writer`` (a shape without
+    triangles is no node)."""
     counts = Counts()
     meshes: dict[str, int | None] = {}
-    for n, (percent, shape) in enumerate(_shapes(model, threads), 1):
+    for shape in _shapes(model, threads):
         geometry = shape.geometry  # type: ignore[attr-defined]
         key = str(geometry.id)
         if key not in meshes:
             positions = np.asarray(geometry.verts, dtype=np.float64).reshape(-1, 3)
             meshes[key] = writer.mesh(key, positions, _parts(geometry))
             counts.meshes += meshes[key] is not None
-        mesh = meshes[key]
-        if mesh is None:
-            counts.empty += 1
-        else:
+        if (mesh := meshes[key]) is not None:
             writer.node(shape.guid, mesh, shape.transformation.matrix)  # type: ignore[attr-defined]
             counts.elements += 1
-        if on_progress is not None and n % PROGRESS_EVERY == 0:
-            on_progress(percent, n)
     return counts

@@ -30,6 +30,12 @@ def queue_name(settings: Settings) -> str:
     return f"{settings.redis_key_prefix}:jobs"
 
 
+async def put(redis: ArqRedis, job_id: uuid.UUID) -> bool:
+    """One queue entry for the job; False when it has one already (arq's ``_job_id`` makes
+    enqueueing idempotent)."""
+    return await redis.enqueue_job(ARQ_FUNCTION, str(job_id), _job_id=str(job_id)) is not None
+
+
 class ArqQueue:
     """Enqueues into the Redis list that ``bem worker`` (arq) consumes."""
 
@@ -42,8 +48,7 @@ class ArqQueue:
         self.redis = ArqRedis(connection_pool=pool, default_queue_name=self.name)
 
     async def enqueue(self, job_id: uuid.UUID) -> None:
-        # arq's _job_id makes enqueueing idempotent: one queue entry per job.
-        await self.redis.enqueue_job(ARQ_FUNCTION, str(job_id), _job_id=str(job_id))
+        await put(self.redis, job_id)
 
     async def depth(self) -> int:
         return int(await self.redis.zcard(self.name))

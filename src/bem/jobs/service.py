@@ -59,7 +59,7 @@ class JobContext:
     watch: Watch | None = None
     # Where a job's follow-ups go as soon as it succeeds (the queue adapter sets it); without
     # one (``bem import``) they wait, queued, for a worker's sweep.
-    enqueue: Callable[[uuid.UUID], Awaitable[None]] | None = None
+    enqueue: Callable[[uuid.UUID], Awaitable[object]] | None = None
 
     def count(self, kind: str, outcome: str, seconds: float | None = None) -> None:
         if self.metrics is None:
@@ -235,9 +235,9 @@ async def submit(session: AsyncSession, queue: JobQueue | None, job: Job) -> Non
 
 
 async def _follow_up(ctx: JobContext, result: JobResult) -> None:
+    if ctx.enqueue is None:
+        return
     for job_id in result.follow_ups:
-        if ctx.enqueue is None:
-            continue
         try:
             await ctx.enqueue(job_id)
         except (RedisError, OSError) as exc:  # queued in the table: the sweep finds it

@@ -33,7 +33,7 @@ from bem import __version__
 from bem.config import Settings
 from bem.events.service import count_published
 from bem.jobs import repository
-from bem.jobs.queue import ARQ_FUNCTION, queue_name
+from bem.jobs.queue import ARQ_FUNCTION, put, queue_name
 from bem.jobs.service import (
     OUTAGE_TRIES,
     STALE_AFTER,
@@ -102,7 +102,7 @@ async def sweep(settings: Settings, sessions: Any, redis: ArqRedis) -> int:
         )
     queued = 0
     for job_id in lost:
-        if await redis.enqueue_job(ARQ_FUNCTION, str(job_id), _job_id=str(job_id)) is not None:
+        if await put(redis, job_id):
             queued += 1
     return queued
 
@@ -118,10 +118,6 @@ async def _sweep_forever(ctx: dict[str, Any], settings: Settings) -> None:
                 raise
             log.warning("jobs.sweep_failed", error=type(exc).__name__)
         await asyncio.sleep(settings.job_sweep_s)
-
-
-async def _enqueue(redis: ArqRedis, job_id: uuid.UUID) -> None:
-    await redis.enqueue_job(ARQ_FUNCTION, str(job_id), _job_id=str(job_id))
 
 
 async def run_job(ctx: dict[str, Any], job_id: str) -> None:
@@ -168,7 +164,7 @@ def build_worker(
         ctx["metrics"] = metrics
         count_published(sessions, metrics)
         ctx["bem"] = job_context(settings, sessions, provider, metrics)
-        ctx["bem"].enqueue = functools.partial(_enqueue, ctx["redis"])
+        ctx["bem"].enqueue = functools.partial(put, ctx["redis"])
         ctx["handlers"] = handlers
         ctx["deliverer"] = Deliverer(  # webhooks go out from here
             sessions, settings, metrics, provider.get_tracer("bem.webhooks") if provider else None

@@ -366,13 +366,9 @@ def _bodies(b: _Builder) -> None:
     """Extruded boxes, one IfcShapeRepresentation per size shared by its elements (as
     authoring tools share a type's representation), in the file's length unit."""
     f = b.f
-    model = f.createIfcGeometricRepresentationContext(
-        None,
-        "Model",
-        3,
-        1e-5,
-        f.createIfcAxis2Placement3D(f.createIfcCartesianPoint((0.0, 0.0, 0.0))),
-    )
+    origin = f.createIfcAxis2Placement3D(f.createIfcCartesianPoint((0.0, 0.0, 0.0)))
+    up = f.createIfcDirection((0.0, 0.0, 1.0))
+    model = f.createIfcGeometricRepresentationContext(None, "Model", 3, 1e-5, origin)
     body = f.createIfcGeometricRepresentationSubContext(
         "Body", "Model", None, None, None, None, model, None, "MODEL_VIEW", None
     )
@@ -383,12 +379,7 @@ def _bodies(b: _Builder) -> None:
             x, y, z = (v * b.mm for v in size)
             centre = f.createIfcAxis2Placement2D(f.createIfcCartesianPoint((x / 2, y / 2)))
             profile = f.createIfcRectangleProfileDef("AREA", None, centre, x, y)
-            solid = f.createIfcExtrudedAreaSolid(
-                profile,
-                f.createIfcAxis2Placement3D(f.createIfcCartesianPoint((0.0, 0.0, 0.0))),
-                f.createIfcDirection((0.0, 0.0, 1.0)),
-                z,
-            )
+            solid = f.createIfcExtrudedAreaSolid(profile, origin, up, z)
             shape = shared[size] = f.createIfcShapeRepresentation(
                 body, "Body", "SweptSolid", [solid]
             )

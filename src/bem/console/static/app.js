@@ -1,6 +1,6 @@
 // The console's pages, routed by the URL's hash (#/projects/…), each drawn from BEM's API.
 import { api, ApiError, download, keep, session, signOut } from "./api.js";
-import { h, mount, number, problemText, say, table, when } from "./dom.js";
+import { h, mount, number, problemText, say, svg, table, when } from "./dom.js";
 import { Viewer } from "./viewer.js";
 
 const main = document.getElementById("main");
@@ -8,6 +8,15 @@ const crumbs = document.getElementById("crumbs");
 const PAGE = 50;
 const VIEWER_MATCH_LIMIT = 20_000; // elements a selector may colour in the viewer
 let leave = []; // what the current page must stop (live feeds, timers) when another opens
+let me = null; // the signed-in user, asked once per sign-in
+
+function whoAmI() {
+  me ??= api("/v1/me").catch((error) => {
+    me = null;
+    throw error;
+  });
+  return me;
+}
 
 function crumb(...parts) {
   mount(crumbs, parts.map(([label, href]) => (href ? h("a", { href }, label) : h("span", { "aria-current": "page" }, label))));
@@ -372,13 +381,13 @@ async function versionPage(versionId, tab = "elements", rest = []) {
   const project = await api(`/v1/projects/${model.project_id}`);
   crumb(["Projects", "#/"], [project.name, `#/projects/${project.id}`], [model.name, `#/models/${model.id}`], [`Version ${version.seq ?? ""}`]);
   const body = h("div", {});
-  const [storeys, members, me] = await Promise.all([
+  const [storeys, members, user] = await Promise.all([
     api(`/v1/versions/${versionId}/takeoff`, { params: { group_by: "storey" } }).catch(() => null),
     all(`/v1/projects/${project.id}/members`).catch(() => []),
-    api("/v1/me").catch(() => null),
+    whoAmI().catch(() => null),
   ]);
   // Members by email; an admin (who need not be a member) is at least told it was them.
-  const uploader = members.find((m) => m.user_id === version.created_by) || (me?.id === version.created_by ? me : null);
+  const uploader = members.find((m) => m.user_id === version.created_by) || (user?.id === version.created_by ? user : null);
   mount(
     main,
     h("h1", {}, `${model.name} — version ${version.seq ?? ""}`),
@@ -387,7 +396,7 @@ async function versionPage(versionId, tab = "elements", rest = []) {
     body,
   );
   const pages = { elements: elementsTab, tree: treeTab, takeoff: takeoffTab, diff: diffTab, "3d": viewerTab };
-  await (pages[tab] || elementsTab)(body, version, rest);
+  await (pages[tab] || elementsTab)(body, version, rest, storeys?.rows || []);
 }
 
 function summary(version, storeys, uploader) {
@@ -564,13 +573,6 @@ function barChart(rows, label, value) {
   );
 }
 
-function svg(tag, attrs, ...children) {
-  const el = document.createElementNS("http://www.w3.org/2000/svg", tag);
-  for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, v);
-  for (const c of children.flat()) el.append(c instanceof Node ? c : document.createTextNode(String(c)));
-  return el;
-}
-
 const MEASURES = [
   "", "Qto_WallBaseQuantities.NetVolume", "Qto_WallBaseQuantities.NetSideArea", "Qto_SlabBaseQuantities.NetVolume",
   "Qto_SlabBaseQuantities.NetArea", "Qto_ColumnBaseQuantities.NetVolume", "Qto_BeamBaseQuantities.NetVolume",
@@ -673,7 +675,7 @@ async function diffTab(body, version, [other]) {
 const HIT = [0.04, 0.41, 0.85, 1];
 const DIFF_COLOURS = { added: [0.18, 0.64, 0.31, 1], removed: [0.81, 0.13, 0.18, 1], changed: [0.75, 0.53, 0, 1] };
 
-async function viewerTab(body, version) {
+async function viewerTab(body, version, _rest, storeyRows) {
   const canvas = h("canvas", { tabindex: "0", "aria-label": "3D view: drag to orbit, shift-drag to pan, wheel or +/- to zoom, arrows to orbit, Home to frame" });
   const status = h("p", { role: "status", class: "muted" }, "Loading geometry…");
   const panel = h("aside", { class: "panel", "aria-label": "Inspector" }, h("p", { class: "muted" }, "Click an element to inspect it."));
@@ -682,7 +684,7 @@ async function viewerTab(body, version) {
   const isolate = h("input", { id: "isolate", type: "checkbox" });
   const classes = Object.keys(version.stats?.by_class || {}).sort();
   const hideClass = h("select", { id: "hide-class", multiple: true, size: "4" }, classes.map((c) => h("option", { value: c }, c)));
-  const storeys = (await api(`/v1/versions/${version.id}/takeoff`, { params: { group_by: "storey" } })).rows.map((r) => r.storey).filter(Boolean);
+  const storeys = storeyRows.map((r) => r.storey).filter(Boolean);
   const hideStorey = h("select", { id: "hide-storey", multiple: true, size: "4" }, storeys.map((c) => h("option", { value: c }, c)));
   mount(
     body,
@@ -784,22 +786,28 @@ async function route() {
       await page(...match.slice(1));
     } catch (error) {
       if (error instanceof ApiError && error.status === 401) {
-        await signOut();
+        await forget();
         location.hash = "#/signin";
         return;
       }
       mount(main, failure(error));
     }
     main.focus({ preventScroll: true });
-    if (session() && !who.textContent) api("/v1/me").then((me) => { who.textContent = me.email; }).catch(() => null);
+    if (session() && !who.textContent) whoAmI().then((user) => { who.textContent = user.email; }).catch(() => null);
     return;
   }
   mount(main, h("p", {}, "Nothing here. ", h("a", { href: "#/" }, "Projects")));
 }
 
-document.getElementById("signout").addEventListener("click", async () => {
+// Signing out (or a session the server no longer takes): nothing of the user stays here.
+async function forget() {
   await signOut();
+  me = null;
   document.getElementById("who").textContent = "";
+}
+
+document.getElementById("signout").addEventListener("click", async () => {
+  await forget();
   location.hash = "#/signin";
 });
 window.addEventListener("hashchange", route);

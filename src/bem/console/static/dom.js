@@ -20,6 +20,13 @@ function append(el, children) {
   }
 }
 
+export function svg(tag, attrs = {}, ...children) {
+  const el = document.createElementNS("http://www.w3.org/2000/svg", tag);
+  for (const [key, value] of Object.entries(attrs)) el.setAttribute(key, value);
+  append(el, children);
+  return el;
+}
+
 export function mount(el, ...children) {
   el.replaceChildren();
   append(el, children);
